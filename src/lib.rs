@@ -1,0 +1,40 @@
+//! jenkins-ha-proxy: an active/passive high-availability reverse proxy for Jenkins
+//! masters that share one JENKINS_HOME.
+//!
+//! ```text
+//!   config --> [ election owner task ] <--- events: probe results, "connect failed on live traffic"
+//!                |  (the only writer of election state)
+//!                v  watch::Sender<Arc<Snapshot>>
+//!     +----------+-------------+------------------+
+//!     |                        |                  |
+//!  HTTP proxy              admin /status      (later: TCP listeners, drain, hooks)
+//!  (reads the snapshot,
+//!   never decides)
+//! ```
+//!
+//! The invariant every module serves: at most one master receives traffic at any
+//! moment, and never one that is known to be down.
+//!
+//! Modules, one job each:
+//! - [`config`]: TOML schema, validation, errors naming file/line/key.
+//! - [`election`]: the pure election rules (no I/O, no clock), tested exhaustively.
+//! - [`owner`]: the task that owns election state, applies events, publishes snapshots.
+//! - [`routing`]: the immutable [`routing::Snapshot`] and the read handle over it.
+//! - [`health`]: heartbeat probes, one task per master.
+//! - [`upstream`]: connections to masters: connect with deadline, a small idle pool.
+//! - [`proxy`]: the client-facing HTTP/1.1 + h2c listener and request forwarding.
+//! - [`admin`]: the admin listener (`/status`).
+//! - [`daemon`]: wires it all together: [`daemon::run`] takes bound listeners and a shutdown future.
+//! - [`sample`]: a sample Jenkins-like master, used by `demo`, tests and benches.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod config;
+pub mod daemon;
+pub mod election;
+pub mod health;
+pub mod owner;
+pub mod proxy;
+pub mod routing;
+pub mod sample;
+pub mod upstream;
