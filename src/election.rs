@@ -1,1 +1,538 @@
-//! TODO
+//! The election rules: a pure state machine with no I/O and no clock.
+//!
+//! [`Election::apply`] takes one observation about one master and returns what changed.
+//! The owner task is its only caller; tests drive it exhaustively.
+//!
+//! Rules:
+//! - A master starts `Unknown`. Its first check decides `Up` or `Down` at once, so
+//!   start-up is not delayed by `rise x interval`.
+//! - After that, `rise` consecutive passed checks make a down master `Up`, and `fall`
+//!   consecutive failed checks make an up master `Down`.
+//! - A connection to the active master that fails on live traffic marks it `Down` at
+//!   once: a request is waiting, and a refused connect is conclusive.
+//! - With no active master, the first `Up` master in file order is elected, but only
+//!   once every master before it has been checked: at start we must not elect
+//!   master-b merely because master-a's first probe answered later.
+//! - An `Up` active master stays active (failback "never"), unless failback is "auto"
+//!   and an earlier master in file order is `Up`.
+//! - The active master is always `Up`, or there is none.
+
+use crate::config::Failback;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// Not checked yet.
+    Unknown,
+    Up,
+    Down,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Unknown => "unknown",
+            Health::Up => "up",
+            Health::Down => "down",
+        }
+    }
+}
+
+/// The thresholds and the failback policy the rules apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    pub rise: u32,
+    pub fall: u32,
+    pub failback: Failback,
+}
+
+/// One observation about one master.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observation {
+    CheckPassed,
+    CheckFailed {
+        error: String,
+    },
+    /// A connection attempt for a client request failed (refused, timed out, reset
+    /// before any byte was sent).
+    TrafficConnectFailed {
+        error: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MasterState {
+    pub name: String,
+    pub health: Health,
+    pub consecutive_passed: u32,
+    pub consecutive_failed: u32,
+    pub last_error: Option<String>,
+}
+
+/// A change of the active master, with the reason a person can read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub from: Option<usize>,
+    pub to: Option<usize>,
+    pub reason: String,
+}
+
+/// A change of one master's health.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthChange {
+    pub master: usize,
+    pub from: Health,
+    pub to: Health,
+    pub reason: String,
+}
+
+/// What one observation changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub health_change: Option<HealthChange>,
+    pub transition: Option<Transition>,
+}
+
+/// The election state: health per master (file order) and the active pointer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Election {
+    masters: Vec<MasterState>,
+    active: Option<usize>,
+    policy: Policy,
+}
+
+impl Election {
+    /// All masters `Unknown`, none active.
+    pub fn new<I, S>(names: I, policy: Policy) -> Election
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let masters = names
+            .into_iter()
+            .map(|name| MasterState {
+                name: name.into(),
+                health: Health::Unknown,
+                consecutive_passed: 0,
+                consecutive_failed: 0,
+                last_error: None,
+            })
+            .collect();
+        Election {
+            masters,
+            active: None,
+            policy,
+        }
+    }
+
+    pub fn active(&self) -> Option<usize> {
+        self.active
+    }
+
+    pub fn masters(&self) -> &[MasterState] {
+        &self.masters
+    }
+
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    /// Applies one observation about `master` (an index in file order; out-of-range
+    /// indices are ignored) and re-runs the election.
+    pub fn apply(&mut self, master: usize, observation: &Observation) -> Outcome {
+        let Some(health_change) = self.observe(master, observation) else {
+            return Outcome::default();
+        };
+        let health_change = health_change.filter(|change| change.from != change.to);
+        let transition = self.elect(health_change.as_ref());
+        Outcome {
+            health_change,
+            transition,
+        }
+    }
+
+    /// Updates counters and health; returns None for an unknown master index, and
+    /// Some(change) where `change` may be a no-op (from == to).
+    fn observe(
+        &mut self,
+        master: usize,
+        observation: &Observation,
+    ) -> Option<Option<HealthChange>> {
+        let policy = self.policy;
+        let state = self.masters.get_mut(master)?;
+        let before = state.health;
+        let reason;
+        match observation {
+            Observation::CheckPassed => {
+                state.consecutive_passed = state.consecutive_passed.saturating_add(1);
+                state.consecutive_failed = 0;
+                let rises = match before {
+                    Health::Unknown => true,
+                    Health::Down => state.consecutive_passed >= policy.rise,
+                    Health::Up => false,
+                };
+                if !rises {
+                    return Some(None);
+                }
+                state.health = Health::Up;
+                reason = if before == Health::Unknown {
+                    format!("{} up: first check passed", state.name)
+                } else {
+                    format!(
+                        "{} up after {} passed checks",
+                        state.name, state.consecutive_passed
+                    )
+                };
+            }
+            Observation::CheckFailed { error } => {
+                state.consecutive_failed = state.consecutive_failed.saturating_add(1);
+                state.consecutive_passed = 0;
+                state.last_error = Some(error.clone());
+                let falls = match before {
+                    Health::Unknown => true,
+                    Health::Up => state.consecutive_failed >= policy.fall,
+                    Health::Down => false,
+                };
+                if !falls {
+                    return Some(None);
+                }
+                state.health = Health::Down;
+                reason = if before == Health::Unknown {
+                    format!("{} down: first check failed: {error}", state.name)
+                } else {
+                    format!(
+                        "{} down after {} failed checks: {error}",
+                        state.name, state.consecutive_failed
+                    )
+                };
+            }
+            Observation::TrafficConnectFailed { error } => {
+                state.consecutive_passed = 0;
+                state.consecutive_failed = state.consecutive_failed.max(policy.fall);
+                state.last_error = Some(error.clone());
+                if before == Health::Down {
+                    return Some(None);
+                }
+                state.health = Health::Down;
+                reason = format!(
+                    "{} down: connection for a client request failed: {error}",
+                    state.name
+                );
+            }
+        }
+        Some(Some(HealthChange {
+            master,
+            from: before,
+            to: state.health,
+            reason,
+        }))
+    }
+
+    /// Re-runs the election. `cause` is the health change that prompted it, used for
+    /// the reason.
+    fn elect(&mut self, cause: Option<&HealthChange>) -> Option<Transition> {
+        let from = self.active;
+        let to = self.choose();
+        if to == from {
+            return None;
+        }
+        self.active = to;
+        let cause_text = cause.map_or("election", |c| c.reason.as_str());
+        let name = |index: usize| self.masters[index].name.as_str();
+        let reason = match (from, to) {
+            (_, None) => format!("{cause_text}; no healthy master: answering 503"),
+            (Some(from), Some(to)) if self.masters[from].health == Health::Up => format!(
+                "failback: {cause_text}; {} is now active (was {})",
+                name(to),
+                name(from)
+            ),
+            (_, Some(to)) => format!("{cause_text}; {} is now active", name(to)),
+        };
+        Some(Transition { from, to, reason })
+    }
+
+    /// The master that should be active now, by the rules in the module doc.
+    fn choose(&self) -> Option<usize> {
+        if let Some(active) = self.active {
+            if self.masters[active].health == Health::Up {
+                return match self.policy.failback {
+                    Failback::Never => Some(active),
+                    // `active` is Up, so the first Up master is at or before it.
+                    Failback::Auto => self.first_up(),
+                };
+            }
+        }
+        // No usable active master: the first Up master, unless an earlier one is
+        // still unchecked (then wait for its first check; it comes within one timeout).
+        for (index, master) in self.masters.iter().enumerate() {
+            match master.health {
+                Health::Up => return Some(index),
+                Health::Unknown => return None,
+                Health::Down => {}
+            }
+        }
+        None
+    }
+
+    fn first_up(&self) -> Option<usize> {
+        self.masters.iter().position(|m| m.health == Health::Up)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASS: Observation = Observation::CheckPassed;
+
+    fn fail() -> Observation {
+        Observation::CheckFailed {
+            error: "connection refused".into(),
+        }
+    }
+
+    fn refused() -> Observation {
+        Observation::TrafficConnectFailed {
+            error: "connection refused".into(),
+        }
+    }
+
+    fn policy(failback: Failback) -> Policy {
+        Policy {
+            rise: 2,
+            fall: 3,
+            failback,
+        }
+    }
+
+    fn two(failback: Failback) -> Election {
+        Election::new(["master-a", "master-b"], policy(failback))
+    }
+
+    /// Both masters pass their first check: master-a is elected.
+    fn started(failback: Failback) -> Election {
+        let mut election = two(failback);
+        election.apply(0, &PASS);
+        election.apply(1, &PASS);
+        assert_eq!(election.active(), Some(0));
+        election
+    }
+
+    #[test]
+    fn first_check_decides_and_first_master_in_order_is_elected() {
+        let mut election = two(Failback::Never);
+        let outcome = election.apply(0, &PASS);
+        assert_eq!(election.masters()[0].health, Health::Up);
+        let transition = outcome.transition.expect("master-a elected");
+        assert_eq!((transition.from, transition.to), (None, Some(0)));
+        assert_eq!(
+            transition.reason,
+            "master-a up: first check passed; master-a is now active"
+        );
+    }
+
+    #[test]
+    fn a_later_master_waits_for_earlier_masters_first_check() {
+        let mut election = two(Failback::Never);
+        assert_eq!(election.apply(1, &PASS).transition, None);
+        assert_eq!(election.active(), None, "master-a not checked yet");
+        let transition = election.apply(0, &fail()).transition.expect("elected");
+        assert_eq!(transition.to, Some(1));
+        assert_eq!(
+            transition.reason,
+            "master-a down: first check failed: connection refused; master-b is now active"
+        );
+    }
+
+    #[test]
+    fn active_fails_over_after_fall_checks_with_reason() {
+        let mut election = started(Failback::Never);
+        assert_eq!(election.apply(0, &fail()).transition, None);
+        assert_eq!(election.apply(0, &fail()).transition, None);
+        let outcome = election.apply(0, &fail());
+        let transition = outcome.transition.expect("failover");
+        assert_eq!((transition.from, transition.to), (Some(0), Some(1)));
+        assert_eq!(
+            transition.reason,
+            "master-a down after 3 failed checks: connection refused; master-b is now active"
+        );
+        let change = outcome.health_change.expect("health change");
+        assert_eq!((change.from, change.to), (Health::Up, Health::Down));
+    }
+
+    #[test]
+    fn a_passed_check_resets_the_failure_count() {
+        let mut election = started(Failback::Never);
+        election.apply(0, &fail());
+        election.apply(0, &fail());
+        election.apply(0, &PASS);
+        election.apply(0, &fail());
+        election.apply(0, &fail());
+        assert_eq!(election.active(), Some(0));
+        assert!(election.apply(0, &fail()).transition.is_some());
+    }
+
+    #[test]
+    fn traffic_connect_failure_demotes_at_once() {
+        let mut election = started(Failback::Never);
+        let transition = election.apply(0, &refused()).transition.expect("failover");
+        assert_eq!(transition.to, Some(1));
+        assert!(transition.reason.starts_with(
+            "master-a down: connection for a client request failed: connection refused"
+        ));
+        // It must rise again like any down master.
+        election.apply(0, &PASS);
+        assert_eq!(election.masters()[0].health, Health::Down);
+        election.apply(0, &PASS);
+        assert_eq!(election.masters()[0].health, Health::Up);
+    }
+
+    #[test]
+    fn failback_never_stays_on_the_standby() {
+        let mut election = started(Failback::Never);
+        election.apply(0, &refused());
+        election.apply(0, &PASS);
+        let outcome = election.apply(0, &PASS);
+        assert_eq!(outcome.health_change.map(|c| c.to), Some(Health::Up));
+        assert_eq!(outcome.transition, None);
+        assert_eq!(election.active(), Some(1));
+    }
+
+    #[test]
+    fn failback_auto_returns_after_rise_checks() {
+        let mut election = started(Failback::Auto);
+        election.apply(0, &refused());
+        assert_eq!(election.apply(0, &PASS).transition, None);
+        let transition = election.apply(0, &PASS).transition.expect("failback");
+        assert_eq!((transition.from, transition.to), (Some(1), Some(0)));
+        assert_eq!(
+            transition.reason,
+            "failback: master-a up after 2 passed checks; master-a is now active (was master-b)"
+        );
+    }
+
+    #[test]
+    fn no_healthy_master_then_recovery() {
+        let mut election = started(Failback::Never);
+        election.apply(1, &refused());
+        assert_eq!(election.active(), Some(0));
+        let transition = election.apply(0, &refused()).transition.expect("lost");
+        assert_eq!((transition.from, transition.to), (Some(0), None));
+        assert!(transition
+            .reason
+            .ends_with("no healthy master: answering 503"));
+        election.apply(1, &PASS);
+        let transition = election.apply(1, &PASS).transition.expect("recovered");
+        assert_eq!((transition.from, transition.to), (None, Some(1)));
+    }
+
+    #[test]
+    fn unknown_master_index_is_ignored() {
+        let mut election = started(Failback::Never);
+        let before = election.clone();
+        assert_eq!(election.apply(7, &fail()), Outcome::default());
+        assert_eq!(election, before);
+    }
+
+    /// The rules restated plainly, to check `choose` against.
+    fn expected_active(election: &Election, previous: Option<usize>) -> Option<usize> {
+        let masters = election.masters();
+        let first_up = masters.iter().position(|m| m.health == Health::Up);
+        match previous {
+            Some(active) if masters[active].health == Health::Up => {
+                match election.policy().failback {
+                    Failback::Never => Some(active),
+                    Failback::Auto => first_up,
+                }
+            }
+            _ => first_up.filter(|&up| masters[..up].iter().all(|m| m.health == Health::Down)),
+        }
+    }
+
+    /// Every sequence of up to `depth` observations over three masters, both failback
+    /// policies, small rise/fall: the invariants hold after every step.
+    #[test]
+    fn exhaustive_sequences_keep_the_invariants() {
+        let observations = [PASS, fail(), refused()];
+        let events: Vec<(usize, &Observation)> = (0..3)
+            .flat_map(|m| observations.iter().map(move |o| (m, o)))
+            .collect();
+        let mut steps = 0u64;
+        for failback in [Failback::Never, Failback::Auto] {
+            for (rise, fall) in [(1, 1), (2, 3)] {
+                let policy = Policy {
+                    rise,
+                    fall,
+                    failback,
+                };
+                let start = Election::new(["a", "b", "c"], policy);
+                walk(&start, &events, 5, &mut steps);
+            }
+        }
+        assert!(steps > 100_000, "explored {steps} steps");
+    }
+
+    fn walk(state: &Election, events: &[(usize, &Observation)], depth: u32, steps: &mut u64) {
+        if depth == 0 {
+            return;
+        }
+        for &(master, observation) in events {
+            let mut next = state.clone();
+            let outcome = next.apply(master, observation);
+            *steps += 1;
+            check_step(state, &next, master, observation, &outcome);
+            walk(&next, events, depth - 1, steps);
+        }
+    }
+
+    fn check_step(
+        before: &Election,
+        after: &Election,
+        master: usize,
+        observation: &Observation,
+        outcome: &Outcome,
+    ) {
+        // At most one active, and it is Up.
+        if let Some(active) = after.active() {
+            assert_eq!(after.masters()[active].health, Health::Up, "{after:?}");
+        }
+        // The active master is what the plain rules say.
+        assert_eq!(
+            after.active(),
+            expected_active(after, before.active()),
+            "before {before:?} after {after:?}"
+        );
+        // A change of active master always comes with a reason, and only then.
+        match &outcome.transition {
+            Some(t) => {
+                assert_eq!((t.from, t.to), (before.active(), after.active()));
+                assert!(!t.reason.is_empty());
+            }
+            None => assert_eq!(before.active(), after.active()),
+        }
+        // Only the observed master's health changes, and only as the thresholds allow.
+        for (index, (b, a)) in before.masters().iter().zip(after.masters()).enumerate() {
+            if index != master {
+                assert_eq!(b, a);
+                continue;
+            }
+            let policy = after.policy();
+            match (b.health, a.health, observation) {
+                (x, y, _) if x == y => {}
+                (Health::Unknown, Health::Up, Observation::CheckPassed) => {}
+                (Health::Unknown, Health::Down, _) => {}
+                (Health::Down, Health::Up, Observation::CheckPassed) => {
+                    assert!(a.consecutive_passed >= policy.rise)
+                }
+                (Health::Up, Health::Down, Observation::CheckFailed { .. }) => {
+                    assert!(a.consecutive_failed >= policy.fall)
+                }
+                (Health::Up, Health::Down, Observation::TrafficConnectFailed { .. }) => {}
+                other => panic!("illegal health change {other:?}"),
+            }
+            assert_eq!(
+                outcome.health_change.as_ref().map(|c| (c.from, c.to)),
+                (b.health != a.health).then_some((b.health, a.health))
+            );
+        }
+    }
+}

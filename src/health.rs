@@ -1,1 +1,149 @@
-//! TODO
+//! Heartbeat probes: one task per master sends `GET <health.path>` on a fresh
+//! connection every `interval`, bounded by `timeout`, and reports the outcome to the
+//! owner task. Probes never decide anything themselves.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper::client::conn::http1;
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::config::HealthConfig;
+use crate::owner::Event;
+use crate::routing::Master;
+use crate::upstream::{open_stream, ConnectError};
+
+/// Why a check failed. Display is what /status shows as `last_error`.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("no answer within {}", humantime::format_duration(*.0))]
+    Timeout(Duration),
+    #[error("HTTP {0}")]
+    Status(StatusCode),
+    #[error("HTTP error: {0}")]
+    Http(#[from] hyper::Error),
+    #[error("bad health request: {0}")]
+    Request(#[from] hyper::http::Error),
+}
+
+/// The outcome of one check of one master.
+#[derive(Debug, Clone)]
+pub struct ProbeReport {
+    pub master: usize,
+    /// When the check completed.
+    pub at: SystemTime,
+    pub latency: Duration,
+    /// `Err` holds the failure as text for /status and the logs.
+    pub result: Result<(), String>,
+}
+
+/// Starts one probe task per master; they run until the set is dropped or aborted.
+pub fn spawn_probes(
+    masters: &[Arc<Master>],
+    settings: &HealthConfig,
+    events: mpsc::Sender<Event>,
+) -> JoinSet<()> {
+    let mut probes = JoinSet::new();
+    for master in masters {
+        let master = Arc::clone(master);
+        let settings = settings.clone();
+        let events = events.clone();
+        let span = tracing::info_span!("probe", master = %master.name);
+        probes.spawn(probe_loop(master, settings, events).instrument(span));
+    }
+    probes
+}
+
+async fn probe_loop(master: Arc<Master>, settings: HealthConfig, events: mpsc::Sender<Event>) {
+    let mut ticks = tokio::time::interval(settings.interval);
+    // A slow round must not cause a burst of catch-up probes.
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let started = Instant::now();
+        let outcome = check(
+            master.upstream.authority(),
+            &settings.path,
+            settings.timeout,
+        )
+        .await;
+        let latency = started.elapsed();
+        match &outcome {
+            Ok(()) => tracing::debug!(?latency, "check passed"),
+            Err(error) => tracing::debug!(?latency, %error, "check failed"),
+        }
+        let report = ProbeReport {
+            master: master.index,
+            at: SystemTime::now(),
+            latency,
+            result: outcome.map_err(|error| error.to_string()),
+        };
+        if events.send(Event::Probe(report)).await.is_err() {
+            return; // the owner has stopped: so do we
+        }
+    }
+}
+
+/// One check: connect, `GET path`, read the status line. Passes on 200-399 except 503
+/// (what Jenkins answers while it starts). The whole check is bounded by `timeout`.
+pub async fn check(authority: &str, path: &str, timeout: Duration) -> Result<(), ProbeError> {
+    match tokio::time::timeout(timeout, check_unbounded(authority, path, timeout)).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(ProbeError::Timeout(timeout)),
+    }
+}
+
+async fn check_unbounded(authority: &str, path: &str, timeout: Duration) -> Result<(), ProbeError> {
+    let stream = open_stream(authority, timeout).await?;
+    let (mut sender, connection) =
+        http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream)).await?;
+    let driver = tokio::spawn(connection);
+    let request = Request::get(path)
+        .header(hyper::header::HOST, authority)
+        .header(hyper::header::USER_AGENT, "jenkins-ha-proxy-health-check")
+        .header(hyper::header::CONNECTION, "close")
+        .body(Empty::new())?;
+    let outcome = sender.send_request(request).await;
+    driver.abort(); // we only need the status line; dropping closes the socket
+    let status = outcome?.status();
+    if passes(status) {
+        Ok(())
+    } else {
+        Err(ProbeError::Status(status))
+    }
+}
+
+fn passes(status: StatusCode) -> bool {
+    (200..400).contains(&status.as_u16()) && status != StatusCode::SERVICE_UNAVAILABLE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_classes() {
+        for (code, ok) in [
+            (200, true),
+            (204, true),
+            (302, true),
+            (399, true),
+            (199, false),
+            (400, false),
+            (403, false),
+            (500, false),
+            (503, false),
+        ] {
+            let status = StatusCode::from_u16(code).expect("valid code");
+            assert_eq!(passes(status), ok, "{code}");
+        }
+    }
+}

@@ -25,10 +25,12 @@
 //! - [`proxy`]: the client-facing HTTP/1.1 + h2c listener and request forwarding.
 //! - [`admin`]: the admin listener (`/status`).
 //! - [`daemon`]: wires it all together: [`daemon::run`] takes bound listeners and a shutdown future.
+//! - [`cli`]: the command line (`run`, `check`, `status`, `demo`); `main.rs` only calls it.
 //! - [`sample`]: a sample Jenkins-like master, used by `demo`, tests and benches.
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod election;

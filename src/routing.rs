@@ -1,1 +1,100 @@
-//! TODO
+//! The published view of the election: an immutable [`Snapshot`] behind a
+//! `tokio::sync::watch` channel, and the read handle the request path uses.
+//!
+//! Written only by the owner task; read by the proxy (which master to send to), the
+//! admin API (`/status`) and anything that must react to a change of active master.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+
+use crate::election::Health;
+use crate::upstream::Upstream;
+
+/// A master of the pool: what does not change between snapshots.
+#[derive(Debug)]
+pub struct Master {
+    /// Position in file order (the election's index).
+    pub index: usize,
+    pub name: String,
+    /// `http://host:port`.
+    pub url: String,
+    /// Connections to this master (connect, idle pool).
+    pub upstream: Upstream,
+}
+
+/// What the owner knows about one master at the time of a snapshot.
+#[derive(Debug, Clone)]
+pub struct MasterStatus {
+    pub master: Arc<Master>,
+    pub health: Health,
+    pub last_check: Option<SystemTime>,
+    pub last_error: Option<String>,
+    /// Round-trip time of the last completed check (passed or failed).
+    pub latency: Option<Duration>,
+    pub consecutive_passed: u32,
+    pub consecutive_failed: u32,
+}
+
+/// One change of the active master, kept for "why did it fail over?".
+#[derive(Debug, Clone)]
+pub struct TransitionRecord {
+    pub at: SystemTime,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub reason: String,
+}
+
+/// How many transitions a snapshot keeps (the `/status` contract asks for at least 20).
+pub const TRANSITION_HISTORY: usize = 50;
+
+/// An immutable view of the election, published by the owner task.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Increases by one on every change of the active master (not on every probe).
+    pub generation: u64,
+    /// Index into `masters` of the active master; None when no master is healthy.
+    pub active: Option<usize>,
+    /// When the current `active` value (including None) took effect.
+    pub active_since: SystemTime,
+    /// Number of times an active master was demoted (replaced or lost) since start.
+    pub failovers: u64,
+    /// File order.
+    pub masters: Vec<MasterStatus>,
+    /// Oldest first, at most [`TRANSITION_HISTORY`]. Shared between snapshots until it changes.
+    pub transitions: Arc<VecDeque<TransitionRecord>>,
+    pub started_at: SystemTime,
+}
+
+impl Snapshot {
+    /// The master that receives traffic now, if any.
+    pub fn active_master(&self) -> Option<&Arc<Master>> {
+        self.active.map(|index| &self.masters[index].master)
+    }
+}
+
+/// Read access to the latest snapshot. Cheap to clone; never blocks the writer for
+/// longer than an `Arc` clone.
+#[derive(Debug, Clone)]
+pub struct RoutingHandle {
+    receiver: watch::Receiver<Arc<Snapshot>>,
+}
+
+impl RoutingHandle {
+    pub fn new(receiver: watch::Receiver<Arc<Snapshot>>) -> RoutingHandle {
+        RoutingHandle { receiver }
+    }
+
+    /// The latest snapshot. The watch guard is released before this returns, so it is
+    /// never held across an `.await`.
+    pub fn current(&self) -> Arc<Snapshot> {
+        Arc::clone(&self.receiver.borrow())
+    }
+
+    /// A receiver for tasks that wait on changes (`changed().await`).
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.receiver.clone()
+    }
+}

@@ -1,1 +1,192 @@
-//! TODO
+//! Connections to one master: a TCP connect with a deadline, the HTTP/1.1 handshake,
+//! and a small pool of idle keep-alive connections.
+//!
+//! Why our own pool rather than hyper-util's legacy client: the request path must know
+//! whether a connection could be *established* before it hands over the request body,
+//! so that a refused connect can be retried on the next master with the body intact.
+//! Here connecting and sending are two steps, and `try_send_request` gives the request
+//! back when it was never written.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{Either, Empty};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// Body of a request sent to a master: the client's body streamed as is, or empty (for
+/// a retried request that never had one).
+pub type UpstreamBody = Either<Incoming, Empty<Bytes>>;
+
+/// Idle connections kept per master. Beyond this, released connections are closed.
+const MAX_IDLE_PER_MASTER: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect to {authority} timed out after {}", humantime::format_duration(*.timeout))]
+    Timeout {
+        authority: String,
+        timeout: Duration,
+    },
+    #[error("connect to {authority}: {source}")]
+    Io {
+        authority: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("HTTP handshake with {authority}: {source}")]
+    Handshake {
+        authority: String,
+        #[source]
+        source: hyper::Error,
+    },
+}
+
+/// Opens a TCP connection to `authority` (`host:port`) within `timeout`, with Nagle off.
+pub async fn open_stream(authority: &str, timeout: Duration) -> Result<TcpStream, ConnectError> {
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(authority))
+        .await
+        .map_err(|_| ConnectError::Timeout {
+            authority: authority.to_owned(),
+            timeout,
+        })?
+        .map_err(|source| ConnectError::Io {
+            authority: authority.to_owned(),
+            source,
+        })?;
+    // Small writes (headers, WebSocket frames) must not wait for an ACK.
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// A connection ready to carry one request.
+pub struct Connection {
+    pub sender: SendRequest<UpstreamBody>,
+    /// Taken from the idle pool rather than freshly opened: a failure on it says
+    /// little about the master (it may simply have closed an idle connection).
+    pub reused: bool,
+}
+
+struct IdleConnection {
+    sender: SendRequest<UpstreamBody>,
+    idle_since: Instant,
+}
+
+/// Connections to one master. Shared by all requests to it (inside `routing::Master`).
+pub struct Upstream {
+    authority: String,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    /// Written by `release` (after a response completes) and `connection`; read by
+    /// `connection`. Held only for a push or a pop, never across an await.
+    idle: Arc<Mutex<Vec<IdleConnection>>>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("authority", &self.authority)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Upstream {
+    pub fn new(authority: String, connect_timeout: Duration, idle_timeout: Duration) -> Upstream {
+        Upstream {
+            authority,
+            connect_timeout,
+            idle_timeout,
+            idle: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    pub fn authority(&self) -> &str {
+        &self.authority
+    }
+
+    /// An idle pooled connection if one is ready, else a new one.
+    pub async fn connection(&self) -> Result<Connection, ConnectError> {
+        match self.take_idle() {
+            Some(sender) => Ok(Connection {
+                sender,
+                reused: true,
+            }),
+            None => self.connect().await,
+        }
+    }
+
+    /// Always a new connection.
+    pub async fn connect(&self) -> Result<Connection, ConnectError> {
+        let stream = open_stream(&self.authority, self.connect_timeout).await?;
+        let (sender, connection) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| ConnectError::Handshake {
+                authority: self.authority.clone(),
+                source,
+            })?;
+        let authority = self.authority.clone();
+        tokio::spawn(async move {
+            // Upgrades stay possible: a 101 hands the socket to the tunnel.
+            if let Err(error) = connection.with_upgrades().await {
+                tracing::debug!(%authority, %error, "upstream connection ended with an error");
+            }
+        });
+        Ok(Connection {
+            sender,
+            reused: false,
+        })
+    }
+
+    /// Hands a connection back once its response has been read to the end. A
+    /// connection the master closes (or that was upgraded) is dropped instead.
+    pub fn release(&self, mut sender: SendRequest<UpstreamBody>) {
+        let idle = Arc::clone(&self.idle);
+        tokio::spawn(async move {
+            if sender.ready().await.is_err() {
+                return;
+            }
+            let mut idle = match idle.lock() {
+                Ok(idle) => idle,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            if idle.len() < MAX_IDLE_PER_MASTER {
+                idle.push(IdleConnection {
+                    sender,
+                    idle_since: Instant::now(),
+                });
+            }
+        });
+    }
+
+    /// Closes every idle connection (their connection tasks end when dropped).
+    pub fn clear_idle(&self) -> usize {
+        let mut idle = match self.idle.lock() {
+            Ok(idle) => idle,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let count = idle.len();
+        idle.clear();
+        count
+    }
+
+    fn take_idle(&self) -> Option<SendRequest<UpstreamBody>> {
+        let mut idle = match self.idle.lock() {
+            Ok(idle) => idle,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        // Most recently used first: the likeliest to be alive; older ones expire.
+        while let Some(candidate) = idle.pop() {
+            if candidate.idle_since.elapsed() < self.idle_timeout
+                && candidate.sender.is_ready()
+                && !candidate.sender.is_closed()
+            {
+                return Some(candidate.sender);
+            }
+        }
+        None
+    }
+}

@@ -1,1 +1,96 @@
-//! TODO
+//! The client-facing listener: HTTP/1.1 and cleartext HTTP/2 (hyper-util's auto
+//! server), one task per connection, graceful shutdown.
+
+pub mod forward;
+pub mod headers;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tracing::Instrument;
+
+pub use forward::{ProxyBody, ProxyContext};
+
+/// Settings of the client-facing server.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub header_read_timeout: Duration,
+    pub shutdown_timeout: Duration,
+}
+
+/// Serves `listener` until `shutdown` completes, then stops accepting and lets
+/// in-flight requests finish for up to `shutdown_timeout`.
+pub async fn serve(
+    listener: TcpListener,
+    ctx: Arc<ProxyContext>,
+    settings: ServerSettings,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, client) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Typically EMFILE: back off briefly instead of spinning.
+                    tracing::warn!(%error, "accept failed on the proxy listener");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let local = match stream.local_addr() {
+            Ok(local) => local,
+            Err(_) => continue, // the client is already gone
+        };
+        let peer = forward::Peer { client, local };
+        let ctx = Arc::clone(&ctx);
+        let service = service_fn(move |request| {
+            let ctx = Arc::clone(&ctx);
+            async move { Ok::<_, Infallible>(forward::forward(&ctx, request, peer).await) }
+        });
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        let span = tracing::debug_span!("client", %client);
+        tokio::spawn(
+            async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!(%error, "client connection ended with an error");
+                }
+            }
+            .instrument(span),
+        );
+    }
+    drop(listener);
+    let open = graceful.count();
+    tracing::info!(
+        open,
+        "proxy listener closed; waiting for in-flight requests"
+    );
+    if tokio::time::timeout(settings.shutdown_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "in-flight requests still running after {}; closing them",
+            humantime::format_duration(settings.shutdown_timeout)
+        );
+    }
+}

@@ -1,0 +1,166 @@
+//! `jenkins-ha-proxy demo`: two sample masters on loopback, the real daemon in front
+//! of them, and commands on stdin to break and mend the masters while you watch.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::daemon::{self, Listeners};
+use crate::sample::SampleMaster;
+
+pub async fn run(listen: &str, admin_listen: &str) -> anyhow::Result<()> {
+    let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
+    let masters = [
+        SampleMaster::start("master-a", loopback)
+            .await
+            .context("starting sample master-a on 127.0.0.1")?,
+        SampleMaster::start("master-b", loopback)
+            .await
+            .context("starting sample master-b on 127.0.0.1")?,
+    ];
+    let text = demo_config(listen, admin_listen, &masters);
+    let config = Config::parse(&text, "<demo config>")
+        .context("check --listen and --admin-listen (IP:port, e.g. 127.0.0.1:8080)")?;
+    let listeners = Listeners::bind(&config)
+        .await
+        .context("pick free ports with --listen and --admin-listen")?;
+    let proxy = listeners.proxy.local_addr()?;
+    let admin = listeners.admin.local_addr()?;
+    println!("{}", instructions(&masters, proxy, admin));
+
+    let quit = CancellationToken::new();
+    let stop = quit.clone();
+    let daemon = tokio::spawn(daemon::run(config, listeners, async move {
+        tokio::select! {
+            () = super::shutdown_signal() => {}
+            () = stop.cancelled() => {}
+        }
+    }));
+    let admin_url = format!("http://{admin}");
+    tokio::select! {
+        () = commands(&masters, &admin_url) => quit.cancel(),
+        () = quit.cancelled() => {}
+        _ = super::shutdown_signal() => quit.cancel(),
+    }
+    daemon.await.context("the demo daemon panicked")?;
+    for master in &masters {
+        master.stop().await;
+    }
+    Ok(())
+}
+
+fn demo_config(listen: &str, admin_listen: &str, masters: &[SampleMaster; 2]) -> String {
+    format!(
+        r#"[proxy]
+listen = "{listen}"
+[admin]
+listen = "{admin_listen}"
+[health]
+path = "/login"
+interval = "500ms"
+timeout = "300ms"
+rise = 2
+fall = 3
+[failover]
+failback = "never"
+[[backend]]
+name = "master-a"
+url = "{a}"
+[[backend]]
+name = "master-b"
+url = "{b}"
+"#,
+        a = masters[0].url(),
+        b = masters[1].url()
+    )
+}
+
+fn instructions(masters: &[SampleMaster; 2], proxy: SocketAddr, admin: SocketAddr) -> String {
+    format!(
+        r#"
+jenkins-ha-proxy demo
+=====================
+Two sample Jenkins masters run on loopback behind the proxy:
+  master-a  {a}   (first in the pool: active when healthy)
+  master-b  {b}   (standby)
+  proxy     http://{proxy}/   <- send requests here
+  admin     http://{admin}/status
+
+Health checks every 500ms; a master is down after 3 failed checks and up again
+after 2 passed ones. Failback is "never": a recovered master stays standby.
+
+In another terminal, watch which master answers:
+  while true; do curl -s http://{proxy}/; sleep 0.5; done
+and the pool (table, with the reason of every failover):
+  jenkins-ha-proxy status --admin http://{admin}
+
+Then type a command here and press Enter:
+  kill a | kill b     stop a master like a crashed process
+  start a | start b   bring it back
+  sick a | sick b     its health check answers 503 (Jenkins starting up)
+  well a | well b     its health check answers 200 again
+  status              print the pool
+  quit                stop the demo (Ctrl-C works too)
+"#,
+        a = masters[0].url(),
+        b = masters[1].url(),
+    )
+}
+
+/// Reads commands from stdin until `quit` or end of input (then waits for Ctrl-C).
+async fn commands(masters: &[SampleMaster; 2], admin_url: &str) {
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            [] => {}
+            ["quit" | "exit" | "q"] => return,
+            ["status"] => {
+                if let Err(error) = super::status::print(admin_url, false).await {
+                    println!("status: {error:#}");
+                }
+            }
+            [verb, which] => match pick(masters, which) {
+                Some(master) => act(master, verb).await,
+                None => println!("no master {which:?}: use a or b"),
+            },
+            _ => println!("commands: kill a|b, start a|b, sick a|b, well a|b, status, quit"),
+        }
+    }
+    // No more input (stdin closed): keep serving until a signal.
+    std::future::pending::<()>().await;
+}
+
+fn pick<'a>(masters: &'a [SampleMaster; 2], which: &str) -> Option<&'a SampleMaster> {
+    match which {
+        "a" | "master-a" => Some(&masters[0]),
+        "b" | "master-b" => Some(&masters[1]),
+        _ => None,
+    }
+}
+
+async fn act(master: &SampleMaster, verb: &str) {
+    let name = master.name();
+    match verb {
+        "kill" => {
+            master.stop().await;
+            println!("{name} stopped: watch the proxy move traffic away from it");
+        }
+        "start" => match master.restart().await {
+            Ok(()) => println!("{name} started again: it rises after 2 passed checks"),
+            Err(error) => println!("cannot restart {name}: {error}"),
+        },
+        "sick" => {
+            master.set_healthy(false);
+            println!("{name}'s health check now answers 503");
+        }
+        "well" => {
+            master.set_healthy(true);
+            println!("{name}'s health check answers 200 again");
+        }
+        _ => println!("unknown command {verb:?}: use kill, start, sick, well"),
+    }
+}

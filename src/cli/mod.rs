@@ -1,0 +1,148 @@
+//! The command line: clap definitions and one function per command. `main.rs` only
+//! calls [`main`].
+
+mod demo;
+mod status;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::Config;
+use crate::daemon::{self, Listeners};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "jenkins-ha-proxy",
+    version,
+    about = "Active/passive HA reverse proxy for Jenkins masters sharing one JENKINS_HOME",
+    long_about = "Active/passive HA reverse proxy for Jenkins masters sharing one JENKINS_HOME.\n\n\
+        Exactly one master (the active one) receives traffic. A heartbeat probes every master;\n\
+        when the active one fails, traffic moves to the next healthy master in file order.\n\n\
+        First time? Run `jenkins-ha-proxy demo` and follow what it prints."
+)]
+pub struct Cli {
+    /// Log format for the daemon's logs (stderr).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon in the foreground (what the systemd unit starts).
+    Run {
+        /// Path of the TOML config file.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Validate a config file and print a summary; exits 1 on an invalid file.
+    Check {
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Show the running daemon's /status as a table.
+    Status {
+        /// Base URL of the admin listener.
+        #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8404")]
+        admin: String,
+        /// Print the raw JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start two sample masters and the proxy on loopback, to watch a failover happen.
+    Demo {
+        /// Where the demo proxy listens.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Where the demo admin API listens.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8404")]
+        admin_listen: String,
+    },
+}
+
+/// Parses the command line, initialises logging, runs the command. Errors are printed
+/// with their whole chain and turn into exit code 1.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run { config } => run(&config).await,
+        Command::Check { config } => check(&config),
+        Command::Status { admin, json } => status::print(&admin, json).await,
+        Command::Demo {
+            listen,
+            admin_listen,
+        } => demo::run(&listen, &admin_listen).await,
+    }
+}
+
+async fn run(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let listeners = Listeners::bind(&config).await?;
+    daemon::run(config, listeners, shutdown_signal()).await;
+    Ok(())
+}
+
+fn check(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    println!("{} is valid.\n", path.display());
+    print!("{}", config.summary());
+    Ok(())
+}
+
+/// Completes on SIGTERM (systemd stop) or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C will stop the daemon");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,250 @@
+//! One client request: take the snapshot, prepare headers, send it to the active
+//! master through the pool, stream the response back.
+//!
+//! Retries, and why each is safe:
+//! - The connection could not be established: the request was never sent, body
+//!   included. Report it to the owner (which marks the master down at once) and send
+//!   to the new active master.
+//! - hyper gives the request back unsent (`try_send_request`): same as above when the
+//!   connection was fresh; on a reused pooled connection, the master merely closed an
+//!   idle connection: try a fresh one, and count nothing against the master.
+//! - A GET/HEAD/OPTIONS without a body broke before any response byte: replay it once
+//!   on the active master of the latest snapshot, on a fresh connection.
+//! - Nothing else is ever replayed: 502.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{Either, Empty, Full};
+use hyper::body::{Body, Incoming};
+use hyper::header::{HeaderValue, CONTENT_TYPE, HOST, RETRY_AFTER};
+use hyper::http::request::Parts;
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+
+use super::headers::{add_forwarded, strip_hop_by_hop, ClientOrigin};
+use crate::owner::OwnerHandle;
+use crate::routing::{Master, RoutingHandle, Snapshot};
+use crate::upstream::UpstreamBody;
+
+/// Body of a response to the client: the master's, streamed, or one of ours.
+pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+
+/// What every request of the proxy listener shares.
+pub struct ProxyContext {
+    pub routing: RoutingHandle,
+    pub owner: OwnerHandle,
+    /// `Retry-After` value on 503, in whole seconds.
+    pub retry_after: HeaderValue,
+}
+
+/// Where a request came from (per client connection).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    pub client: SocketAddr,
+    pub local: SocketAddr,
+}
+
+/// Forwards one request; every failure becomes a response, never an error.
+pub async fn forward(
+    ctx: &ProxyContext,
+    request: Request<Incoming>,
+    peer: Peer,
+) -> Response<ProxyBody> {
+    if let Some(refusal) = refuse_target(&request) {
+        return refusal;
+    }
+    let (mut parts, body) = request.into_parts();
+    prepare(&mut parts, peer);
+    let replay = Replay::of(&parts, &body);
+    let request = Request::from_parts(parts, Either::Left(body));
+    send_with_retries(ctx, request, replay).await
+}
+
+/// This is a reverse proxy: no CONNECT, no absolute-form targets over HTTP/1.
+fn refuse_target(request: &Request<Incoming>) -> Option<Response<ProxyBody>> {
+    let absolute_form = request.version() < Version::HTTP_2 && request.uri().scheme().is_some();
+    (request.method() == Method::CONNECT || absolute_form).then(|| {
+        plain(
+            StatusCode::BAD_REQUEST,
+            "jenkins-ha-proxy is a reverse proxy: CONNECT and absolute-form request targets are refused\n",
+        )
+    })
+}
+
+/// Rewrites the request head for a master: HTTP/1.1, origin-form target exactly as the
+/// client sent it, Host kept (taken from :authority for HTTP/2 clients), hop-by-hop
+/// removed, X-Forwarded-* added.
+fn prepare(parts: &mut Parts, peer: Peer) {
+    if parts.version == Version::HTTP_2 {
+        if !parts.headers.contains_key(HOST) {
+            if let Some(authority) = parts.uri.authority() {
+                if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+                    parts.headers.insert(HOST, host);
+                }
+            }
+        }
+        if let Some(path_and_query) = parts.uri.path_and_query() {
+            parts.uri = Uri::from(path_and_query.clone());
+        }
+    }
+    parts.version = Version::HTTP_11;
+    strip_hop_by_hop(&mut parts.headers);
+    add_forwarded(
+        &mut parts.headers,
+        ClientOrigin {
+            client_ip: peer.client.ip(),
+            listener_port: peer.local.port(),
+        },
+    );
+}
+
+/// The head of a request that may be sent again: idempotent, without a body.
+struct Replay {
+    head: Option<(Method, Uri, hyper::HeaderMap)>,
+}
+
+impl Replay {
+    fn of(parts: &Parts, body: &Incoming) -> Replay {
+        let idempotent = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+        let head = (idempotent && body.is_end_stream()).then(|| {
+            (
+                parts.method.clone(),
+                parts.uri.clone(),
+                parts.headers.clone(),
+            )
+        });
+        Replay { head }
+    }
+
+    /// The request to send again, once.
+    fn take(&mut self) -> Option<Request<UpstreamBody>> {
+        let (method, uri, headers) = self.head.take()?;
+        let mut request = Request::new(Either::Right(Empty::new()));
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        *request.headers_mut() = headers;
+        Some(request)
+    }
+}
+
+async fn send_with_retries(
+    ctx: &ProxyContext,
+    mut request: Request<UpstreamBody>,
+    mut replay: Replay,
+) -> Response<ProxyBody> {
+    let mut snapshot = ctx.routing.current();
+    // Each master can fail to connect once per request; then we give up.
+    let mut connect_failures = 0;
+    let mut fresh_only = false;
+    loop {
+        let Some(master) = snapshot.active_master().cloned() else {
+            return unavailable(ctx);
+        };
+        let connection = if fresh_only {
+            master.upstream.connect().await
+        } else {
+            master.upstream.connection().await
+        };
+        fresh_only = false;
+        let mut connection = match connection {
+            Ok(connection) => connection,
+            Err(error) => {
+                connect_failures += 1;
+                match master_failed(ctx, &master, error.to_string(), connect_failures).await {
+                    Some(next) => snapshot = next,
+                    None => return bad_gateway(&master, &error.to_string()),
+                }
+                continue;
+            }
+        };
+        match connection.sender.try_send_request(request).await {
+            Ok(response) => {
+                master.upstream.release(connection.sender);
+                return to_client(response);
+            }
+            Err(mut failure) => {
+                if let Some(unsent) = failure.take_message() {
+                    request = unsent;
+                    if connection.reused {
+                        fresh_only = true;
+                        continue;
+                    }
+                    connect_failures += 1;
+                    let error = failure.into_error().to_string();
+                    match master_failed(ctx, &master, error.clone(), connect_failures).await {
+                        Some(next) => snapshot = next,
+                        None => return bad_gateway(&master, &error),
+                    }
+                    continue;
+                }
+                let error = failure.into_error();
+                match replay.take() {
+                    Some(again) => {
+                        tracing::debug!(master = %master.name, %error, reused = connection.reused,
+                            "connection broke before the response; replaying the request once");
+                        request = again;
+                        snapshot = ctx.routing.current();
+                        fresh_only = true;
+                    }
+                    None => return bad_gateway(&master, &error.to_string()),
+                }
+            }
+        }
+    }
+}
+
+/// Reports a master that could not take a request. Returns the snapshot to try next,
+/// or None when the request should fail (owner gone, or every master tried).
+async fn master_failed(
+    ctx: &ProxyContext,
+    master: &Master,
+    error: String,
+    failures: usize,
+) -> Option<Arc<Snapshot>> {
+    tracing::warn!(master = %master.name, %error, "cannot connect to the active master; reporting it down");
+    let snapshot = ctx
+        .owner
+        .report_connect_failure(master.index, error)
+        .await?;
+    (failures < snapshot.masters.len().max(1) || snapshot.active.is_none()).then_some(snapshot)
+}
+
+/// The master's response, streamed, without its hop-by-hop headers.
+fn to_client(response: Response<Incoming>) -> Response<ProxyBody> {
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, Either::Left(body))
+}
+
+fn unavailable(ctx: &ProxyContext) -> Response<ProxyBody> {
+    let mut response = plain(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "jenkins-ha-proxy: no healthy Jenkins master is available right now; retry shortly\n",
+    );
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, ctx.retry_after.clone());
+    response
+}
+
+fn bad_gateway(master: &Master, error: &str) -> Response<ProxyBody> {
+    tracing::warn!(master = %master.name, %error, "request failed at the master: 502");
+    plain(
+        StatusCode::BAD_GATEWAY,
+        &format!(
+            "jenkins-ha-proxy: master {} failed during the request: {error}\n",
+            master.name
+        ),
+    )
+}
+
+pub fn plain(status: StatusCode, text: &str) -> Response<ProxyBody> {
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from(text.to_owned()))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}

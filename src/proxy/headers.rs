@@ -1,0 +1,172 @@
+//! Header rules of the request path, as pure functions.
+//!
+//! Hop-by-hop headers (RFC 9110 section 7.6.1, plus those named in `Connection`) are
+//! removed in both directions; `X-Forwarded-*` tell Jenkins how the client reached us,
+//! so the URLs it builds point at the proxy. Everything else, `Host` and `Origin`
+//! included, passes untouched.
+
+use std::net::IpAddr;
+
+use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST};
+
+/// Always hop-by-hop, whatever `Connection` says.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+
+/// Removes the hop-by-hop headers, and every header that `Connection` names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// How the client reached the proxy, for the `X-Forwarded-*` headers.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientOrigin {
+    pub client_ip: IpAddr,
+    /// The port the client connected to (used when Host names none... see `port`).
+    pub listener_port: u16,
+}
+
+/// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Proto`, `-Host` and
+/// `-Port`. The port is the one in `Host` if it names one, else 80 (the client used
+/// the scheme's default port); without a `Host`, the listener's port.
+pub fn add_forwarded(headers: &mut HeaderMap, origin: ClientOrigin) {
+    let client = origin.client_ip.to_string();
+    let chain = match joined(headers, &X_FORWARDED_FOR) {
+        Some(previous) => format!("{previous}, {client}"),
+        None => client,
+    };
+    if let Ok(value) = HeaderValue::from_str(&chain) {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    let host = headers.get(HOST).cloned();
+    let port = match host.as_ref().and_then(|h| h.to_str().ok()) {
+        Some(host) => host_port(host).unwrap_or(80),
+        None => origin.listener_port,
+    };
+    match host {
+        Some(host) => headers.insert(X_FORWARDED_HOST, host),
+        None => headers.remove(X_FORWARDED_HOST),
+    };
+    headers.insert(X_FORWARDED_PORT, HeaderValue::from(port));
+}
+
+/// All values of a header joined with ", " (None if absent or not text).
+fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+    let values: Vec<&str> = headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.join(", "))
+}
+
+/// The port of a `Host` value (`name:port`, `1.2.3.4:port`, `[::1]:port`).
+fn host_port(host: &str) -> Option<u16> {
+    let after_ipv6 = host.rfind(']').map_or(host, |end| &host[end..]);
+    let (_, port) = after_ipv6.rsplit_once(':')?;
+    port.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).expect("name"),
+                HeaderValue::from_str(value).expect("value"),
+            );
+        }
+        headers
+    }
+
+    #[test]
+    fn strips_standard_and_connection_named_headers() {
+        let mut headers = map(&[
+            ("connection", "close, X-Private"),
+            ("x-private", "secret"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-authorization", "Basic x"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("origin", "http://ci.example.com"),
+            ("cookie", "JSESSIONID=1"),
+        ]);
+        strip_hop_by_hop(&mut headers);
+        let left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["origin", "cookie"]);
+    }
+
+    #[test]
+    fn forwarded_headers_from_host_with_port() {
+        let mut headers = map(&[
+            ("host", "ci.example.com:8080"),
+            ("x-forwarded-for", "10.1.1.1"),
+        ]);
+        let origin = ClientOrigin {
+            client_ip: "192.0.2.7".parse().expect("ip"),
+            listener_port: 9999,
+        };
+        add_forwarded(&mut headers, origin);
+        assert_eq!(headers["x-forwarded-for"], "10.1.1.1, 192.0.2.7");
+        assert_eq!(headers["x-forwarded-proto"], "http");
+        assert_eq!(headers["x-forwarded-host"], "ci.example.com:8080");
+        assert_eq!(headers["x-forwarded-port"], "8080");
+        assert_eq!(headers["host"], "ci.example.com:8080");
+    }
+
+    #[test]
+    fn forwarded_port_defaults() {
+        let origin = ClientOrigin {
+            client_ip: "::1".parse().expect("ip"),
+            listener_port: 8080,
+        };
+        let mut headers = map(&[("host", "ci.example.com")]);
+        add_forwarded(&mut headers, origin);
+        assert_eq!(headers["x-forwarded-port"], "80");
+        assert_eq!(headers["x-forwarded-for"], "::1");
+
+        let mut headers = map(&[("host", "[::1]")]);
+        add_forwarded(&mut headers, origin);
+        assert_eq!(headers["x-forwarded-port"], "80");
+
+        let mut headers = map(&[("host", "[::1]:8443")]);
+        add_forwarded(&mut headers, origin);
+        assert_eq!(headers["x-forwarded-port"], "8443");
+
+        let mut headers = map(&[("x-forwarded-host", "spoofed")]);
+        add_forwarded(&mut headers, origin);
+        assert_eq!(headers["x-forwarded-port"], "8080");
+        assert!(!headers.contains_key("x-forwarded-host"));
+    }
+}

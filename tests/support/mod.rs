@@ -1,0 +1,202 @@
+//! Shared by the integration tests: an in-process daemon on ephemeral loopback ports,
+//! a small HTTP client, and waiting on conditions with a deadline (never fixed sleeps).
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1;
+use hyper::{HeaderMap, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use jenkins_ha_proxy::config::{
+    AdminConfig, BackendConfig, Config, Failback, FailoverConfig, HealthConfig, ProxyConfig,
+};
+use jenkins_ha_proxy::daemon::{self, Listeners};
+use jenkins_ha_proxy::sample::SampleMaster;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// Generous: a loaded 2-core CI machine can be slow, and a passing test returns early.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// Polls `condition` every 10 ms until it is true; panics with `what` after `DEADLINE`.
+pub async fn wait_until<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !condition().await {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "timed out after {DEADLINE:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Test timings: short, so the suite is fast; timeout well under interval.
+pub fn health(interval_ms: u64, rise: u32, fall: u32) -> HealthConfig {
+    HealthConfig {
+        path: "/login".into(),
+        interval: Duration::from_millis(interval_ms),
+        timeout: Duration::from_millis(interval_ms * 4 / 5),
+        rise,
+        fall,
+    }
+}
+
+pub fn config_for(masters: &[&SampleMaster], health: HealthConfig, failback: Failback) -> Config {
+    let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
+    Config {
+        proxy: ProxyConfig {
+            listen: loopback,
+            connect_timeout: Duration::from_secs(1),
+            pool_idle_timeout: Duration::from_secs(3),
+            header_read_timeout: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(5),
+            retry_after: Duration::from_secs(2),
+        },
+        admin: AdminConfig { listen: loopback },
+        health,
+        failover: FailoverConfig { failback },
+        backends: masters
+            .iter()
+            .map(|m| BackendConfig {
+                name: m.name().to_owned(),
+                url: m.url(),
+                host: m.addr().ip().to_string(),
+                port: m.addr().port(),
+            })
+            .collect(),
+    }
+}
+
+/// The real daemon, in-process, on ephemeral ports.
+pub struct TestDaemon {
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestDaemon {
+    pub async fn start(config: Config) -> TestDaemon {
+        let listeners = Listeners {
+            proxy: TcpListener::bind(config.proxy.listen)
+                .await
+                .expect("bind proxy"),
+            admin: TcpListener::bind(config.admin.listen)
+                .await
+                .expect("bind admin"),
+        };
+        let proxy = listeners.proxy.local_addr().expect("proxy addr");
+        let admin = listeners.admin.local_addr().expect("admin addr");
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(daemon::run(config, listeners, async move {
+            let _ = stopped.await;
+        }));
+        TestDaemon {
+            proxy,
+            admin,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Starts the daemon and waits until `expected` is the active master.
+    pub async fn start_with_active(config: Config, expected: &str) -> TestDaemon {
+        let daemon = TestDaemon::start(config).await;
+        daemon.wait_active(Some(expected)).await;
+        daemon
+    }
+
+    pub async fn status(&self) -> serde_json::Value {
+        let response = get(self.admin, "/status").await.expect("GET /status");
+        assert_eq!(response.status, StatusCode::OK);
+        serde_json::from_slice(&response.body).expect("/status is JSON")
+    }
+
+    pub async fn active(&self) -> Option<String> {
+        self.status().await["active"].as_str().map(str::to_owned)
+    }
+
+    pub async fn wait_active(&self, expected: Option<&str>) {
+        wait_until(&format!("active master to be {expected:?}"), || async {
+            self.active().await.as_deref() == expected
+        })
+        .await;
+    }
+
+    /// Asks the daemon to stop and waits for it (the shutdown grace applies).
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(DEADLINE, &mut self.task)
+            .await
+            .expect("daemon stops within the deadline")
+            .expect("daemon task did not panic");
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn master(&self) -> Option<&str> {
+        self.headers.get("x-master").and_then(|v| v.to_str().ok())
+    }
+}
+
+/// One request on a fresh connection (like curl), body read to the end.
+pub async fn send(addr: SocketAddr, request: Request<Full<Bytes>>) -> Result<Reply, String> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let (mut sender, connection) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    tokio::spawn(connection);
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("request: {e}"))?;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("body: {e}"))?
+        .to_bytes();
+    Ok(Reply {
+        status,
+        headers,
+        body,
+    })
+}
+
+pub async fn get(addr: SocketAddr, path: &str) -> Result<Reply, String> {
+    let request = Request::get(path)
+        .header("host", addr.to_string())
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    send(addr, request).await
+}
