@@ -174,6 +174,8 @@ impl Election {
                     return Some(None);
                 }
                 state.health = Health::Up;
+                // The error explained why it was down; it no longer applies.
+                state.last_error = None;
                 reason = if before == Health::Unknown {
                     format!("{} up: first check passed", state.name)
                 } else {
@@ -382,8 +384,10 @@ mod tests {
         // It must rise again like any down master.
         election.apply(0, &PASS);
         assert_eq!(election.masters()[0].health, Health::Down);
+        assert!(election.masters()[0].last_error.is_some(), "still down: keep why");
         election.apply(0, &PASS);
         assert_eq!(election.masters()[0].health, Health::Up);
+        assert_eq!(election.masters()[0].last_error, None);
     }
 
     #[test]

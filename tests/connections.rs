@@ -1,0 +1,139 @@
+//! Connection handling: stale pooled connections, graceful shutdown.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use hyper::StatusCode;
+use jenkins_ha_proxy::config::Failback;
+use jenkins_ha_proxy::sample::SampleMaster;
+use support::{config_for, get, health, TestDaemon};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A master that answers the first request of each connection with keep-alive, and
+/// drops the connection on the second without answering: the race a proxy hits when
+/// Jenkins closes an idle keep-alive connection just as a request is sent on it.
+struct ClosingMaster {
+    addr: SocketAddr,
+    dropped_unanswered: Arc<AtomicUsize>,
+}
+
+impl ClosingMaster {
+    async fn start() -> ClosingMaster {
+        let listener = TcpListener::bind("127.0.0.2:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let dropped_unanswered = Arc::new(AtomicUsize::new(0));
+        let dropped = dropped_unanswered.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(serve_once(stream, dropped.clone()));
+            }
+        });
+        ClosingMaster {
+            addr,
+            dropped_unanswered,
+        }
+    }
+}
+
+async fn serve_once(mut stream: TcpStream, dropped: Arc<AtomicUsize>) {
+    if read_head(&mut stream).await.is_none() {
+        return;
+    }
+    let body = "hello from closing-master\n";
+    let head = format!(
+        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-master: closing-master\r\n\r\n{body}",
+        body.len()
+    );
+    if stream.write_all(head.as_bytes()).await.is_err() {
+        return;
+    }
+    if read_head(&mut stream).await.is_some() {
+        dropped.fetch_add(1, Ordering::SeqCst);
+    }
+    // Dropping the stream closes it with the second request unanswered.
+}
+
+/// Reads one request head (these tests send no bodies to it).
+async fn read_head(stream: &mut TcpStream) -> Option<()> {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        seen.extend_from_slice(&buf[..n]);
+    }
+    Some(())
+}
+
+#[tokio::test]
+async fn a_stale_pooled_connection_is_retried_fresh_without_failing_over() {
+    let closing = ClosingMaster::start().await;
+    let standby = SampleMaster::start("master-b", "127.0.0.3:0".parse().expect("addr"))
+        .await
+        .expect("standby");
+    let mut config = config_for(&[&standby], health(100, 2, 3), Failback::Never);
+    let mut first = config.backends[0].clone();
+    first.name = "closing-master".into();
+    first.url = format!("http://{}", closing.addr);
+    first.host = closing.addr.ip().to_string();
+    first.port = closing.addr.port();
+    config.backends.insert(0, first);
+    let daemon = TestDaemon::start_with_active(config, "closing-master").await;
+
+    // One client connection, so the proxy reuses its pooled upstream connection.
+    for round in 0..5 {
+        let reply = get(daemon.proxy, "/").await.expect("reply");
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "round {round}: {}",
+            reply.text()
+        );
+        assert_eq!(reply.master(), Some("closing-master"));
+    }
+    assert!(
+        closing.dropped_unanswered.load(Ordering::SeqCst) >= 1,
+        "the test must have hit a stale pooled connection"
+    );
+    let status = daemon.status().await;
+    assert_eq!(status["active"], "closing-master");
+    assert_eq!(status["failovers"], 0);
+    assert_eq!(standby.traffic_count(), 0);
+    daemon.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_lets_an_in_flight_request_finish() {
+    let a = SampleMaster::start("master-a", "127.0.0.2:0".parse().expect("addr"))
+        .await
+        .expect("master-a");
+    let daemon = TestDaemon::start_with_active(
+        config_for(&[&a], health(100, 2, 3), Failback::Never),
+        "master-a",
+    )
+    .await;
+    let proxy = daemon.proxy;
+    // 3 chunks, 300 ms apart: still running when shutdown starts.
+    let slow = tokio::spawn(async move { get(proxy, "/slow?chunks=3&delay_ms=300").await });
+    support::wait_until("the slow request reached the master", || async {
+        a.requests().iter().any(|r| r.target.starts_with("/slow"))
+    })
+    .await;
+    daemon.shutdown().await;
+    let reply = slow
+        .await
+        .expect("task")
+        .expect("the in-flight request completes");
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.text(), "chunk 0\nchunk 1\nchunk 2\n");
+    assert!(
+        TcpStream::connect(proxy).await.is_err(),
+        "the listener is closed after shutdown"
+    );
+}
