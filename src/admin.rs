@@ -52,6 +52,12 @@ pub struct BackendStatus {
     pub latency_ms: Option<f64>,
     pub consecutive_passed: u32,
     pub consecutive_failed: u32,
+    /// Open HTTP connections to this master (busy or idle in the pool).
+    pub open_connections: usize,
+    /// Open upgraded connections (WebSocket agents, CLI).
+    pub tunnels: usize,
+    /// Open forwards from `[[tcp]]` listeners.
+    pub tcp_connections: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -79,17 +85,23 @@ impl Status {
                 .masters
                 .iter()
                 .enumerate()
-                .map(|(index, status)| BackendStatus {
-                    name: status.master.name.clone(),
-                    url: status.master.url.clone(),
-                    healthy: status.health == crate::election::Health::Up,
-                    active: snapshot.active == Some(index),
-                    state: status.health.as_str(),
-                    last_check: status.last_check.map(rfc3339),
-                    last_error: status.last_error.clone(),
-                    latency_ms: status.latency.map(|l| l.as_secs_f64() * 1000.0),
-                    consecutive_passed: status.consecutive_passed,
-                    consecutive_failed: status.consecutive_failed,
+                .map(|(index, status)| {
+                    let open = status.master.upstream.attachments().counts();
+                    BackendStatus {
+                        name: status.master.name.clone(),
+                        url: status.master.url.clone(),
+                        healthy: status.health == crate::election::Health::Up,
+                        active: snapshot.active == Some(index),
+                        state: status.health.as_str(),
+                        last_check: status.last_check.map(rfc3339),
+                        last_error: status.last_error.clone(),
+                        latency_ms: status.latency.map(|l| l.as_secs_f64() * 1000.0),
+                        consecutive_passed: status.consecutive_passed,
+                        consecutive_failed: status.consecutive_failed,
+                        open_connections: open.http,
+                        tunnels: open.tunnels,
+                        tcp_connections: open.tcp,
+                    }
                 })
                 .collect(),
             transitions: snapshot

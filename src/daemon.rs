@@ -63,7 +63,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
                 name: backend.name.clone(),
                 url: backend.url.clone(),
                 upstream: Upstream::new(
-                    backend.authority(),
+                    &backend.host,
+                    backend.port,
                     config.proxy.connect_timeout,
                     config.proxy.pool_idle_timeout,
                 ),
@@ -92,6 +93,10 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         routing,
         owner,
         retry_after: retry_after_value(config.proxy.retry_after),
+        tunnel_idle_timeout: None,
+        response_idle_timeout: None,
+        advertised: Vec::new(),
+        cli_sessions: Default::default(),
     });
     let settings = ServerSettings {
         header_read_timeout: config.proxy.header_read_timeout,

@@ -384,7 +384,10 @@ mod tests {
         // It must rise again like any down master.
         election.apply(0, &PASS);
         assert_eq!(election.masters()[0].health, Health::Down);
-        assert!(election.masters()[0].last_error.is_some(), "still down: keep why");
+        assert!(
+            election.masters()[0].last_error.is_some(),
+            "still down: keep why"
+        );
         election.apply(0, &PASS);
         assert_eq!(election.masters()[0].health, Health::Up);
         assert_eq!(election.masters()[0].last_error, None);

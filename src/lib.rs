@@ -22,7 +22,10 @@
 //! - [`routing`]: the immutable [`routing::Snapshot`] and the read handle over it.
 //! - [`health`]: heartbeat probes, one task per master.
 //! - [`upstream`]: connections to masters: connect with deadline, a small idle pool.
+//! - [`drain`]: per-master connection gauges, and closing what is left on a demoted master.
+//! - [`tunnel`]: byte pipes for upgraded connections and TCP forwards, with idle timeout.
 //! - [`proxy`]: the client-facing HTTP/1.1 + h2c listener and request forwarding.
+//! - [`tcp`]: raw TCP listeners (agent port) that follow the active master.
 //! - [`admin`]: the admin listener (`/status`).
 //! - [`daemon`]: wires it all together: [`daemon::run`] takes bound listeners and a shutdown future.
 //! - [`cli`]: the command line (`run`, `check`, `status`, `demo`); `main.rs` only calls it.
@@ -33,10 +36,13 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod drain;
 pub mod election;
 pub mod health;
 pub mod owner;
 pub mod proxy;
 pub mod routing;
 pub mod sample;
+pub mod tcp;
+pub mod tunnel;
 pub mod upstream;

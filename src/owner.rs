@@ -62,6 +62,21 @@ impl OwnerHandle {
         self.events.send(event).await.ok()?;
         answer.await.ok()
     }
+
+    /// For a connection that could not be made to `master` (the `attempt`-th failure of
+    /// one client connection): reports it, and returns the snapshot to try next, or None
+    /// when the client should get an error (owner gone, or every master tried). A
+    /// snapshot with no active master is returned too: the caller answers "unavailable".
+    pub async fn failed_connect(
+        &self,
+        master: &Master,
+        error: String,
+        attempt: usize,
+    ) -> Option<Arc<Snapshot>> {
+        tracing::warn!(master = %master.name, %error, "cannot connect to the active master; reporting it down");
+        let snapshot = self.report_connect_failure(master.index, error).await?;
+        (attempt < snapshot.masters.len() || snapshot.active.is_none()).then_some(snapshot)
+    }
 }
 
 /// Starts the owner task for `masters` (file order). Returns the handle to send it

@@ -17,6 +17,8 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use crate::drain::{Attachments, Kind};
+
 /// Body of a request sent to a master: the client's body streamed as is, or empty (for
 /// a retried request that never had one).
 pub type UpstreamBody = Either<Incoming, Empty<Bytes>>;
@@ -62,6 +64,15 @@ pub async fn open_stream(authority: &str, timeout: Duration) -> Result<TcpStream
     Ok(stream)
 }
 
+/// `host:port`, with IPv6 hosts in brackets.
+pub fn authority(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
 /// A connection ready to carry one request.
 pub struct Connection {
     pub sender: SendRequest<UpstreamBody>,
@@ -77,12 +88,17 @@ struct IdleConnection {
 
 /// Connections to one master. Shared by all requests to it (inside `routing::Master`).
 pub struct Upstream {
+    /// Host of the master as configured (name or IP; IPv6 without brackets).
+    host: String,
+    /// `host:port` of the master's HTTP port.
     authority: String,
     connect_timeout: Duration,
     idle_timeout: Duration,
     /// Written by `release` (after a response completes) and `connection`; read by
     /// `connection`. Held only for a push or a pop, never across an await.
     idle: Arc<Mutex<Vec<IdleConnection>>>,
+    /// Everything open to this master, for /status and the drain.
+    attachments: Arc<Attachments>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -94,17 +110,33 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
-    pub fn new(authority: String, connect_timeout: Duration, idle_timeout: Duration) -> Upstream {
+    pub fn new(
+        host: &str,
+        port: u16,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> Upstream {
         Upstream {
-            authority,
+            host: host.to_owned(),
+            authority: authority(host, port),
             connect_timeout,
             idle_timeout,
             idle: Arc::new(Mutex::new(Vec::new())),
+            attachments: Arc::new(Attachments::default()),
         }
     }
 
     pub fn authority(&self) -> &str {
         &self.authority
+    }
+
+    pub fn attachments(&self) -> &Arc<Attachments> {
+        &self.attachments
+    }
+
+    /// Opens a raw TCP connection to `port` on the master's host (`[[tcp]]` forwards).
+    pub async fn open_port(&self, port: u16) -> Result<TcpStream, ConnectError> {
+        open_stream(&authority(&self.host, port), self.connect_timeout).await
     }
 
     /// An idle pooled connection if one is ready, else a new one.
@@ -129,10 +161,16 @@ impl Upstream {
                 source,
             })?;
         let authority = self.authority.clone();
+        let attachment = self.attachments.attach(Kind::Http);
         tokio::spawn(async move {
             // Upgrades stay possible: a 101 hands the socket to the tunnel.
-            if let Err(error) = connection.with_upgrades().await {
-                tracing::debug!(%authority, %error, "upstream connection ended with an error");
+            tokio::select! {
+                ended = connection.with_upgrades() => if let Err(error) = ended {
+                    tracing::debug!(%authority, %error, "upstream connection ended with an error");
+                },
+                // Drained: dropping the connection closes the socket, and any
+                // response still streaming from it ends with an error.
+                () = attachment.closed() => {}
             }
         });
         Ok(Connection {

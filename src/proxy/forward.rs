@@ -14,21 +14,30 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{Either, Empty, Full};
 use hyper::body::{Body, Incoming};
-use hyper::header::{HeaderValue, CONTENT_TYPE, HOST, RETRY_AFTER};
+use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE, HOST, RETRY_AFTER};
 use hyper::http::request::Parts;
+use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 
+use super::body::Streamed;
 use super::headers::{add_forwarded, strip_hop_by_hop, ClientOrigin};
+use super::jnlp::{self, Advertised};
+use super::session::{Check, CliSessions};
+use super::upgrade;
 use crate::owner::OwnerHandle;
 use crate::routing::{Master, RoutingHandle, Snapshot};
 use crate::upstream::UpstreamBody;
 
 /// Body of a response to the client: the master's, streamed, or one of ours.
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+pub type ProxyBody = Either<Streamed, Full<Bytes>>;
+
+/// The header the Jenkins CLI's HTTP mode pairs its two requests with.
+const SESSION: HeaderName = HeaderName::from_static("session");
 
 /// What every request of the proxy listener shares.
 pub struct ProxyContext {
@@ -36,6 +45,13 @@ pub struct ProxyContext {
     pub owner: OwnerHandle,
     /// `Retry-After` value on 503, in whole seconds.
     pub retry_after: HeaderValue,
+    /// `proxy.tunnel_idle_timeout`: closes silent upgraded connections.
+    pub tunnel_idle_timeout: Option<Duration>,
+    /// `proxy.response_idle_timeout`: ends a response the master stopped sending.
+    pub response_idle_timeout: Option<Duration>,
+    /// The `[[tcp]]` listeners, for the JNLP header rewrite.
+    pub advertised: Vec<Advertised>,
+    pub cli_sessions: CliSessions,
 }
 
 /// Where a request came from (per client connection).
@@ -48,17 +64,53 @@ pub struct Peer {
 /// Forwards one request; every failure becomes a response, never an error.
 pub async fn forward(
     ctx: &ProxyContext,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
     peer: Peer,
 ) -> Response<ProxyBody> {
     if let Some(refusal) = refuse_target(&request) {
         return refusal;
     }
+    let upgrade = upgrade::requested(request.headers()).map(|protocol| Upgrade {
+        client: hyper::upgrade::on(&mut request),
+        protocol,
+    });
     let (mut parts, body) = request.into_parts();
     prepare(&mut parts, peer);
-    let replay = Replay::of(&parts, &body);
+    if let Some(upgrade) = &upgrade {
+        upgrade::restore(&mut parts.headers, upgrade.protocol.clone());
+    }
+    let exchange = Exchange {
+        replay: Replay::of(&parts, &body),
+        request_host: parts
+            .headers
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned),
+        session: parts
+            .headers
+            .get(SESSION)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned),
+        upgrade,
+    };
     let request = Request::from_parts(parts, Either::Left(body));
-    send_with_retries(ctx, request, replay).await
+    send_with_retries(ctx, request, exchange).await
+}
+
+/// What the request path keeps about a request while it is being sent.
+struct Exchange {
+    replay: Replay,
+    /// The client's Host, for the JNLP header rewrite.
+    request_host: Option<String>,
+    /// The CLI's `Session` header, if any.
+    session: Option<String>,
+    upgrade: Option<Upgrade>,
+}
+
+/// A client's request to switch protocols.
+struct Upgrade {
+    client: OnUpgrade,
+    protocol: HeaderValue,
 }
 
 /// This is a reverse proxy: no CONNECT, no absolute-form targets over HTTP/1.
@@ -131,7 +183,7 @@ impl Replay {
 async fn send_with_retries(
     ctx: &ProxyContext,
     mut request: Request<UpstreamBody>,
-    mut replay: Replay,
+    mut exchange: Exchange,
 ) -> Response<ProxyBody> {
     let mut snapshot = ctx.routing.current();
     // Each master can fail to connect once per request; then we give up.
@@ -141,6 +193,9 @@ async fn send_with_retries(
         let Some(master) = snapshot.active_master().cloned() else {
             return unavailable(ctx);
         };
+        if let Some(refusal) = check_cli_session(ctx, &exchange, &snapshot, &master) {
+            return refusal;
+        }
         let connection = if fresh_only {
             master.upstream.connect().await
         } else {
@@ -151,7 +206,11 @@ async fn send_with_retries(
             Ok(connection) => connection,
             Err(error) => {
                 connect_failures += 1;
-                match master_failed(ctx, &master, error.to_string(), connect_failures).await {
+                match ctx
+                    .owner
+                    .failed_connect(&master, error.to_string(), connect_failures)
+                    .await
+                {
                     Some(next) => snapshot = next,
                     None => return bad_gateway(&master, &error.to_string()),
                 }
@@ -159,10 +218,7 @@ async fn send_with_retries(
             }
         };
         match connection.sender.try_send_request(request).await {
-            Ok(response) => {
-                master.upstream.release(connection.sender);
-                return to_client(response);
-            }
+            Ok(response) => return respond(ctx, &master, connection.sender, response, exchange),
             Err(mut failure) => {
                 if let Some(unsent) = failure.take_message() {
                     request = unsent;
@@ -172,14 +228,18 @@ async fn send_with_retries(
                     }
                     connect_failures += 1;
                     let error = failure.into_error().to_string();
-                    match master_failed(ctx, &master, error.clone(), connect_failures).await {
+                    match ctx
+                        .owner
+                        .failed_connect(&master, error.clone(), connect_failures)
+                        .await
+                    {
                         Some(next) => snapshot = next,
                         None => return bad_gateway(&master, &error),
                     }
                     continue;
                 }
                 let error = failure.into_error();
-                match replay.take() {
+                match exchange.replay.take() {
                     Some(again) => {
                         tracing::debug!(master = %master.name, %error, reused = connection.reused,
                             "connection broke before the response; replaying the request once");
@@ -194,27 +254,71 @@ async fn send_with_retries(
     }
 }
 
-/// Reports a master that could not take a request. Returns the snapshot to try next,
-/// or None when the request should fail (owner gone, or every master tried).
-async fn master_failed(
+/// The master's response, streamed, without its hop-by-hop headers; a 101 to an
+/// upgrade request starts the tunnel.
+fn respond(
     ctx: &ProxyContext,
-    master: &Master,
-    error: String,
-    failures: usize,
-) -> Option<Arc<Snapshot>> {
-    tracing::warn!(master = %master.name, %error, "cannot connect to the active master; reporting it down");
-    let snapshot = ctx
-        .owner
-        .report_connect_failure(master.index, error)
-        .await?;
-    (failures < snapshot.masters.len().max(1) || snapshot.active.is_none()).then_some(snapshot)
+    master: &Arc<Master>,
+    sender: hyper::client::conn::http1::SendRequest<UpstreamBody>,
+    mut response: Response<Incoming>,
+    exchange: Exchange,
+) -> Response<ProxyBody> {
+    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    match (switching, exchange.upgrade) {
+        (true, Some(Upgrade { client, protocol })) => {
+            let upstream = hyper::upgrade::on(&mut response);
+            upgrade::spawn_tunnel(client, upstream, master, ctx.tunnel_idle_timeout);
+            let protocol = response
+                .headers()
+                .get(hyper::header::UPGRADE)
+                .cloned()
+                .unwrap_or(protocol);
+            strip_hop_by_hop(response.headers_mut());
+            upgrade::restore(response.headers_mut(), protocol);
+        }
+        _ => {
+            // The connection goes back to the pool once this response is read.
+            master.upstream.release(sender);
+            strip_hop_by_hop(response.headers_mut());
+        }
+    }
+    if !ctx.advertised.is_empty() {
+        jnlp::rewrite(
+            response.headers_mut(),
+            &ctx.advertised,
+            exchange.request_host.as_deref(),
+        );
+    }
+    response.map(|body| Either::Left(Streamed::new(body, ctx.response_idle_timeout)))
 }
 
-/// The master's response, streamed, without its hop-by-hop headers.
-fn to_client(response: Response<Incoming>) -> Response<ProxyBody> {
-    let (mut parts, body) = response.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, Either::Left(body))
+/// Refuses the second request of a CLI call whose first went to another master.
+fn check_cli_session(
+    ctx: &ProxyContext,
+    exchange: &Exchange,
+    snapshot: &Snapshot,
+    master: &Master,
+) -> Option<Response<ProxyBody>> {
+    let session = exchange.session.as_deref()?;
+    match ctx.cli_sessions.check(session, master.index) {
+        Check::First | Check::Paired => None,
+        Check::Moved { first_master } => {
+            let first = snapshot
+                .masters
+                .get(first_master)
+                .map_or("another master", |m| m.master.name.as_str());
+            tracing::warn!(session, first_master = first, active = %master.name,
+                "CLI session split by a failover: refusing its second request");
+            Some(plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!(
+                    "jenkins-ha-proxy: this CLI session started on {first}, which is no longer the active master \
+                     ({} is); run the command again\n",
+                    master.name
+                ),
+            ))
+        }
+    }
 }
 
 fn unavailable(ctx: &ProxyContext) -> Response<ProxyBody> {

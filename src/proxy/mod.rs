@@ -1,8 +1,12 @@
 //! The client-facing listener: HTTP/1.1 and cleartext HTTP/2 (hyper-util's auto
 //! server), one task per connection, graceful shutdown.
 
+pub mod body;
 pub mod forward;
 pub mod headers;
+pub mod jnlp;
+pub mod session;
+pub mod upgrade;
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -1,0 +1,96 @@
+//! Raw TCP listeners that follow the active master: the inbound agent port (50000) and
+//! anything else a master serves on another port. Each accepted connection goes to
+//! `<host of the active master>:<backend_port>`; a failed connect reports the master
+//! down, as on the HTTP path, and tries the new active master.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::drain::Kind;
+use crate::owner::OwnerHandle;
+use crate::routing::{Master, RoutingHandle};
+use crate::tunnel::{self, End};
+
+/// What every TCP listener shares.
+pub struct TcpContext {
+    pub routing: RoutingHandle,
+    pub owner: OwnerHandle,
+    /// Closes a forward that has been silent this long; None: never.
+    pub idle_timeout: Option<Duration>,
+}
+
+/// One `[[tcp]]` listener.
+#[derive(Debug, Clone)]
+pub struct TcpForward {
+    pub name: String,
+    pub backend_port: u16,
+}
+
+/// Accepts on `listener` until `shutdown` is cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    forward: TcpForward,
+    ctx: Arc<TcpContext>,
+    shutdown: CancellationToken,
+) {
+    let forward = Arc::new(forward);
+    loop {
+        let (client, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(listener = %forward.name, %error, "accept failed on a TCP listener");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => return,
+        };
+        let _ = client.set_nodelay(true);
+        let span = tracing::debug_span!("tcp", listener = %forward.name, client = %peer);
+        tokio::spawn(handle(client, Arc::clone(&forward), Arc::clone(&ctx)).instrument(span));
+    }
+}
+
+async fn handle(client: TcpStream, forward: Arc<TcpForward>, ctx: Arc<TcpContext>) {
+    let Some((master, upstream)) = connect_active(&forward, &ctx).await else {
+        return; // dropping the client closes it: no master can take it now
+    };
+    let _ = upstream.set_nodelay(true);
+    let attachment = master.upstream.attachments().attach(Kind::Tcp);
+    let (end, sent, received) = tunnel::pipe(client, upstream, ctx.idle_timeout, &attachment).await;
+    match end {
+        End::Closed => tracing::debug!(master = %master.name, sent, received, "TCP forward closed"),
+        End::Idle => tracing::info!(master = %master.name, "TCP forward closed: idle timeout"),
+        End::Drained => tracing::debug!(master = %master.name, "TCP forward closed by drain"),
+    }
+}
+
+/// Connects to the active master's `backend_port`, failing over like the HTTP path.
+async fn connect_active(
+    forward: &TcpForward,
+    ctx: &TcpContext,
+) -> Option<(Arc<Master>, TcpStream)> {
+    let mut snapshot = ctx.routing.current();
+    let mut attempt = 0;
+    loop {
+        let Some(master) = snapshot.active_master().cloned() else {
+            tracing::warn!(listener = %forward.name, "no healthy master: closing the TCP connection");
+            return None;
+        };
+        match master.upstream.open_port(forward.backend_port).await {
+            Ok(stream) => return Some((master, stream)),
+            Err(error) => {
+                attempt += 1;
+                snapshot = ctx
+                    .owner
+                    .failed_connect(&master, error.to_string(), attempt)
+                    .await?;
+            }
+        }
+    }
+}
