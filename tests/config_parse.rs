@@ -1,0 +1,688 @@
+//! The config file contract: the shipped example parses, and every mistake a user
+//! can make is reported as `file:line: key: message` with the right line and key.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use jenkins_ha_proxy::config::{self, Config, ConfigError, Failback};
+
+const FILE: &str = "test.toml";
+
+/// A complete, valid config; each error test changes one thing in it.
+const BASE: &str = r#"[proxy]
+listen = "0.0.0.0:8080"
+connect_timeout = "2s"
+
+[admin]
+listen = "127.0.0.1:8404"
+
+[health]
+path = "/login"
+interval = "2s"
+timeout = "1s"
+rise = 2
+fall = 3
+
+[failover]
+failback = "never"
+
+[[backend]]
+name = "master-a"
+url = "http://10.0.0.11:8080"
+
+[[backend]]
+name = "master-b"
+url = "http://10.0.0.12:8080"
+"#;
+
+/// BASE with `from` (which must occur exactly once) replaced by `to`.
+fn with(from: &str, to: &str) -> String {
+    assert_eq!(
+        BASE.matches(from).count(),
+        1,
+        "{from:?} must occur once in BASE"
+    );
+    BASE.replacen(from, to, 1)
+}
+
+fn parse(text: &str) -> Config {
+    Config::parse(text, FILE).unwrap_or_else(|e| panic!("expected a valid config, got: {e}"))
+}
+
+/// 1-based number of the only line of `text` containing `marker`.
+fn line_with(text: &str, marker: &str) -> usize {
+    let lines: Vec<usize> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| line.contains(marker))
+        .map(|(i, _)| i + 1)
+        .collect();
+    assert_eq!(lines.len(), 1, "{marker:?} must be on exactly one line");
+    lines[0]
+}
+
+/// Asserts that `text` is rejected at `key`, on the line containing `marker`
+/// (line 0 when `marker` is None), with a message containing `says`.
+fn rejects(text: &str, key: &str, marker: Option<&str>, says: &str) -> String {
+    let want_line = marker.map_or(0, |m| line_with(text, m));
+    let err = Config::parse(text, FILE).expect_err("config should be rejected");
+    let shown = err.to_string();
+    match &err {
+        ConfigError::Invalid {
+            file,
+            line,
+            key: got_key,
+            message,
+        } => {
+            assert_eq!(file, FILE, "{shown}");
+            assert_eq!(*line, want_line, "wrong line in: {shown}");
+            assert_eq!(got_key, key, "wrong key in: {shown}");
+            assert!(
+                message.contains(says),
+                "message should say {says:?}: {shown}"
+            );
+        }
+        other => panic!("expected ConfigError::Invalid, got {other:?}"),
+    }
+    let prefix = format!("{FILE}:{want_line}: {key}: ");
+    assert!(
+        shown.starts_with(&prefix),
+        "{shown:?} should start with {prefix:?}"
+    );
+    shown
+}
+
+// ----- accepted configs -----
+
+#[test]
+fn shipped_example_parses() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/jenkins-ha-proxy.toml");
+    let text = std::fs::read_to_string(path).expect("shipped example is readable");
+    let config = Config::parse(&text, path).unwrap_or_else(|e| panic!("{e}"));
+
+    assert_eq!(
+        config.proxy.listen,
+        "0.0.0.0:8080".parse::<SocketAddr>().unwrap()
+    );
+    assert_eq!(
+        config.admin.listen,
+        "127.0.0.1:8404".parse::<SocketAddr>().unwrap()
+    );
+    assert_eq!(
+        config.proxy.connect_timeout,
+        config::DEFAULT_CONNECT_TIMEOUT
+    );
+    assert_eq!(
+        config.proxy.pool_idle_timeout,
+        config::DEFAULT_POOL_IDLE_TIMEOUT
+    );
+    assert_eq!(
+        config.proxy.header_read_timeout,
+        config::DEFAULT_HEADER_READ_TIMEOUT
+    );
+    assert_eq!(
+        config.proxy.shutdown_timeout,
+        config::DEFAULT_SHUTDOWN_TIMEOUT
+    );
+    assert_eq!(config.proxy.retry_after, config::DEFAULT_RETRY_AFTER);
+    assert_eq!(config.health.path, config::DEFAULT_HEALTH_PATH);
+    assert_eq!(config.health.interval, config::DEFAULT_HEALTH_INTERVAL);
+    assert_eq!(config.health.timeout, config::DEFAULT_HEALTH_TIMEOUT);
+    assert_eq!(config.health.rise, config::DEFAULT_RISE);
+    assert_eq!(config.health.fall, config::DEFAULT_FALL);
+    assert_eq!(config.failover.failback, Failback::Never);
+
+    let names: Vec<&str> = config.backends.iter().map(|b| b.name.as_str()).collect();
+    assert_eq!(names, ["master-a", "master-b"]);
+    let urls: Vec<&str> = config.backends.iter().map(|b| b.url.as_str()).collect();
+    assert_eq!(urls, ["http://10.0.0.11:8080", "http://10.0.0.12:8080"]);
+    assert_eq!(config.backends[1].host, "10.0.0.12");
+    assert_eq!(config.backends[1].port, 8080);
+}
+
+#[test]
+fn optional_tables_and_keys_take_the_documented_defaults() {
+    let text = r#"
+[proxy]
+listen = "[::]:80"
+[admin]
+listen = "[::1]:8404"
+[[backend]]
+name = "only"
+url = "http://jenkins.example"
+"#;
+    let config = parse(text);
+    assert_eq!(
+        config.proxy.listen,
+        "[::]:80".parse::<SocketAddr>().unwrap()
+    );
+    assert_eq!(
+        config.proxy.connect_timeout,
+        config::DEFAULT_CONNECT_TIMEOUT
+    );
+    assert_eq!(config.proxy.retry_after, config::DEFAULT_RETRY_AFTER);
+    assert_eq!(config.health.path, "/login");
+    assert_eq!(config.health.interval, Duration::from_secs(2));
+    assert_eq!(config.health.timeout, Duration::from_secs(1));
+    assert_eq!((config.health.rise, config.health.fall), (2, 3));
+    assert_eq!(config.failover.failback, config::DEFAULT_FAILBACK);
+    assert_eq!(config.backends[0].url, "http://jenkins.example:80");
+    assert_eq!(config.backends[0].port, 80);
+}
+
+#[test]
+fn values_are_read_and_urls_normalised() {
+    let text = with("failback = \"never\"", "failback = \"auto\"")
+        .replace("interval = \"2s\"", "interval = \"1m\"")
+        .replace("timeout = \"1s\"", "timeout = \"500ms\"")
+        .replace("http://10.0.0.11:8080", "HTTP://[2001:db8::1]:8080/");
+    let config = parse(&text);
+    assert_eq!(config.failover.failback, Failback::Auto);
+    assert_eq!(config.health.interval, Duration::from_secs(60));
+    assert_eq!(config.health.timeout, Duration::from_millis(500));
+    let a = &config.backends[0];
+    assert_eq!(a.url, "http://[2001:db8::1]:8080");
+    assert_eq!(a.host, "2001:db8::1");
+    assert_eq!(a.authority(), "[2001:db8::1]:8080");
+}
+
+#[test]
+fn listeners_on_different_ports_or_addresses_do_not_clash() {
+    let other_ip = with("listen = \"0.0.0.0:8080\"", "listen = \"10.0.0.1:8080\"")
+        .replace("127.0.0.1:8404", "127.0.0.1:8080");
+    assert_eq!(parse(&other_ip).admin.listen.port(), 8080);
+    // Port 0 means "any free port": two of them never collide.
+    let ephemeral = with("0.0.0.0:8080", "127.0.0.1:0").replace("127.0.0.1:8404", "127.0.0.1:0");
+    assert_eq!(parse(&ephemeral).proxy.listen.port(), 0);
+}
+
+#[test]
+fn summary_lists_listeners_masters_in_order_and_timings() {
+    let summary = parse(BASE).summary();
+    assert!(
+        summary.contains("proxy 0.0.0.0:8080, admin 127.0.0.1:8404"),
+        "{summary}"
+    );
+    let a = summary.find("1. master-a").expect("first master listed");
+    let b = summary.find("2. master-b").expect("second master listed");
+    assert!(a < b, "{summary}");
+    assert_eq!(summary.matches("(preferred)").count(), 1, "{summary}");
+    let preferred_line = summary.lines().find(|l| l.contains("(preferred)")).unwrap();
+    assert!(
+        preferred_line.contains("master-a  http://10.0.0.11:8080"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("GET /login every 2s, timeout 1s"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("up after 2 good probes in a row, down after 3 failed ones"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("detected within ~6s (fall 3 x interval 2s)"),
+        "{summary}"
+    );
+    assert!(summary.contains("failback:  never"), "{summary}");
+    assert!(
+        summary.contains("connect timeout 2s, pool idle 3s, header read 30s, shutdown 10s"),
+        "{summary}"
+    );
+    assert!(summary.contains("Retry-After 5s"), "{summary}");
+    assert!(
+        summary.ends_with("Retry-After 5s\n"),
+        "ends with a newline: {summary:?}"
+    );
+    assert!(summary.lines().count() <= 24, "one screen: {summary}");
+    assert!(
+        summary.lines().all(|l| l.len() <= 80),
+        "fits 80 columns: {summary}"
+    );
+}
+
+// ----- TOML-level errors: syntax, unknown keys, wrong types -----
+
+#[test]
+fn unknown_top_level_key() {
+    // At the very top: after a [table] header it would belong to that table.
+    let text = format!("log_level = \"debug\"\n{BASE}");
+    rejects(
+        &text,
+        "log_level",
+        Some("log_level"),
+        "valid top-level keys: proxy, admin",
+    );
+}
+
+#[test]
+fn misspelt_table_name() {
+    let text = with("[failover]", "[failovr]");
+    rejects(
+        &text,
+        "failovr",
+        Some("[failovr]"),
+        "did you mean `failover`?",
+    );
+}
+
+#[test]
+fn unknown_key_in_health_names_table_and_suggests() {
+    let text = with("interval = \"2s\"", "intervall = \"2s\"");
+    let shown = rejects(
+        &text,
+        "health.intervall",
+        Some("intervall"),
+        "did you mean `interval`?",
+    );
+    assert!(
+        shown.contains("valid keys in [health]: path, interval, timeout, rise, fall"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn unknown_key_in_second_backend() {
+    let text = with(
+        "url = \"http://10.0.0.12:8080\"",
+        "uri = \"http://10.0.0.12:8080\"",
+    );
+    rejects(
+        &text,
+        "backend[1].uri",
+        Some("uri ="),
+        "valid keys in [[backend]]: name, url",
+    );
+}
+
+#[test]
+fn wrong_type_for_a_count() {
+    let text = with("rise = 2", "rise = \"2\"");
+    rejects(
+        &text,
+        "health.rise",
+        Some("rise"),
+        "invalid type: string \"2\", expected a whole number",
+    );
+}
+
+#[test]
+fn duration_written_as_a_number() {
+    let text = with("connect_timeout = \"2s\"", "connect_timeout = 2");
+    rejects(
+        &text,
+        "proxy.connect_timeout",
+        Some("connect_timeout"),
+        "durations are quoted strings",
+    );
+}
+
+#[test]
+fn single_bracket_backend() {
+    let text = r#"[proxy]
+listen = "0.0.0.0:8080"
+[admin]
+listen = "127.0.0.1:8404"
+[backend]
+name = "master-a"
+"#;
+    rejects(
+        text,
+        "backend",
+        Some("[backend]"),
+        "[[backend]] table (double brackets)",
+    );
+}
+
+#[test]
+fn toml_syntax_error() {
+    let text = with("timeout = \"1s\"", "timeout = \"1s");
+    rejects(&text, "health.timeout", Some("1s"), "TOML syntax error");
+}
+
+#[test]
+fn table_defined_twice() {
+    let text = format!("{BASE}\n[admin] # again\nlisten = \"127.0.0.1:9000\"\n");
+    rejects(
+        &text,
+        "admin",
+        Some("# again"),
+        "`admin` is defined more than once",
+    );
+}
+
+// ----- [proxy] and [admin] -----
+
+#[test]
+fn missing_proxy_table() {
+    let text = with(
+        "[proxy]\nlisten = \"0.0.0.0:8080\"\nconnect_timeout = \"2s\"\n",
+        "",
+    );
+    rejects(&text, "proxy", None, "missing [proxy] table");
+}
+
+#[test]
+fn missing_admin_table() {
+    let text = with("[admin]\nlisten = \"127.0.0.1:8404\"\n", "");
+    rejects(&text, "admin", None, "missing [admin] table");
+}
+
+#[test]
+fn missing_proxy_listen_points_at_the_table() {
+    let text = with("listen = \"0.0.0.0:8080\"\n", "");
+    rejects(
+        &text,
+        "proxy.listen",
+        Some("[proxy]"),
+        "missing required key; add listen = ",
+    );
+}
+
+#[test]
+fn missing_admin_listen_points_at_the_table() {
+    let text = with("listen = \"127.0.0.1:8404\"\n", "");
+    rejects(
+        &text,
+        "admin.listen",
+        Some("[admin]"),
+        "missing required key",
+    );
+}
+
+#[test]
+fn listen_must_be_ip_and_port() {
+    let text = with("0.0.0.0:8080", "localhost:8080");
+    rejects(&text, "proxy.listen", Some("localhost"), "use IP:port");
+    let text = with("127.0.0.1:8404", "127.0.0.1");
+    rejects(&text, "admin.listen", Some("\"127.0.0.1\""), "use IP:port");
+}
+
+#[test]
+fn proxy_and_admin_on_the_same_address_clash() {
+    let text = with("127.0.0.1:8404\"", "0.0.0.0:8080\" # admin");
+    let shown = rejects(&text, "admin.listen", Some("# admin"), "proxy.listen");
+    assert!(
+        shown.contains("(line 2)"),
+        "names the proxy.listen line: {shown}"
+    );
+}
+
+#[test]
+fn wildcard_proxy_clashes_with_admin_on_the_same_port() {
+    let text = with("127.0.0.1:8404", "127.0.0.1:8080");
+    rejects(
+        &text,
+        "admin.listen",
+        Some("127.0.0.1:8080"),
+        "clashes with proxy.listen 0.0.0.0:8080",
+    );
+}
+
+#[test]
+fn wildcard_admin_clashes_with_proxy_on_the_same_port() {
+    let text = with("0.0.0.0:8080", "10.1.2.3:8404").replace("127.0.0.1:8404\"", "[::]:8404\"");
+    rejects(
+        &text,
+        "admin.listen",
+        Some("[::]:8404"),
+        "both would bind port 8404",
+    );
+}
+
+#[test]
+fn zero_connect_timeout() {
+    let text = with("connect_timeout = \"2s\"", "connect_timeout = \"0s\"");
+    rejects(
+        &text,
+        "proxy.connect_timeout",
+        Some("connect_timeout"),
+        "must be greater than zero",
+    );
+}
+
+#[test]
+fn bad_duration_string() {
+    let text = with(
+        "connect_timeout = \"2s\"",
+        "connect_timeout = \"2s\"\nretry_after = \"5 parsecs\"",
+    );
+    rejects(
+        &text,
+        "proxy.retry_after",
+        Some("parsecs"),
+        "e.g. \"2s\", \"500ms\" or \"1m\"",
+    );
+}
+
+// ----- [health] -----
+
+#[test]
+fn health_timeout_not_shorter_than_interval() {
+    let text = with("timeout = \"1s\"", "timeout = \"3s\"");
+    rejects(
+        &text,
+        "health.timeout",
+        Some("3s"),
+        "health.timeout (3s) must be shorter than health.interval (2s)",
+    );
+    // Equal is not shorter either.
+    let text = with("interval = \"2s\"", "interval = \"1s\"");
+    rejects(
+        &text,
+        "health.timeout",
+        Some("timeout = \"1s"),
+        "health.timeout (1s) must be shorter than health.interval (1s)",
+    );
+}
+
+#[test]
+fn short_interval_with_default_timeout_blames_the_interval() {
+    let text = with("timeout = \"1s\"\n", "").replace("interval = \"2s\"", "interval = \"500ms\"");
+    rejects(
+        &text,
+        "health.interval",
+        Some("500ms"),
+        "must be shorter than health.interval",
+    );
+}
+
+#[test]
+fn zero_interval() {
+    let text = with("interval = \"2s\"", "interval = \"0ms\"");
+    rejects(
+        &text,
+        "health.interval",
+        Some("interval"),
+        "must be greater than zero",
+    );
+}
+
+#[test]
+fn zero_timeout() {
+    let text = with("timeout = \"1s\"", "timeout = \"0s\"");
+    rejects(
+        &text,
+        "health.timeout",
+        Some("0s"),
+        "must be greater than zero",
+    );
+}
+
+#[test]
+fn zero_rise() {
+    let text = with("rise = 2", "rise = 0");
+    rejects(&text, "health.rise", Some("rise"), "must be at least 1");
+}
+
+#[test]
+fn zero_or_negative_fall() {
+    rejects(
+        &with("fall = 3", "fall = 0"),
+        "health.fall",
+        Some("fall"),
+        "must be at least 1",
+    );
+    rejects(
+        &with("fall = 3", "fall = -2"),
+        "health.fall",
+        Some("fall"),
+        "got -2",
+    );
+}
+
+#[test]
+fn health_path_must_start_with_slash() {
+    let text = with("path = \"/login\"", "path = \"login\"");
+    rejects(&text, "health.path", Some("path"), "starting with '/'");
+}
+
+// ----- [failover] -----
+
+#[test]
+fn unknown_failback_policy() {
+    let text = with("failback = \"never\"", "failback = \"always\"");
+    rejects(
+        &text,
+        "failover.failback",
+        Some("always"),
+        "allowed values: \"never\"",
+    );
+}
+
+// ----- [[backend]] -----
+
+#[test]
+fn zero_backends() {
+    let text = &BASE[..BASE.find("[[backend]]").unwrap()];
+    rejects(
+        text,
+        "backend",
+        None,
+        "add at least one [[backend]] with name and url",
+    );
+}
+
+#[test]
+fn duplicate_backend_name_points_at_the_second() {
+    let text = with("name = \"master-b\"", "name = \"master-a\" # again");
+    let first = line_with(BASE, "master-a");
+    let shown = rejects(&text, "backend[1].name", Some("# again"), "duplicate name");
+    assert!(
+        shown.contains(&format!("on line {first}")),
+        "names the first one's line: {shown}"
+    );
+}
+
+#[test]
+fn empty_backend_name() {
+    let text = with("name = \"master-b\"", "name = \"\"");
+    rejects(
+        &text,
+        "backend[1].name",
+        Some("name = \"\""),
+        "must not be empty",
+    );
+}
+
+#[test]
+fn backend_name_with_unsafe_characters() {
+    let text = with("name = \"master-a\"", "name = \"master a\"");
+    rejects(
+        &text,
+        "backend[0].name",
+        Some("master a"),
+        "use only letters, digits, '.', '_' and '-'",
+    );
+}
+
+#[test]
+fn backend_without_url_points_at_its_header() {
+    let text = with("url = \"http://10.0.0.12:8080\"\n", "");
+    let text = text.replacen("[[backend]]", "[[backend]] # a", 1).replacen(
+        "[[backend]]\n",
+        "[[backend]] # b\n",
+        1,
+    );
+    rejects(&text, "backend[1].url", Some("# b"), "missing required key");
+}
+
+/// Asserts that `url` as the second backend's url is rejected, saying `says`.
+fn rejects_url(url: &str, says: &str) -> String {
+    let text = with("http://10.0.0.12:8080", url);
+    rejects(&text, "backend[1].url", Some(url), says)
+}
+
+#[test]
+fn backend_url_must_parse() {
+    rejects_url("http://jenkins b", "not a valid URL");
+}
+
+#[test]
+fn backend_url_https_is_not_supported() {
+    rejects_url("https://10.0.0.12", "https upstreams are not supported");
+}
+
+#[test]
+fn backend_url_needs_http_scheme() {
+    rejects_url("10.0.0.12:8080", "missing scheme");
+    rejects_url("ftp://10.0.0.12", "only http is supported");
+}
+
+#[test]
+fn backend_url_needs_a_host() {
+    rejects_url("http://:8080", "missing host");
+}
+
+#[test]
+fn backend_url_port_must_be_valid() {
+    rejects_url("http://10.0.0.12:65536", "invalid port");
+    rejects_url("http://10.0.0.12:0", "port 0");
+}
+
+#[test]
+fn backend_url_must_not_have_a_path() {
+    rejects_url(
+        "http://10.0.0.12:8080/jenkins",
+        "set Jenkins' --prefix on both masters",
+    );
+}
+
+#[test]
+fn backend_url_must_not_have_a_query_or_fragment() {
+    rejects_url("http://10.0.0.12:8080/?a=b", "query");
+    rejects_url("http://10.0.0.12:8080#top", "fragment");
+}
+
+#[test]
+fn backend_url_must_not_have_credentials_and_the_error_does_not_echo_them() {
+    let shown = rejects_url("http://admin:s3cret@10.0.0.12:8080", "user:password@");
+    assert!(!shown.contains("s3cret"), "{shown}");
+}
+
+#[test]
+fn duplicate_backend_endpoint_even_when_spelt_differently() {
+    let text = with("http://10.0.0.12:8080", "HTTP://10.0.0.11:8080/");
+    let shown = rejects(
+        &text,
+        "backend[1].url",
+        Some("HTTP://"),
+        "already used by backend[0]",
+    );
+    assert!(
+        shown.contains(&format!("(line {})", line_with(BASE, "10.0.0.11"))),
+        "{shown}"
+    );
+}
+
+#[test]
+fn duplicate_backend_endpoint_with_default_port_and_ipv6_spelling() {
+    let text = with("http://10.0.0.11:8080", "http://[::1]")
+        .replace("http://10.0.0.12:8080", "http://[0:0::1]:80");
+    rejects(
+        &text,
+        "backend[1].url",
+        Some("[0:0::1]"),
+        "already used by backend[0]",
+    );
+}
