@@ -1,0 +1,327 @@
+//! A raw TCP peer standing in for a Jenkins master's inbound-agent (JNLP) port, and
+//! client helpers, for tests that check the proxy forwards TCP to the active master.
+//!
+//! For each connection the server first writes a greeting line `<name>\n`, then
+//! echoes every byte it receives.
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::time::{sleep, timeout_at, Instant};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Every client-side wait (greeting, exchange) gives up after this.
+const CLIENT_DEADLINE: Duration = Duration::from_secs(10);
+/// How long restart() keeps retrying a bind that fails with "address in use".
+const REBIND_PATIENCE: Duration = Duration::from_secs(5);
+const REBIND_RETRY: Duration = Duration::from_millis(20);
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(10);
+const ECHO_BUFFER: usize = 16 * 1024;
+/// read_greeting() gives up on a line longer than this.
+const MAX_GREETING: usize = 1024;
+
+/// A running (or stopped) TCP echo master. Clones share the same server; it shuts
+/// down when stop() is called or the last clone is dropped.
+#[derive(Clone)]
+pub struct TcpMaster {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    /// The bound address (real port), reused by restart().
+    addr: SocketAddr,
+    /// The current run; written by start/stop/restart, None while stopped.
+    run: Mutex<Option<Run>>,
+}
+
+/// Written by the connection tasks, read by the test-facing methods.
+struct Shared {
+    name: String,
+    open: AtomicUsize,
+    total: AtomicUsize,
+}
+
+/// One accept loop and its connections; cancelling the token ends them all.
+struct Run {
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl TcpMaster {
+    /// Binds `addr` (port 0 allowed, e.g. "127.0.0.2:0") and serves until stop()/drop.
+    pub async fn start(name: &str, addr: SocketAddr) -> io::Result<TcpMaster> {
+        if name.contains('\n') {
+            let msg = "name must not contain a newline";
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, msg));
+        }
+        let listener = bind(addr)?;
+        let shared = Arc::new(Shared {
+            name: name.to_owned(),
+            open: AtomicUsize::new(0),
+            total: AtomicUsize::new(0),
+        });
+        let inner = Inner {
+            addr: listener.local_addr()?,
+            run: Mutex::new(Some(Run::spawn(listener, shared.clone()))),
+            shared,
+        };
+        Ok(TcpMaster {
+            inner: Arc::new(inner),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner.shared.name
+    }
+
+    /// The bound address, with the real port.
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.addr
+    }
+
+    /// Connections open now (accepted and not yet ended).
+    pub fn open_connections(&self) -> usize {
+        self.inner.shared.open.load(Ordering::SeqCst)
+    }
+
+    /// Connections accepted since start (not reset by stop/restart).
+    pub fn total_connections(&self) -> usize {
+        self.inner.shared.total.load(Ordering::SeqCst)
+    }
+
+    /// Closes the listener and every open connection at once, like a killed process.
+    /// Returns once the listener is closed, so a connect right after is refused.
+    pub async fn stop(&self) {
+        let run = lock(&self.inner.run).take();
+        if let Some(run) = run {
+            run.cancel.cancel();
+            run.tracker.close();
+            run.tracker.wait().await;
+        }
+    }
+
+    /// Binds the same address again and serves. A no-op if already running.
+    pub async fn restart(&self) -> io::Result<()> {
+        if self.is_running() {
+            return Ok(());
+        }
+        let listener = bind_with_retry(self.inner.addr).await?;
+        let mut run = lock(&self.inner.run);
+        // A concurrent restart may have won; then our listener is simply dropped.
+        if run.is_none() {
+            *run = Some(Run::spawn(listener, self.inner.shared.clone()));
+        }
+        Ok(())
+    }
+
+    pub fn is_running(&self) -> bool {
+        lock(&self.inner.run).is_some()
+    }
+}
+
+impl std::fmt::Debug for TcpMaster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpMaster")
+            .field("name", &self.name())
+            .field("addr", &self.addr())
+            .field("running", &self.is_running())
+            .field("open_connections", &self.open_connections())
+            .finish()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The last handle is gone: end the accept loop and all connections.
+        if let Some(run) = lock(&self.run).take() {
+            run.cancel.cancel();
+        }
+    }
+}
+
+impl Run {
+    fn spawn(listener: TcpListener, shared: Arc<Shared>) -> Run {
+        let run = Run {
+            cancel: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        };
+        let accept = accept_loop(listener, shared, run.cancel.clone(), run.tracker.clone());
+        run.tracker.spawn(accept);
+        run
+    }
+}
+
+/// A poisoned lock only means a panic elsewhere; the data is still usable.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// SO_REUSEADDR lets a restart bind while old connections sit in TIME_WAIT.
+fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+async fn bind_with_retry(addr: SocketAddr) -> io::Result<TcpListener> {
+    let deadline = Instant::now() + REBIND_PATIENCE;
+    loop {
+        match bind(addr) {
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                sleep(REBIND_RETRY).await;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Accepts until cancelled; returning drops (closes) the listener.
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                let conn = ConnGuard::new(shared.clone());
+                let cancel = cancel.clone();
+                tracker.spawn(async move {
+                    tokio::select! {
+                        biased;
+                        // Dropping the socket closes it, like a killed process.
+                        _ = cancel.cancelled() => {}
+                        result = greet_and_echo(stream, &conn.shared.name) => {
+                            if let Err(error) = result {
+                                tracing::debug!(master = %conn.shared.name, %error, "tcp echo ended");
+                            }
+                        }
+                    }
+                });
+            }
+            Err(error) => {
+                tracing::debug!(master = %shared.name, %error, "accept failed");
+                sleep(ACCEPT_ERROR_BACKOFF).await;
+            }
+        }
+    }
+}
+
+/// Writes `<name>\n`, then echoes until the peer closes its side (or an error).
+async fn greet_and_echo(mut stream: TcpStream, name: &str) -> io::Result<()> {
+    let _ = stream.set_nodelay(true);
+    stream.write_all(format!("{name}\n").as_bytes()).await?;
+    let mut buf = vec![0; ECHO_BUFFER];
+    loop {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return stream.shutdown().await;
+        }
+        stream.write_all(&buf[..n]).await?;
+    }
+}
+
+/// Keeps `open` counting a connection for as long as its task lives.
+struct ConnGuard {
+    shared: Arc<Shared>,
+}
+
+impl ConnGuard {
+    fn new(shared: Arc<Shared>) -> ConnGuard {
+        shared.total.fetch_add(1, Ordering::SeqCst);
+        shared.open.fetch_add(1, Ordering::SeqCst);
+        ConnGuard { shared }
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.shared.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Writes `msg` and reads exactly `msg.len()` bytes back, all within the deadline.
+/// Writing and reading run concurrently, so a message larger than the socket
+/// buffers cannot deadlock against the echo.
+pub async fn tcp_exchange(stream: &mut TcpStream, msg: &[u8]) -> Result<Vec<u8>, String> {
+    let deadline = Instant::now() + CLIENT_DEADLINE;
+    let (mut reader, mut writer) = stream.split();
+    let write = async {
+        writer
+            .write_all(msg)
+            .await
+            .map_err(|e| format!("write: {e}"))
+    };
+    let read = async {
+        let mut back = vec![0; msg.len()];
+        reader
+            .read_exact(&mut back)
+            .await
+            .map_err(|e| format!("read {} bytes: {e}", msg.len()))?;
+        Ok(back)
+    };
+    let exchange = async { tokio::try_join!(write, read).map(|((), back)| back) };
+    timeout_at(deadline, exchange)
+        .await
+        .map_err(|_| format!("exchange timed out after {CLIENT_DEADLINE:?}"))?
+}
+
+/// Reads the greeting line (byte by byte, so nothing after it is consumed) and
+/// returns it without the newline; Err on EOF, error, or no line within the deadline.
+pub async fn read_greeting(stream: &mut TcpStream) -> Result<String, String> {
+    let deadline = Instant::now() + CLIENT_DEADLINE;
+    let read_line = async {
+        let mut line = Vec::new();
+        loop {
+            let byte = stream.read_u8().await.map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof => {
+                    format!("EOF after {} bytes of greeting", line.len())
+                }
+                _ => format!("read greeting: {e}"),
+            })?;
+            if byte == b'\n' {
+                return Ok(String::from_utf8_lossy(&line).into_owned());
+            }
+            if line.len() >= MAX_GREETING {
+                return Err(format!("greeting longer than {MAX_GREETING} bytes"));
+            }
+            line.push(byte);
+        }
+    };
+    timeout_at(deadline, read_line)
+        .await
+        .map_err(|_| format!("no greeting within {CLIENT_DEADLINE:?}"))?
+}
+
+/// True if the peer closes the connection (EOF) or it fails within `d`; bytes
+/// arriving meanwhile are read and discarded.
+pub async fn tcp_closed_within(stream: &mut TcpStream, d: Duration) -> bool {
+    let deadline = Instant::now() + d;
+    let mut buf = [0u8; 4096];
+    loop {
+        match timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
