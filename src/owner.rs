@@ -190,11 +190,10 @@ impl OwnerState {
             to: name(transition.to),
             reason: transition.reason,
         };
+        let from = record.from.as_deref().unwrap_or("none");
         match &record.to {
-            Some(to) => {
-                tracing::info!(from = ?record.from, to = %to, "active master changed: {}", record.reason)
-            }
-            None => tracing::warn!(from = ?record.from, "no active master: {}", record.reason),
+            Some(to) => tracing::info!(from, to = %to, "active master changed: {}", record.reason),
+            None => tracing::warn!(from, "no active master: {}", record.reason),
         }
         if transition.from.is_some() {
             self.failovers += 1;

@@ -20,7 +20,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -105,6 +105,8 @@ struct Shared {
     requests: Mutex<VecDeque<RecordedRequest>>,
     traffic: AtomicUsize,
     upload_bytes: AtomicU64,
+    /// The TCP agent port advertised on `/tcpSlaveAgentListener/`.
+    agent_port: AtomicU16,
 }
 
 /// One accept loop and its connections; cancelling the token ends them all.
@@ -130,6 +132,7 @@ impl SampleMaster {
             requests: Mutex::new(VecDeque::new()),
             traffic: AtomicUsize::new(0),
             upload_bytes: AtomicU64::new(0),
+            agent_port: AtomicU16::new(50000),
         });
         let inner = Inner {
             addr: listener.local_addr()?,
@@ -158,6 +161,11 @@ impl SampleMaster {
     /// Health endpoint answers 200 (true) or 503 "Jenkins is getting ready to work" (false).
     pub fn set_healthy(&self, healthy: bool) {
         self.inner.shared.healthy.store(healthy, Ordering::SeqCst);
+    }
+
+    /// The agent port `/tcpSlaveAgentListener/` advertises (default 50000).
+    pub fn set_agent_port(&self, port: u16) {
+        self.inner.shared.agent_port.store(port, Ordering::SeqCst);
     }
 
     /// Closes the listener and every open connection at once, like a killed process.
@@ -334,8 +342,24 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Response<ResBody> {
         "/upload" | "/echo" => method_not_allowed(),
         "/bytes" => bytes(&query),
         "/headers" => headers(&req),
+        "/tcpSlaveAgentListener/" => agent_listener(shared),
         _ => text(StatusCode::OK, format!("hello from {}\n", shared.name)),
     }
+}
+
+/// What Jenkins answers inbound agents looking for its TCP port.
+fn agent_listener(shared: &Shared) -> Response<ResBody> {
+    let mut res = text(StatusCode::OK, "Jenkins\n");
+    let port = HeaderValue::from(shared.agent_port.load(Ordering::SeqCst));
+    let headers = res.headers_mut();
+    headers.insert("x-jenkins-jnlp-port", port.clone());
+    headers.insert("x-hudson-jnlp-port", port.clone());
+    headers.insert("x-jenkins-cli-port", port);
+    headers.insert("x-jenkins-agent-protocols", HeaderValue::from_static("JNLP4-connect, Ping"));
+    if let Ok(host) = HeaderValue::from_str(&format!("{}.internal", shared.name)) {
+        headers.insert("x-jenkins-jnlp-host", host);
+    }
+    res
 }
 
 fn health(shared: &Shared) -> Response<ResBody> {

@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Frame;
 use hyper::client::conn::{http1, http2};
 use hyper::{Request, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -66,8 +65,7 @@ async fn request_body_is_streamed_upstream_as_it_arrives() {
         .await
         .expect("handshake");
     tokio::spawn(connection);
-    let (chunks, receiver) = tokio::sync::mpsc::channel::<Bytes>(4);
-    let body = ChannelBody(receiver);
+    let (chunks, body) = support::channel_body();
     let request = Request::post("/upload")
         .header("host", "proxy")
         .body(body)
@@ -101,23 +99,6 @@ async fn request_body_is_streamed_upstream_as_it_arrives() {
         String::from_utf8_lossy(&text),
         format!("received {} bytes\n", 2 * part.len())
     );
-}
-
-/// A request body fed chunk by chunk from the test.
-struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
-
-impl hyper::body::Body for ChannelBody {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        self.0
-            .poll_recv(cx)
-            .map(|chunk| chunk.map(|data| Ok(Frame::data(data))))
-    }
 }
 
 #[tokio::test]

@@ -2,6 +2,9 @@
 //! a small HTTP client, and waiting on conditions with a deadline (never fixed sleeps).
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod tcp_master;
+pub mod ws_master;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -16,7 +19,6 @@ use jenkins_ha_proxy::config::{
 };
 use jenkins_ha_proxy::daemon::{self, Listeners};
 use jenkins_ha_proxy::sample::SampleMaster;
-use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 /// Generous: a loaded 2-core CI machine can be slow, and a passing test returns early.
@@ -49,6 +51,19 @@ pub fn health(interval_ms: u64, rise: u32, fall: u32) -> HealthConfig {
     }
 }
 
+/// `[[backend]]` entries for masters of any kind, by name and address.
+pub fn backends(masters: &[(&str, SocketAddr)]) -> Vec<BackendConfig> {
+    masters
+        .iter()
+        .map(|(name, addr)| BackendConfig {
+            name: (*name).to_owned(),
+            url: format!("http://{addr}"),
+            host: addr.ip().to_string(),
+            port: addr.port(),
+        })
+        .collect()
+}
+
 pub fn config_for(masters: &[&SampleMaster], health: HealthConfig, failback: Failback) -> Config {
     let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
     Config {
@@ -63,15 +78,12 @@ pub fn config_for(masters: &[&SampleMaster], health: HealthConfig, failback: Fai
         admin: AdminConfig { listen: loopback },
         health,
         failover: FailoverConfig { failback },
-        backends: masters
-            .iter()
-            .map(|m| BackendConfig {
-                name: m.name().to_owned(),
-                url: m.url(),
-                host: m.addr().ip().to_string(),
-                port: m.addr().port(),
-            })
-            .collect(),
+        backends: backends(
+            &masters
+                .iter()
+                .map(|m| (m.name(), m.addr()))
+                .collect::<Vec<_>>(),
+        ),
     }
 }
 
@@ -79,6 +91,8 @@ pub fn config_for(masters: &[&SampleMaster], health: HealthConfig, failback: Fai
 pub struct TestDaemon {
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
+    /// The `[[tcp]]` listeners, in config order.
+    pub tcp: Vec<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -102,6 +116,7 @@ impl TestDaemon {
         TestDaemon {
             proxy,
             admin,
+            tcp,
             stop: Some(stop),
             task,
         }
@@ -199,4 +214,26 @@ pub async fn get(addr: SocketAddr, path: &str) -> Result<Reply, String> {
         .body(Full::new(Bytes::new()))
         .map_err(|e| e.to_string())?;
     send(addr, request).await
+}
+
+/// A request body fed chunk by chunk from the test: send on the sender, drop it to end.
+pub fn channel_body() -> (tokio::sync::mpsc::Sender<Bytes>, ChannelBody) {
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    (sender, ChannelBody(receiver))
+}
+
+pub struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|data| Ok(hyper::body::Frame::data(data))))
+    }
 }
