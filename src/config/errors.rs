@@ -6,7 +6,7 @@ use std::ops::Range;
 
 use toml::de::{DeTable, DeValue};
 
-use super::raw::DURATION_KEYS;
+use super::raw::{DURATION_KEYS, OFF_KEYS, TABLE_ARRAYS};
 use super::ConfigError;
 
 pub(super) struct Source<'a> {
@@ -231,15 +231,25 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-/// Extra advice for the two type mistakes people make most.
-fn type_hint(key: &str, message: &str) -> &'static str {
+/// Extra advice for the two type mistakes people make most: an unquoted duration,
+/// and `[backend]` / `[tcp]` written with single brackets.
+fn type_hint(key: &str, message: &str) -> String {
     let field = key.rsplit('.').next().unwrap_or(key);
     if DURATION_KEYS.contains(&field) && message.contains("expected a string") {
-        "; durations are quoted strings with a unit, e.g. \"2s\", \"500ms\" or \"1m\""
-    } else if key == "backend" {
-        "; write each master as its own [[backend]] table (double brackets)"
-    } else {
-        ""
+        let off = if OFF_KEYS.contains(&field) {
+            " (or \"off\" to disable)"
+        } else {
+            ""
+        };
+        return format!(
+            "; durations are quoted strings with a unit, e.g. \"2s\", \"500ms\" or \"1m\"{off}"
+        );
+    }
+    match TABLE_ARRAYS.iter().find(|(array, _)| *array == key) {
+        Some((array, what)) => {
+            format!("; write each {what} as its own [[{array}]] table (double brackets)")
+        }
+        None => String::new(),
     }
 }
 
@@ -384,7 +394,7 @@ mod tests {
     }
 
     #[test]
-    fn type_hint_only_for_durations_and_backend() {
+    fn type_hint_only_for_durations_and_table_arrays() {
         let wrong = "invalid type: integer `2`, expected a string";
         assert!(type_hint("health.interval", wrong).contains("\"2s\""));
         assert!(type_hint("proxy.retry_after", wrong).contains("\"2s\""));
@@ -392,6 +402,17 @@ mod tests {
         assert!(
             type_hint("backend", "invalid type: map, expected a sequence").contains("[[backend]]")
         );
+        let tcp = type_hint("tcp", "invalid type: map, expected a sequence");
+        assert!(
+            tcp.contains("each listener as its own [[tcp]] table"),
+            "{tcp}"
+        );
+        let off = type_hint(
+            "tcp[0].idle_timeout",
+            "invalid type: boolean `false`, expected a string",
+        );
+        assert!(off.contains("\"2s\"") && off.contains("\"off\""), "{off}");
+        assert!(!type_hint("failover.drain_timeout", wrong).contains("off"));
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! - this file: the validated types, defaults, [`ConfigError`] and the entry points;
 //! - `raw`: the serde schema, exactly what the file may contain;
 //! - `errors`: toml/serde errors turned into `file:line: key: message`;
-//! - `validate`: raw -> [`Config`], every check naming the offending line;
+//! - `validate`: raw -> [`Config`], every check naming the offending line
+//!   (`validate/tcp`: the `[[tcp]]` listeners);
 //! - `summary`: the one-screen text `check` prints.
 
 mod errors;
@@ -37,6 +38,12 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
 pub const DEFAULT_FAILBACK: Failback = Failback::Never;
+/// Well above Jenkins' 30 s WebSocket ping, so a live agent connection never looks
+/// idle; a half-open one (the peer vanished) is closed within this.
+pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// Time a demoted master keeps its open connections (tunnels, TCP forwards, streams)
+/// after the active master changes.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The validated configuration. Built only by [`Config::parse`] / [`Config::load`].
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +54,8 @@ pub struct Config {
     pub failover: FailoverConfig,
     /// In file order: the order of preference for the election.
     pub backends: Vec<BackendConfig>,
+    /// `[[tcp]]` listeners in file order (may be empty).
+    pub tcp: Vec<TcpConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -63,6 +72,13 @@ pub struct ProxyConfig {
     pub shutdown_timeout: Duration,
     /// `proxy.retry_after`: value of the Retry-After header on 503 (whole seconds, rounded up).
     pub retry_after: Duration,
+    /// `proxy.tunnel_idle_timeout`: closes an upgraded connection (WebSocket) silent
+    /// this long. Default [`DEFAULT_TUNNEL_IDLE_TIMEOUT`] = 5 min (must exceed
+    /// Jenkins' 30 s WebSocket ping). "0s" or "off" disables (None).
+    pub tunnel_idle_timeout: Option<Duration>,
+    /// `proxy.response_idle_timeout`: ends a streamed response when the master sends
+    /// nothing this long. Default: none (key absent => None); "0s"/"off" => None.
+    pub response_idle_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -104,6 +120,10 @@ impl Failback {
 #[derive(Debug, Clone, PartialEq)]
 pub struct FailoverConfig {
     pub failback: Failback,
+    /// `failover.drain_timeout`: after the active master changes, connections still
+    /// attached to the demoted master are closed once this has passed. Default
+    /// [`DEFAULT_DRAIN_TIMEOUT`] = 10 s. "0s" allowed (close at once).
+    pub drain_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -127,6 +147,26 @@ impl BackendConfig {
             format!("{}:{}", self.host, self.port)
         }
     }
+}
+
+/// One `[[tcp]]` listener: raw TCP (the inbound agent port) forwarded to whichever
+/// master is active.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TcpConfig {
+    /// Unique among `[[tcp]]`; same alphabet as backend names (logs, metrics).
+    pub name: String,
+    /// `IP:port` the proxy listens on; never clashes with another listener (validated).
+    pub listen: SocketAddr,
+    /// 1..=65535: connects to `<host of the active master>:backend_port`.
+    pub backend_port: u16,
+    /// What agents are told to dial (X-Jenkins-JNLP-Host): a bare host name or IP
+    /// (no scheme, port or path); None => the client's Host.
+    pub advertise_host: Option<String>,
+    /// 1..=65535 when set; None => the listener's port.
+    pub advertise_port: Option<u16>,
+    /// `idle_timeout`: closes a forward silent this long; default none (agents' own
+    /// pings are 5 min apart), "0s"/"off" => None.
+    pub idle_timeout: Option<Duration>,
 }
 
 /// A configuration that could not be used. Display gives one line a user can act on.

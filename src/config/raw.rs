@@ -19,6 +19,8 @@ pub(super) struct RawConfig {
     pub(super) failover: RawFailover,
     #[serde(default)]
     pub(super) backend: Vec<Spanned<RawBackend>>,
+    #[serde(default)]
+    pub(super) tcp: Vec<Spanned<RawTcp>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -30,6 +32,8 @@ pub(super) struct RawProxy {
     pub(super) header_read_timeout: Field<String>,
     pub(super) shutdown_timeout: Field<String>,
     pub(super) retry_after: Field<String>,
+    pub(super) tunnel_idle_timeout: Field<String>,
+    pub(super) response_idle_timeout: Field<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -53,6 +57,7 @@ pub(super) struct RawHealth {
 #[serde(deny_unknown_fields, expecting = "a [failover] table")]
 pub(super) struct RawFailover {
     pub(super) failback: Field<String>,
+    pub(super) drain_timeout: Field<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -62,6 +67,18 @@ pub(super) struct RawBackend {
     pub(super) url: Field<String>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [[tcp]] table")]
+pub(super) struct RawTcp {
+    pub(super) name: Field<String>,
+    pub(super) listen: Field<String>,
+    // Ports are signed and wide so that 0, -1 and 70000 get our messages.
+    pub(super) backend_port: Field<i64>,
+    pub(super) advertise_host: Field<String>,
+    pub(super) advertise_port: Field<i64>,
+    pub(super) idle_timeout: Field<String>,
+}
+
 /// Keys whose values are humantime strings (used for a hint on type errors).
 pub(super) const DURATION_KEYS: &[&str] = &[
     "connect_timeout",
@@ -69,6 +86,21 @@ pub(super) const DURATION_KEYS: &[&str] = &[
     "header_read_timeout",
     "shutdown_timeout",
     "retry_after",
+    "tunnel_idle_timeout",
+    "response_idle_timeout",
     "interval",
     "timeout",
+    "drain_timeout",
+    "idle_timeout",
 ];
+
+/// The duration keys that "off" (or zero) disables.
+pub(super) const OFF_KEYS: &[&str] = &[
+    "tunnel_idle_timeout",
+    "response_idle_timeout",
+    "idle_timeout",
+];
+
+/// Arrays of tables, with what one element describes (for a hint when a file
+/// writes `[tcp]` instead of `[[tcp]]`).
+pub(super) const TABLE_ARRAYS: &[(&str, &str)] = &[("backend", "master"), ("tcp", "listener")];

@@ -1,7 +1,9 @@
 //! The one-screen summary `check` prints: listeners, masters in order of preference,
 //! and the timings that matter, each in words.
 
-use super::{failback_meaning, fmt_duration, Config};
+use std::time::Duration;
+
+use super::{failback_meaning, fmt_duration, Config, TcpConfig};
 
 /// See [`Config::summary`].
 pub(super) fn render(config: &Config) -> String {
@@ -26,6 +28,7 @@ pub(super) fn render(config: &Config) -> String {
             b.url
         ));
     }
+    tcp_lines(&config.tcp, &mut lines);
     lines.push(format!(
         "health:    GET {} every {}, timeout {}",
         h.path,
@@ -51,6 +54,15 @@ pub(super) fn render(config: &Config) -> String {
         config.failover.failback.as_str(),
         failback_meaning(config.failover.failback)
     ));
+    let drain = config.failover.drain_timeout;
+    lines.push(if drain.is_zero() {
+        "           on a switch, connections to the demoted master close at once".to_string()
+    } else {
+        format!(
+            "           on a switch, connections to the demoted master close after {}",
+            fmt_duration(drain)
+        )
+    });
     lines.push(format!(
         "proxy:     connect timeout {}, pool idle {}, header read {}, shutdown {}",
         fmt_duration(p.connect_timeout),
@@ -62,7 +74,41 @@ pub(super) fn render(config: &Config) -> String {
         "           no healthy master: 503 with Retry-After {}",
         fmt_duration(p.retry_after)
     ));
+    lines.push(format!(
+        "           idle limits: WebSocket tunnels {}, streamed responses {}",
+        fmt_optional(p.tunnel_idle_timeout),
+        fmt_optional(p.response_idle_timeout)
+    ));
     lines.iter().map(|line| format!("{line}\n")).collect()
+}
+
+/// One line per `[[tcp]]`, plus one for what agents are told when that is set.
+fn tcp_lines(tcp: &[TcpConfig], lines: &mut Vec<String>) {
+    let width = tcp.iter().map(|t| t.name.len()).max().unwrap_or(0);
+    for (i, t) in tcp.iter().enumerate() {
+        let label = if i == 0 { "tcp:" } else { "" };
+        let idle = match t.idle_timeout {
+            Some(idle) => format!(", idle {}", fmt_duration(idle)),
+            None => String::new(),
+        };
+        lines.push(format!(
+            "{label:<10} {:<width$}  {} -> active master:{}{idle}",
+            t.name, t.listen, t.backend_port
+        ));
+        if t.advertise_host.is_some() || t.advertise_port.is_some() {
+            let host = t.advertise_host.as_deref().unwrap_or("<client's Host>");
+            let port = t.advertise_port.unwrap_or(t.listen.port());
+            lines.push(format!(
+                "{:<10} {:<width$}  agents are told to dial {host}:{port}",
+                "", ""
+            ));
+        }
+    }
+}
+
+/// A timeout that may be disabled.
+fn fmt_optional(timeout: Option<Duration>) -> String {
+    timeout.map_or_else(|| "off".to_string(), fmt_duration)
 }
 
 #[cfg(test)]

@@ -11,11 +11,13 @@ use super::errors::Source;
 use super::raw::{Field, RawBackend, RawConfig, RawHealth, RawProxy};
 use super::{
     failback_meaning, fmt_duration, AdminConfig, BackendConfig, Config, ConfigError, Failback,
-    FailoverConfig, HealthConfig, ProxyConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_FAILBACK,
-    DEFAULT_FALL, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_PATH,
-    DEFAULT_HEALTH_TIMEOUT, DEFAULT_POOL_IDLE_TIMEOUT, DEFAULT_RETRY_AFTER, DEFAULT_RISE,
-    DEFAULT_SHUTDOWN_TIMEOUT,
+    FailoverConfig, HealthConfig, ProxyConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_FAILBACK, DEFAULT_FALL, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_HEALTH_INTERVAL,
+    DEFAULT_HEALTH_PATH, DEFAULT_HEALTH_TIMEOUT, DEFAULT_POOL_IDLE_TIMEOUT, DEFAULT_RETRY_AFTER,
+    DEFAULT_RISE, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_TUNNEL_IDLE_TIMEOUT,
 };
+
+mod tcp;
 
 const URL_EXAMPLE: &str = "e.g. \"http://10.0.0.11:8080\"";
 
@@ -24,29 +26,39 @@ pub(super) fn validate(src: &Source<'_>, raw: &RawConfig) -> Result<Config, Conf
     let admin = required_table(src, "admin", raw.admin.as_ref(), ADMIN_LISTEN_EXAMPLE)?;
     let proxy_listen = listen_addr(
         src,
-        "proxy",
+        "proxy.listen",
         proxy.span(),
         &proxy.get_ref().listen,
         PROXY_LISTEN_EXAMPLE,
     )?;
     let admin_listen = listen_addr(
         src,
-        "admin",
+        "admin.listen",
         admin.span(),
         &admin.get_ref().listen,
         ADMIN_LISTEN_EXAMPLE,
     )?;
-    check_listener_clash(src, &proxy_listen, &admin_listen)?;
+    let (proxy_addr, admin_addr) = (proxy_listen.addr, admin_listen.addr);
+    let (tcp, tcp_listens) = tcp::listeners(src, &raw.tcp)?;
+    let mut listeners = vec![proxy_listen, admin_listen];
+    listeners.extend(tcp_listens);
+    check_listener_clashes(src, &listeners)?;
     Ok(Config {
-        proxy: proxy_config(src, proxy.get_ref(), *proxy_listen.get_ref())?,
-        admin: AdminConfig {
-            listen: *admin_listen.get_ref(),
-        },
+        proxy: proxy_config(src, proxy.get_ref(), proxy_addr)?,
+        admin: AdminConfig { listen: admin_addr },
         health: health_config(src, &raw.health)?,
         failover: FailoverConfig {
             failback: failback(src, raw.failover.failback.as_ref())?,
+            // Zero is allowed: close what is left on the demoted master at once.
+            drain_timeout: duration(
+                src,
+                "failover.drain_timeout",
+                &raw.failover.drain_timeout,
+                DEFAULT_DRAIN_TIMEOUT,
+            )?,
         },
         backends: backends(src, &raw.backend)?,
+        tcp,
     })
 }
 
@@ -66,32 +78,42 @@ fn required_table<'r, T>(
     })
 }
 
-/// The required `listen` of `[proxy]` or `[admin]`; a missing one points at the
-/// table header.
+/// A listening address and the key it came from, for the clash check.
+struct Listener {
+    /// Dotted key, e.g. `proxy.listen` or `tcp[0].listen`.
+    key: String,
+    addr: SocketAddr,
+    span: Range<usize>,
+}
+
+/// A required `listen` (of `[proxy]`, `[admin]` or a `[[tcp]]`); a missing one
+/// points at the table header.
 fn listen_addr(
     src: &Source<'_>,
-    table: &str,
+    key: &str,
     header: Range<usize>,
     field: &Field<String>,
     example: &str,
-) -> Result<Spanned<SocketAddr>, ConfigError> {
-    let key = format!("{table}.listen");
+) -> Result<Listener, ConfigError> {
     let Some(field) = field else {
         let message = format!("missing required key; add listen = \"{example}\"");
         return Err(src.error(header, key, message));
     };
-    field
-        .get_ref()
-        .parse::<SocketAddr>()
-        .map(|addr| Spanned::new(field.span(), addr))
-        .map_err(|_| {
+    match field.get_ref().parse::<SocketAddr>() {
+        Ok(addr) => Ok(Listener {
+            key: key.to_string(),
+            addr,
+            span: field.span(),
+        }),
+        Err(_) => {
             let message = format!(
                 "invalid address {:?}: use IP:port, e.g. \"{example}\" or \"[::1]:8080\" \
                  (host names are not resolved)",
                 field.get_ref()
             );
-            src.error(field.span(), key, message)
-        })
+            Err(src.error(field.span(), key, message))
+        }
+    }
 }
 
 fn proxy_config(
@@ -132,31 +154,58 @@ fn proxy_config(
             &raw.retry_after,
             DEFAULT_RETRY_AFTER,
         )?,
+        tunnel_idle_timeout: optional_duration(
+            src,
+            "proxy.tunnel_idle_timeout",
+            &raw.tunnel_idle_timeout,
+            Some(DEFAULT_TUNNEL_IDLE_TIMEOUT),
+        )?,
+        response_idle_timeout: optional_duration(
+            src,
+            "proxy.response_idle_timeout",
+            &raw.response_idle_timeout,
+            None,
+        )?,
     })
+}
+
+/// Every listener against those before it (proxy, admin, then `[[tcp]]` in file
+/// order); a clash blames the later key and names the earlier one with its line.
+fn check_listener_clashes(src: &Source<'_>, listeners: &[Listener]) -> Result<(), ConfigError> {
+    for (i, later) in listeners.iter().enumerate() {
+        let Some(earlier) = listeners[..i]
+            .iter()
+            .find(|earlier| clash(earlier.addr, later.addr))
+        else {
+            continue;
+        };
+        let advice = if later.key == "admin.listen" {
+            format!("give admin.listen its own port, e.g. \"{ADMIN_LISTEN_EXAMPLE}\"")
+        } else {
+            format!("give {} its own port", later.key)
+        };
+        return Err(src.error(
+            later.span.clone(),
+            later.key.as_str(),
+            format!(
+                "{} clashes with {} {} (line {}): both would bind port {}; {advice}",
+                later.addr,
+                earlier.key,
+                earlier.addr,
+                src.line(&earlier.span),
+                later.addr.port()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Two listeners on one port clash when their IPs are equal or either is the
 /// wildcard (0.0.0.0 / ::, which also takes the port on every other address).
 /// Port 0 asks the OS for a free port, so it never clashes.
-fn check_listener_clash(
-    src: &Source<'_>,
-    proxy: &Spanned<SocketAddr>,
-    admin: &Spanned<SocketAddr>,
-) -> Result<(), ConfigError> {
-    let (p, a) = (proxy.get_ref(), admin.get_ref());
-    let same_ip = p.ip() == a.ip() || p.ip().is_unspecified() || a.ip().is_unspecified();
-    if p.port() == 0 || p.port() != a.port() || !same_ip {
-        return Ok(());
-    }
-    Err(src.error(
-        admin.span(),
-        "admin.listen",
-        format!(
-            "{a} clashes with proxy.listen {p} (line {}): both would bind port {}; give admin.listen its own port, e.g. \"127.0.0.1:8404\"",
-            src.line(&proxy.span()),
-            a.port()
-        ),
-    ))
+fn clash(a: SocketAddr, b: SocketAddr) -> bool {
+    let same_ip = a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified();
+    a.port() != 0 && a.port() == b.port() && same_ip
 }
 
 fn health_config(src: &Source<'_>, raw: &RawHealth) -> Result<HealthConfig, ConfigError> {
@@ -241,7 +290,8 @@ fn probe_count(
     })
 }
 
-/// An optional duration: humantime syntax ("500ms", "2s", "1m"); zero allowed.
+/// An optional duration: humantime syntax ("500ms", "2s", "1m"); zero allowed,
+/// "off" refused (these settings cannot be disabled).
 fn duration(
     src: &Source<'_>,
     key: &str,
@@ -251,12 +301,50 @@ fn duration(
     let Some(field) = field else {
         return Ok(default);
     };
+    if is_off(field.get_ref()) {
+        let message = format!(
+            "cannot be turned off; write a duration with a unit, e.g. \"{}\"",
+            fmt_duration(default)
+        );
+        return Err(src.error(field.span(), key, message));
+    }
+    parse_duration(src, key, field, "")
+}
+
+/// A timeout that can be disabled: "off" or zero gives None; absent gives `default`.
+fn optional_duration(
+    src: &Source<'_>,
+    key: &str,
+    field: &Field<String>,
+    default: Option<Duration>,
+) -> Result<Option<Duration>, ConfigError> {
+    let Some(field) = field else {
+        return Ok(default);
+    };
+    if is_off(field.get_ref()) {
+        return Ok(None);
+    }
+    let value = parse_duration(src, key, field, " (or \"off\" to disable)")?;
+    Ok(Some(value).filter(|value| !value.is_zero()))
+}
+
+fn is_off(text: &str) -> bool {
+    text.trim().eq_ignore_ascii_case("off")
+}
+
+/// humantime syntax; `also` is appended to the advice on error.
+fn parse_duration(
+    src: &Source<'_>,
+    key: &str,
+    field: &Spanned<String>,
+    also: &str,
+) -> Result<Duration, ConfigError> {
     humantime::parse_duration(field.get_ref()).map_err(|e| {
         src.error(
             field.span(),
             key,
             format!(
-                "invalid duration {:?} ({e}); write a number with a unit, e.g. \"2s\", \"500ms\" or \"1m\"",
+                "invalid duration {:?} ({e}); write a number with a unit, e.g. \"2s\", \"500ms\" or \"1m\"{also}",
                 field.get_ref()
             ),
         )
@@ -364,7 +452,8 @@ fn backend(
     };
     let raw = table.get_ref();
     let name = raw.name.as_ref().ok_or_else(|| missing("name"))?;
-    check_name(name.get_ref()).map_err(|message| src.error(name.span(), key("name"), message))?;
+    check_name(name.get_ref(), "master-a")
+        .map_err(|message| src.error(name.span(), key("name"), message))?;
     let url = raw.url.as_ref().ok_or_else(|| missing("url"))?;
     let (host, port) = parse_backend_url(url.get_ref())
         .map_err(|message| src.error(url.span(), key("url"), message))?;
@@ -378,10 +467,13 @@ fn backend(
     Ok((backend, name.span(), url.span()))
 }
 
-/// Names go into logs and metric labels: keep them to a safe alphabet.
-fn check_name(name: &str) -> Result<(), String> {
+/// Names go into logs and metric labels: keep them to a safe alphabet. `example`
+/// is a good name for the kind of thing named.
+fn check_name(name: &str, example: &str) -> Result<(), String> {
     if name.is_empty() {
-        return Err("must not be empty; use a short label such as \"master-a\"".to_string());
+        return Err(format!(
+            "must not be empty; use a short label such as \"{example}\""
+        ));
     }
     let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
     match name.chars().find(|&c| !allowed(c)) {
@@ -474,10 +566,12 @@ mod tests {
 
     #[test]
     fn check_name_allows_a_safe_alphabet_only() {
-        assert_eq!(check_name("master-a.dc1_2"), Ok(()));
-        assert!(check_name("").unwrap_err().contains("must not be empty"));
-        assert!(check_name("a/b").unwrap_err().contains("'/'"));
-        assert!(check_name("mäster").unwrap_err().contains("'ä'"));
+        assert_eq!(check_name("master-a.dc1_2", "x"), Ok(()));
+        assert!(check_name("", "agents")
+            .unwrap_err()
+            .contains("must not be empty; use a short label such as \"agents\""));
+        assert!(check_name("a/b", "x").unwrap_err().contains("'/'"));
+        assert!(check_name("mäster", "x").unwrap_err().contains("'ä'"));
     }
 
     #[test]
