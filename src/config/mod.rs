@@ -10,7 +10,8 @@
 //! - `raw`: the serde schema, exactly what the file may contain;
 //! - `errors`: toml/serde errors turned into `file:line: key: message`;
 //! - `validate`: raw -> [`Config`], every check naming the offending line
-//!   (`validate/tcp`: the `[[tcp]]` listeners);
+//!   (`validate/backend`: the `[[backend]]` masters, `validate/tcp`: the `[[tcp]]`
+//!   listeners);
 //! - `summary`: the one-screen text `check` prints.
 
 mod errors;
