@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use jenkins_ha_proxy::config::{self, Config, ConfigError, Failback};
+use jenkins_ha_proxy::config::{self, Config, ConfigError, Failback, TcpConfig};
 
 const FILE: &str = "test.toml";
 
@@ -59,6 +59,18 @@ fn line_with(text: &str, marker: &str) -> usize {
         .collect();
     assert_eq!(lines.len(), 1, "{marker:?} must be on exactly one line");
     lines[0]
+}
+
+/// 1-based number of the only line of `text` equal to `line`.
+fn line_exactly(text: &str, line: &str) -> usize {
+    let found: Vec<usize> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| *l == line)
+        .map(|(i, _)| i + 1)
+        .collect();
+    assert_eq!(found.len(), 1, "{line:?} must be exactly one line");
+    found[0]
 }
 
 /// Asserts that `text` is rejected at `key`, on the line containing `marker`
@@ -138,6 +150,49 @@ fn shipped_example_parses() {
     assert_eq!(urls, ["http://10.0.0.11:8080", "http://10.0.0.12:8080"]);
     assert_eq!(config.backends[1].host, "10.0.0.12");
     assert_eq!(config.backends[1].port, 8080);
+
+    assert_eq!(
+        config.proxy.tunnel_idle_timeout,
+        Some(config::DEFAULT_TUNNEL_IDLE_TIMEOUT)
+    );
+    assert_eq!(config.proxy.response_idle_timeout, None);
+    assert_eq!(config.failover.drain_timeout, config::DEFAULT_DRAIN_TIMEOUT);
+    assert!(
+        config.tcp.is_empty(),
+        "the [[tcp]] block ships commented out"
+    );
+}
+
+/// The example's commented-out `[[tcp]]` block: lines starting with `#` directly
+/// followed by something other than a space are config lines, not explanations.
+#[test]
+fn shipped_example_tcp_block_parses_when_uncommented() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/jenkins-ha-proxy.toml");
+    let text = std::fs::read_to_string(path).expect("shipped example is readable");
+    let uncommented: String = text
+        .lines()
+        .map(|line| match line.strip_prefix('#') {
+            Some(rest) if !rest.is_empty() && !rest.starts_with(' ') => rest,
+            _ => line,
+        })
+        .map(|line| format!("{line}\n"))
+        .collect();
+    assert_ne!(
+        uncommented, text,
+        "the example has a commented [[tcp]] block"
+    );
+    let config = Config::parse(&uncommented, path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        config.tcp,
+        [TcpConfig {
+            name: "agents".to_string(),
+            listen: "0.0.0.0:50000".parse().unwrap(),
+            backend_port: 50000,
+            advertise_host: Some("ci.example.com".to_string()),
+            advertise_port: Some(50000),
+            idle_timeout: None,
+        }]
+    );
 }
 
 #[test]
@@ -168,6 +223,13 @@ url = "http://jenkins.example"
     assert_eq!(config.failover.failback, config::DEFAULT_FAILBACK);
     assert_eq!(config.backends[0].url, "http://jenkins.example:80");
     assert_eq!(config.backends[0].port, 80);
+    assert_eq!(
+        config.proxy.tunnel_idle_timeout,
+        Some(Duration::from_secs(300))
+    );
+    assert_eq!(config.proxy.response_idle_timeout, None);
+    assert_eq!(config.failover.drain_timeout, Duration::from_secs(10));
+    assert!(config.tcp.is_empty());
 }
 
 #[test]
@@ -231,8 +293,167 @@ fn summary_lists_listeners_masters_in_order_and_timings() {
     );
     assert!(summary.contains("Retry-After 5s"), "{summary}");
     assert!(
-        summary.ends_with("Retry-After 5s\n"),
-        "ends with a newline: {summary:?}"
+        summary.contains("idle limits: WebSocket tunnels 5m, streamed responses off"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("connections to the demoted master close after 10s"),
+        "{summary}"
+    );
+    assert!(!summary.contains("tcp:"), "no [[tcp]], no line: {summary}");
+    assert!(summary.ends_with('\n'), "ends with a newline: {summary:?}");
+    assert!(summary.lines().count() <= 24, "one screen: {summary}");
+    assert!(
+        summary.lines().all(|l| l.len() <= 80),
+        "fits 80 columns: {summary}"
+    );
+}
+
+/// BASE plus one `[[tcp]]` listener with every key set; the tcp tests change one
+/// thing in it.
+const TCP: &str = r#"
+[[tcp]]
+name = "agents"
+listen = "0.0.0.0:50000"
+backend_port = 50000
+advertise_host = "ci.example.com"
+advertise_port = 50001
+idle_timeout = "10m"
+"#;
+
+fn tcp_base() -> String {
+    format!("{BASE}{TCP}")
+}
+
+/// `tcp_base()` with `from` (which must occur exactly once) replaced by `to`.
+fn with_tcp(from: &str, to: &str) -> String {
+    let base = tcp_base();
+    assert_eq!(
+        base.matches(from).count(),
+        1,
+        "{from:?} must occur once in tcp_base()"
+    );
+    base.replacen(from, to, 1)
+}
+
+#[test]
+fn tcp_listeners_are_read_in_file_order() {
+    let second = "\n[[tcp]]\nname = \"cli\"\nlisten = \"127.0.0.1:50001\"\nbackend_port = 50001\n";
+    let config = parse(&format!("{}{second}", tcp_base()));
+    assert_eq!(
+        config.tcp,
+        [
+            TcpConfig {
+                name: "agents".to_string(),
+                listen: "0.0.0.0:50000".parse().unwrap(),
+                backend_port: 50000,
+                advertise_host: Some("ci.example.com".to_string()),
+                advertise_port: Some(50001),
+                idle_timeout: Some(Duration::from_secs(600)),
+            },
+            TcpConfig {
+                name: "cli".to_string(),
+                listen: "127.0.0.1:50001".parse().unwrap(),
+                backend_port: 50001,
+                advertise_host: None,
+                advertise_port: None,
+                idle_timeout: None,
+            },
+        ]
+    );
+}
+
+#[test]
+fn advertise_host_may_be_a_bare_ip() {
+    let text = with_tcp("\"ci.example.com\"", "\"2001:db8::1\"");
+    assert_eq!(
+        parse(&text).tcp[0].advertise_host.as_deref(),
+        Some("2001:db8::1")
+    );
+}
+
+#[test]
+fn disable_able_timeouts_accept_off_and_zero() {
+    let timeouts = |tunnel: &str, response: &str, idle: &str| {
+        let text = with_tcp(
+            "connect_timeout = \"2s\"",
+            &format!(
+                "connect_timeout = \"2s\"\ntunnel_idle_timeout = \"{tunnel}\"\nresponse_idle_timeout = \"{response}\""
+            ),
+        )
+        .replace("\nidle_timeout = \"10m\"", &format!("\nidle_timeout = \"{idle}\""));
+        let config = parse(&text);
+        (
+            config.proxy.tunnel_idle_timeout,
+            config.proxy.response_idle_timeout,
+            config.tcp[0].idle_timeout,
+        )
+    };
+    assert_eq!(timeouts("off", "off", "off"), (None, None, None));
+    assert_eq!(timeouts("0s", "0ms", "0s"), (None, None, None));
+    assert_eq!(timeouts("OFF", " off ", "Off"), (None, None, None));
+    let (min, ten) = (Duration::from_secs(60), Duration::from_secs(600));
+    assert_eq!(
+        timeouts("1m", "10m", "1m"),
+        (Some(min), Some(ten), Some(min))
+    );
+}
+
+#[test]
+fn drain_timeout_may_be_zero() {
+    let text = with(
+        "failback = \"never\"",
+        "failback = \"never\"\ndrain_timeout = \"0s\"",
+    );
+    let config = parse(&text);
+    assert_eq!(config.failover.drain_timeout, Duration::ZERO);
+    assert!(
+        config
+            .summary()
+            .contains("connections to the demoted master close at once"),
+        "{}",
+        config.summary()
+    );
+    let text = with(
+        "failback = \"never\"",
+        "failback = \"never\"\ndrain_timeout = \"1m 30s\"",
+    );
+    assert_eq!(parse(&text).failover.drain_timeout, Duration::from_secs(90));
+}
+
+#[test]
+fn tcp_listeners_that_do_not_clash() {
+    // Same port as the proxy, both on specific, different addresses: no clash.
+    let text = with_tcp("0.0.0.0:8080", "10.0.0.1:8080").replace("0.0.0.0:50000", "10.0.0.2:8080");
+    assert_eq!(parse(&text).tcp[0].listen.port(), 8080);
+    // Port 0 never clashes, whatever the address.
+    let text = with("0.0.0.0:8080", "0.0.0.0:0").replace("127.0.0.1:8404", "127.0.0.1:0");
+    let text = format!("{text}{TCP}{}", TCP.replace("agents", "cli"))
+        .replace("0.0.0.0:50000", "0.0.0.0:0");
+    let config = parse(&text);
+    assert_eq!(config.tcp.len(), 2);
+}
+
+#[test]
+fn summary_lists_tcp_listeners_and_what_agents_are_told() {
+    let second = "\n[[tcp]]\nname = \"cli\"\nlisten = \"127.0.0.1:50001\"\nbackend_port = 50001\n";
+    let summary = parse(&format!("{}{second}", tcp_base())).summary();
+    assert!(
+        summary.contains("tcp:       agents  0.0.0.0:50000 -> active master:50000, idle 10m\n"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("agents are told to dial ci.example.com:50001\n"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("           cli     127.0.0.1:50001 -> active master:50001\n"),
+        "{summary}"
+    );
+    assert_eq!(
+        summary.matches("agents are told").count(),
+        1,
+        "only where advertise_* is set: {summary}"
     );
     assert!(summary.lines().count() <= 24, "one screen: {summary}");
     assert!(
@@ -684,5 +905,305 @@ fn duplicate_backend_endpoint_with_default_port_and_ipv6_spelling() {
         "backend[1].url",
         Some("[0:0::1]"),
         "already used by backend[0]",
+    );
+}
+
+// ----- new timeouts -----
+
+#[test]
+fn tunnel_idle_timeout_bad_duration_mentions_off() {
+    let text = with(
+        "connect_timeout = \"2s\"",
+        "connect_timeout = \"2s\"\ntunnel_idle_timeout = \"5 minutes please\"",
+    );
+    rejects(
+        &text,
+        "proxy.tunnel_idle_timeout",
+        Some("please"),
+        "write a number with a unit, e.g. \"2s\", \"500ms\" or \"1m\" (or \"off\" to disable)",
+    );
+}
+
+#[test]
+fn response_idle_timeout_as_a_number() {
+    let text = with(
+        "connect_timeout = \"2s\"",
+        "connect_timeout = \"2s\"\nresponse_idle_timeout = 600",
+    );
+    rejects(
+        &text,
+        "proxy.response_idle_timeout",
+        Some("response_idle_timeout"),
+        "durations are quoted strings with a unit, e.g. \"2s\", \"500ms\" or \"1m\" (or \"off\" to disable)",
+    );
+}
+
+#[test]
+fn misspelt_tunnel_idle_timeout() {
+    let text = with(
+        "connect_timeout = \"2s\"",
+        "connect_timeout = \"2s\"\ntunnel_idle_timout = \"5m\"",
+    );
+    rejects(
+        &text,
+        "proxy.tunnel_idle_timout",
+        Some("tunnel_idle_timout"),
+        "did you mean `tunnel_idle_timeout`?",
+    );
+}
+
+#[test]
+fn drain_timeout_cannot_be_turned_off() {
+    let text = with(
+        "failback = \"never\"",
+        "failback = \"never\"\ndrain_timeout = \"off\"",
+    );
+    rejects(
+        &text,
+        "failover.drain_timeout",
+        Some("drain_timeout"),
+        "cannot be turned off; write a duration with a unit, e.g. \"10s\"",
+    );
+}
+
+#[test]
+fn drain_timeout_bad_duration() {
+    let text = with(
+        "failback = \"never\"",
+        "failback = \"never\"\ndrain_timeout = \"10 secs later\"",
+    );
+    let shown = rejects(
+        &text,
+        "failover.drain_timeout",
+        Some("drain_timeout"),
+        "invalid duration",
+    );
+    assert!(!shown.contains("\"off\""), "drain cannot be off: {shown}");
+}
+
+#[test]
+fn connect_timeout_cannot_be_turned_off() {
+    let text = with("connect_timeout = \"2s\"", "connect_timeout = \"off\"");
+    rejects(
+        &text,
+        "proxy.connect_timeout",
+        Some("connect_timeout"),
+        "cannot be turned off",
+    );
+}
+
+// ----- [[tcp]] -----
+
+#[test]
+fn unknown_key_in_tcp_names_table_and_suggests() {
+    let text = with_tcp("advertise_host =", "advertize_host =");
+    let shown = rejects(
+        &text,
+        "tcp[0].advertize_host",
+        Some("advertize_host"),
+        "did you mean `advertise_host`?",
+    );
+    assert!(
+        shown.contains(
+            "valid keys in [[tcp]]: name, listen, backend_port, advertise_host, advertise_port, idle_timeout"
+        ),
+        "{shown}"
+    );
+}
+
+#[test]
+fn single_bracket_tcp() {
+    let text = format!("{BASE}\n[tcp]\nname = \"agents\"\n");
+    rejects(
+        &text,
+        "tcp",
+        Some("[tcp]"),
+        "write each listener as its own [[tcp]] table (double brackets)",
+    );
+}
+
+#[test]
+fn tcp_missing_required_keys_point_at_the_header() {
+    let marked = |text: String| text.replace("\n[[tcp]]\n", "\n[[tcp]] # here\n");
+    for (line, key) in [
+        ("name = \"agents\"\n", "tcp[0].name"),
+        ("listen = \"0.0.0.0:50000\"\n", "tcp[0].listen"),
+        ("backend_port = 50000\n", "tcp[0].backend_port"),
+    ] {
+        rejects(
+            &marked(with_tcp(line, "")),
+            key,
+            Some("# here"),
+            "missing required key; every [[tcp]] needs name (e.g. \"agents\"), listen (e.g. \"0.0.0.0:50000\") and backend_port (e.g. 50000)",
+        );
+    }
+}
+
+#[test]
+fn tcp_name_must_be_valid() {
+    rejects(
+        &with_tcp("name = \"agents\"", "name = \"\""),
+        "tcp[0].name",
+        Some("name = \"\""),
+        "must not be empty; use a short label such as \"agents\"",
+    );
+    rejects(
+        &with_tcp("name = \"agents\"", "name = \"inbound agents\""),
+        "tcp[0].name",
+        Some("inbound agents"),
+        "use only letters, digits, '.', '_' and '-'",
+    );
+}
+
+#[test]
+fn duplicate_tcp_name_points_at_the_second() {
+    let second =
+        "\n[[tcp]]\nname = \"agents\" # again\nlisten = \"0.0.0.0:50001\"\nbackend_port = 50001\n";
+    let text = format!("{}{second}", tcp_base());
+    let first = line_exactly(&text, "name = \"agents\"");
+    let shown = rejects(
+        &text,
+        "tcp[1].name",
+        Some("# again"),
+        "duplicate name \"agents\" (first used by tcp[0]",
+    );
+    assert!(
+        shown.contains(&format!("on line {first})")),
+        "names the first one's line: {shown}"
+    );
+}
+
+#[test]
+fn tcp_listen_must_be_ip_and_port() {
+    let text = with_tcp("0.0.0.0:50000", "agents.example.com:50000");
+    rejects(
+        &text,
+        "tcp[0].listen",
+        Some("agents.example.com"),
+        "use IP:port, e.g. \"0.0.0.0:50000\"",
+    );
+}
+
+#[test]
+fn tcp_backend_port_zero() {
+    rejects(
+        &with_tcp("backend_port = 50000", "backend_port = 0"),
+        "tcp[0].backend_port",
+        Some("backend_port"),
+        "port 0 cannot be connected to; use the fixed TCP port of the masters' inbound agent listener",
+    );
+}
+
+#[test]
+fn tcp_backend_port_out_of_range() {
+    for bad in ["65536", "-1"] {
+        rejects(
+            &with_tcp("backend_port = 50000", &format!("backend_port = {bad}")),
+            "tcp[0].backend_port",
+            Some("backend_port"),
+            &format!("{bad} is not a port number; use a number from 1 to 65535"),
+        );
+    }
+}
+
+#[test]
+fn tcp_backend_port_as_a_string() {
+    rejects(
+        &with_tcp("backend_port = 50000", "backend_port = \"50000\""),
+        "tcp[0].backend_port",
+        Some("backend_port"),
+        "expected a whole number",
+    );
+}
+
+#[test]
+fn tcp_advertise_port_zero_or_out_of_range() {
+    rejects(
+        &with_tcp("advertise_port = 50001", "advertise_port = 0"),
+        "tcp[0].advertise_port",
+        Some("advertise_port"),
+        "leave advertise_port out to advertise the listener's own port",
+    );
+    rejects(
+        &with_tcp("advertise_port = 50001", "advertise_port = 70000"),
+        "tcp[0].advertise_port",
+        Some("advertise_port"),
+        "use a number from 1 to 65535",
+    );
+}
+
+/// Asserts that `host` as advertise_host is rejected, saying `says`.
+fn rejects_advertise_host(host: &str, says: &str) {
+    let text = with_tcp(
+        "advertise_host = \"ci.example.com\"",
+        &format!("advertise_host = \"{host}\""),
+    );
+    rejects(&text, "tcp[0].advertise_host", Some("advertise_host"), says);
+}
+
+#[test]
+fn tcp_advertise_host_must_not_be_empty() {
+    rejects_advertise_host("", "must not be empty; leave advertise_host out");
+}
+
+#[test]
+fn tcp_advertise_host_without_scheme_port_or_path() {
+    rejects_advertise_host("https://ci.example.com", "has a scheme");
+    rejects_advertise_host(
+        "ci.example.com:50000",
+        "has a port; write only the host here and the port as advertise_port = 50000",
+    );
+    rejects_advertise_host("ci.example.com/jenkins", "without a path");
+    rejects_advertise_host("[2001:db8::1]", "without brackets");
+    rejects_advertise_host("ci example", "contains ' '");
+}
+
+#[test]
+fn tcp_idle_timeout_bad_duration() {
+    rejects(
+        &with_tcp("idle_timeout = \"10m\"", "idle_timeout = \"never\""),
+        "tcp[0].idle_timeout",
+        Some("idle_timeout"),
+        "(or \"off\" to disable)",
+    );
+}
+
+#[test]
+fn tcp_listen_clashes_with_wildcard_proxy() {
+    let text = with_tcp("0.0.0.0:50000", "127.0.0.1:8080");
+    let shown = rejects(
+        &text,
+        "tcp[0].listen",
+        Some("127.0.0.1:8080"),
+        "127.0.0.1:8080 clashes with proxy.listen 0.0.0.0:8080 (line 2): both would bind port 8080; give tcp[0].listen its own port",
+    );
+    assert!(!shown.contains("e.g."), "{shown}");
+}
+
+#[test]
+fn wildcard_tcp_listen_clashes_with_admin() {
+    let text = with_tcp("0.0.0.0:50000", "[::]:8404");
+    rejects(
+        &text,
+        "tcp[0].listen",
+        Some("[::]:8404"),
+        &format!(
+            "clashes with admin.listen 127.0.0.1:8404 (line {})",
+            line_with(BASE, "127.0.0.1:8404")
+        ),
+    );
+}
+
+#[test]
+fn two_tcp_listeners_on_the_same_address_clash() {
+    let second =
+        "\n[[tcp]]\nname = \"cli\"\nlisten = \"0.0.0.0:50000\" # again\nbackend_port = 50001\n";
+    let text = format!("{}{second}", tcp_base());
+    let first = line_exactly(&text, "listen = \"0.0.0.0:50000\"");
+    rejects(
+        &text,
+        "tcp[1].listen",
+        Some("# again"),
+        &format!("clashes with tcp[0].listen 0.0.0.0:50000 (line {first})"),
     );
 }

@@ -15,7 +15,7 @@ use hyper::client::conn::http1;
 use hyper::{HeaderMap, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use jenkins_ha_proxy::config::{
-    AdminConfig, BackendConfig, Config, Failback, FailoverConfig, HealthConfig, ProxyConfig,
+    self, AdminConfig, BackendConfig, Config, Failback, FailoverConfig, HealthConfig, ProxyConfig,
 };
 use jenkins_ha_proxy::daemon::{self, Listeners};
 use jenkins_ha_proxy::sample::SampleMaster;
@@ -74,16 +74,22 @@ pub fn config_for(masters: &[&SampleMaster], health: HealthConfig, failback: Fai
             header_read_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(5),
             retry_after: Duration::from_secs(2),
+            tunnel_idle_timeout: Some(config::DEFAULT_TUNNEL_IDLE_TIMEOUT),
+            response_idle_timeout: None,
         },
         admin: AdminConfig { listen: loopback },
         health,
-        failover: FailoverConfig { failback },
+        failover: FailoverConfig {
+            failback,
+            drain_timeout: config::DEFAULT_DRAIN_TIMEOUT,
+        },
         backends: backends(
             &masters
                 .iter()
                 .map(|m| (m.name(), m.addr()))
                 .collect::<Vec<_>>(),
         ),
+        tcp: Vec::new(),
     }
 }
 

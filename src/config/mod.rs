@@ -1,0 +1,225 @@
+//! Configuration: the TOML schema (raw serde types, unknown keys rejected) and the
+//! validated [`Config`] the rest of the daemon runs on.
+//!
+//! Every error a user can cause names the file, the line and the key, and says what
+//! to do. Defaults are the `DEFAULT_*` consts below; the README and
+//! `config/jenkins-ha-proxy.toml` document the same values.
+//!
+//! One job per file:
+//! - this file: the validated types, defaults, [`ConfigError`] and the entry points;
+//! - `raw`: the serde schema, exactly what the file may contain;
+//! - `errors`: toml/serde errors turned into `file:line: key: message`;
+//! - `validate`: raw -> [`Config`], every check naming the offending line
+//!   (`validate/backend`: the `[[backend]]` masters, `validate/tcp`: the `[[tcp]]`
+//!   listeners);
+//! - `summary`: the one-screen text `check` prints.
+
+mod errors;
+mod raw;
+mod summary;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use errors::Source;
+use raw::RawConfig;
+
+pub const DEFAULT_HEALTH_PATH: &str = "/login";
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+pub const DEFAULT_RISE: u32 = 2;
+pub const DEFAULT_FALL: u32 = 3;
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Below Jenkins' (Jetty's) ~5 s idle keep-alive close, so we never reuse a
+/// connection the master is about to drop.
+pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(3);
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
+pub const DEFAULT_FAILBACK: Failback = Failback::Never;
+/// Well above Jenkins' 30 s WebSocket ping, so a live agent connection never looks
+/// idle; a half-open one (the peer vanished) is closed within this.
+pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// Time a demoted master keeps its open connections (tunnels, TCP forwards, streams)
+/// after the active master changes.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The validated configuration. Built only by [`Config::parse`] / [`Config::load`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub proxy: ProxyConfig,
+    pub admin: AdminConfig,
+    pub health: HealthConfig,
+    pub failover: FailoverConfig,
+    /// In file order: the order of preference for the election.
+    pub backends: Vec<BackendConfig>,
+    /// `[[tcp]]` listeners in file order (may be empty).
+    pub tcp: Vec<TcpConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyConfig {
+    /// `proxy.listen`: where clients (browsers, agents, CLI) connect.
+    pub listen: SocketAddr,
+    /// `proxy.connect_timeout`: deadline for opening a TCP connection to a master.
+    pub connect_timeout: Duration,
+    /// `proxy.pool_idle_timeout`: idle upstream connections older than this are not reused.
+    pub pool_idle_timeout: Duration,
+    /// `proxy.header_read_timeout`: a client must send its request head within this.
+    pub header_read_timeout: Duration,
+    /// `proxy.shutdown_timeout`: grace period for in-flight requests on SIGTERM/SIGINT.
+    pub shutdown_timeout: Duration,
+    /// `proxy.retry_after`: value of the Retry-After header on 503 (whole seconds, rounded up).
+    pub retry_after: Duration,
+    /// `proxy.tunnel_idle_timeout`: closes an upgraded connection (WebSocket) silent
+    /// this long. Default [`DEFAULT_TUNNEL_IDLE_TIMEOUT`] = 5 min (must exceed
+    /// Jenkins' 30 s WebSocket ping). "0s" or "off" disables (None).
+    pub tunnel_idle_timeout: Option<Duration>,
+    /// `proxy.response_idle_timeout`: ends a streamed response when the master sends
+    /// nothing this long. Default: none (key absent => None); "0s"/"off" => None.
+    pub response_idle_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    /// `admin.listen`: where `/status` is served.
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthConfig {
+    /// `health.path`: request target of the probe, origin-form (starts with `/`).
+    pub path: String,
+    pub interval: Duration,
+    /// Always strictly less than `interval` (validated).
+    pub timeout: Duration,
+    /// Consecutive successes for a down master to become healthy (>= 1).
+    pub rise: u32,
+    /// Consecutive failures for a healthy master to become unhealthy (>= 1).
+    pub fall: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failback {
+    /// Stay on the master that took over, even after an earlier one recovers.
+    Never,
+    /// Return to the first healthy master in file order once it has risen.
+    Auto,
+}
+
+impl Failback {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Failback::Never => "never",
+            Failback::Auto => "auto",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailoverConfig {
+    pub failback: Failback,
+    /// `failover.drain_timeout`: after the active master changes, connections still
+    /// attached to the demoted master are closed once this has passed. Default
+    /// [`DEFAULT_DRAIN_TIMEOUT`] = 10 s. "0s" allowed (close at once).
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendConfig {
+    /// Unique, non-empty; used in logs, /status and metrics.
+    pub name: String,
+    /// Normalised `http://host:port` (no path, no trailing slash).
+    pub url: String,
+    /// Host as written (a name, an IPv4 address, or an IPv6 address without brackets).
+    pub host: String,
+    pub port: u16,
+}
+
+impl BackendConfig {
+    /// `host:port` as used to connect and as the Host header of health probes
+    /// (IPv6 hosts in brackets).
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// One `[[tcp]]` listener: raw TCP (the inbound agent port) forwarded to whichever
+/// master is active.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TcpConfig {
+    /// Unique among `[[tcp]]`; same alphabet as backend names (logs, metrics).
+    pub name: String,
+    /// `IP:port` the proxy listens on; never clashes with another listener (validated).
+    pub listen: SocketAddr,
+    /// 1..=65535: connects to `<host of the active master>:backend_port`.
+    pub backend_port: u16,
+    /// What agents are told to dial (X-Jenkins-JNLP-Host): a bare host name or IP
+    /// (no scheme, port or path); None => the client's Host.
+    pub advertise_host: Option<String>,
+    /// 1..=65535 when set; None => the listener's port.
+    pub advertise_port: Option<u16>,
+    /// `idle_timeout`: closes a forward silent this long; default none (agents' own
+    /// pings are 5 min apart), "0s"/"off" => None.
+    pub idle_timeout: Option<Duration>,
+}
+
+/// A configuration that could not be used. Display gives one line a user can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `file:line: key: message`; `line` is 1-based, 0 when no line applies.
+    #[error("{file}:{line}: {key}: {message}")]
+    Invalid {
+        file: String,
+        line: usize,
+        key: String,
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates config text; `file` is used in error messages only.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let src = Source { text, file };
+        let raw: RawConfig = toml::from_str(text).map_err(|err| src.toml_error(&err))?;
+        validate::validate(&src, &raw)
+    }
+
+    /// A one-screen, human-readable summary (what `check` prints); every line,
+    /// the last included, ends with a newline.
+    pub fn summary(&self) -> String {
+        summary::render(self)
+    }
+}
+
+fn fmt_duration(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+fn failback_meaning(policy: Failback) -> &'static str {
+    match policy {
+        Failback::Never => "keep the master that took over when an earlier one recovers",
+        Failback::Auto => "go back to the earliest healthy master in file order",
+    }
+}

@@ -1,0 +1,106 @@
+//! Raw schema: exactly what the file may contain. Every level denies unknown keys so
+//! a typo is an error, not a silently ignored setting. Values are `Spanned` so
+//! validation can name their line; required keys are `Option` so a missing one gets
+//! our own message instead of serde's bare "missing field".
+
+use serde::Deserialize;
+use toml::Spanned;
+
+pub(super) type Field<T> = Option<Spanned<T>>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawConfig {
+    pub(super) proxy: Field<RawProxy>,
+    pub(super) admin: Field<RawAdmin>,
+    #[serde(default)]
+    pub(super) health: RawHealth,
+    #[serde(default)]
+    pub(super) failover: RawFailover,
+    #[serde(default)]
+    pub(super) backend: Vec<Spanned<RawBackend>>,
+    #[serde(default)]
+    pub(super) tcp: Vec<Spanned<RawTcp>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [proxy] table")]
+pub(super) struct RawProxy {
+    pub(super) listen: Field<String>,
+    pub(super) connect_timeout: Field<String>,
+    pub(super) pool_idle_timeout: Field<String>,
+    pub(super) header_read_timeout: Field<String>,
+    pub(super) shutdown_timeout: Field<String>,
+    pub(super) retry_after: Field<String>,
+    pub(super) tunnel_idle_timeout: Field<String>,
+    pub(super) response_idle_timeout: Field<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "an [admin] table")]
+pub(super) struct RawAdmin {
+    pub(super) listen: Field<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [health] table")]
+pub(super) struct RawHealth {
+    pub(super) path: Field<String>,
+    pub(super) interval: Field<String>,
+    pub(super) timeout: Field<String>,
+    // Signed so that `rise = -1` gets our "at least 1" message, not a serde one.
+    pub(super) rise: Field<i64>,
+    pub(super) fall: Field<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [failover] table")]
+pub(super) struct RawFailover {
+    pub(super) failback: Field<String>,
+    pub(super) drain_timeout: Field<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [[backend]] table")]
+pub(super) struct RawBackend {
+    pub(super) name: Field<String>,
+    pub(super) url: Field<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [[tcp]] table")]
+pub(super) struct RawTcp {
+    pub(super) name: Field<String>,
+    pub(super) listen: Field<String>,
+    // Ports are signed and wide so that 0, -1 and 70000 get our messages.
+    pub(super) backend_port: Field<i64>,
+    pub(super) advertise_host: Field<String>,
+    pub(super) advertise_port: Field<i64>,
+    pub(super) idle_timeout: Field<String>,
+}
+
+/// Keys whose values are humantime strings (used for a hint on type errors).
+pub(super) const DURATION_KEYS: &[&str] = &[
+    "connect_timeout",
+    "pool_idle_timeout",
+    "header_read_timeout",
+    "shutdown_timeout",
+    "retry_after",
+    "tunnel_idle_timeout",
+    "response_idle_timeout",
+    "interval",
+    "timeout",
+    "drain_timeout",
+    "idle_timeout",
+];
+
+/// The duration keys that "off" (or zero) disables.
+pub(super) const OFF_KEYS: &[&str] = &[
+    "tunnel_idle_timeout",
+    "response_idle_timeout",
+    "idle_timeout",
+];
+
+/// Arrays of tables, with what one element describes (for a hint when a file
+/// writes `[tcp]` instead of `[[tcp]]`).
+pub(super) const TABLE_ARRAYS: &[(&str, &str)] = &[("backend", "master"), ("tcp", "listener")];

@@ -1,0 +1,136 @@
+//! The one-screen summary `check` prints: listeners, masters in order of preference,
+//! and the timings that matter, each in words.
+
+use std::time::Duration;
+
+use super::{failback_meaning, fmt_duration, Config, TcpConfig};
+
+/// See [`Config::summary`].
+pub(super) fn render(config: &Config) -> String {
+    let (p, h) = (&config.proxy, &config.health);
+    let mut lines = vec![format!(
+        "listen:    proxy {}, admin {}",
+        p.listen, config.admin.listen
+    )];
+    let width = config
+        .backends
+        .iter()
+        .map(|b| b.name.len())
+        .max()
+        .unwrap_or(0);
+    for (i, b) in config.backends.iter().enumerate() {
+        let label = if i == 0 { "masters:" } else { "" };
+        let preferred = if i == 0 { "  (preferred)" } else { "" };
+        lines.push(format!(
+            "{label:<10} {}. {:<width$}  {}{preferred}",
+            i + 1,
+            b.name,
+            b.url
+        ));
+    }
+    tcp_lines(&config.tcp, &mut lines);
+    lines.push(format!(
+        "health:    GET {} every {}, timeout {}",
+        h.path,
+        fmt_duration(h.interval),
+        fmt_duration(h.timeout)
+    ));
+    lines.push(format!(
+        "           up after {} good probes in a row, down after {} failed ones",
+        h.rise, h.fall
+    ));
+    // Worst case is a little more (plus one timeout), hence the "~".
+    let detect = h
+        .interval
+        .checked_mul(h.fall)
+        .map_or_else(|| "a very long time".to_string(), fmt_duration);
+    lines.push(format!(
+        "           a dead active master is detected within ~{detect} (fall {} x interval {})",
+        h.fall,
+        fmt_duration(h.interval)
+    ));
+    lines.push(format!(
+        "failback:  {} ({})",
+        config.failover.failback.as_str(),
+        failback_meaning(config.failover.failback)
+    ));
+    let drain = config.failover.drain_timeout;
+    lines.push(if drain.is_zero() {
+        "           on a switch, connections to the demoted master close at once".to_string()
+    } else {
+        format!(
+            "           on a switch, connections to the demoted master close after {}",
+            fmt_duration(drain)
+        )
+    });
+    lines.push(format!(
+        "proxy:     connect timeout {}, pool idle {}, header read {}, shutdown {}",
+        fmt_duration(p.connect_timeout),
+        fmt_duration(p.pool_idle_timeout),
+        fmt_duration(p.header_read_timeout),
+        fmt_duration(p.shutdown_timeout),
+    ));
+    lines.push(format!(
+        "           no healthy master: 503 with Retry-After {}",
+        fmt_duration(p.retry_after)
+    ));
+    lines.push(format!(
+        "           idle limits: WebSocket tunnels {}, streamed responses {}",
+        fmt_optional(p.tunnel_idle_timeout),
+        fmt_optional(p.response_idle_timeout)
+    ));
+    lines.iter().map(|line| format!("{line}\n")).collect()
+}
+
+/// One line per `[[tcp]]`, plus one for what agents are told when that is set.
+fn tcp_lines(tcp: &[TcpConfig], lines: &mut Vec<String>) {
+    let width = tcp.iter().map(|t| t.name.len()).max().unwrap_or(0);
+    for (i, t) in tcp.iter().enumerate() {
+        let label = if i == 0 { "tcp:" } else { "" };
+        let idle = match t.idle_timeout {
+            Some(idle) => format!(", idle {}", fmt_duration(idle)),
+            None => String::new(),
+        };
+        lines.push(format!(
+            "{label:<10} {:<width$}  {} -> active master:{}{idle}",
+            t.name, t.listen, t.backend_port
+        ));
+        if t.advertise_host.is_some() || t.advertise_port.is_some() {
+            let host = t.advertise_host.as_deref().unwrap_or("<client's Host>");
+            let port = t.advertise_port.unwrap_or(t.listen.port());
+            lines.push(format!(
+                "{:<10} {:<width$}  agents are told to dial {host}:{port}",
+                "", ""
+            ));
+        }
+    }
+}
+
+/// A timeout that may be disabled.
+fn fmt_optional(timeout: Option<Duration>) -> String {
+    timeout.map_or_else(|| "off".to_string(), fmt_duration)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+
+    #[test]
+    fn summary_detection_time_survives_overflow() {
+        let text = r#"
+[proxy]
+listen = "0.0.0.0:8080"
+[admin]
+listen = "127.0.0.1:8404"
+[health]
+interval = "500000000000000000s"
+timeout = "1s"
+fall = 4000000000
+[[backend]]
+name = "a"
+url = "http://a"
+"#;
+        let config = Config::parse(text, "t").unwrap_or_else(|e| panic!("{e}"));
+        assert!(config.summary().contains("within ~a very long time"));
+    }
+}

@@ -1,0 +1,422 @@
+//! Validation: raw -> [`Config`]. Each check names the offending value's line.
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::errors::Source;
+use super::raw::{Field, RawConfig, RawHealth, RawProxy};
+use super::{
+    failback_meaning, fmt_duration, AdminConfig, Config, ConfigError, Failback, FailoverConfig,
+    HealthConfig, ProxyConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DRAIN_TIMEOUT, DEFAULT_FAILBACK,
+    DEFAULT_FALL, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_PATH,
+    DEFAULT_HEALTH_TIMEOUT, DEFAULT_POOL_IDLE_TIMEOUT, DEFAULT_RETRY_AFTER, DEFAULT_RISE,
+    DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_TUNNEL_IDLE_TIMEOUT,
+};
+
+mod backend;
+mod tcp;
+
+pub(super) fn validate(src: &Source<'_>, raw: &RawConfig) -> Result<Config, ConfigError> {
+    let proxy = required_table(src, "proxy", raw.proxy.as_ref(), PROXY_LISTEN_EXAMPLE)?;
+    let admin = required_table(src, "admin", raw.admin.as_ref(), ADMIN_LISTEN_EXAMPLE)?;
+    let proxy_listen = listen_addr(
+        src,
+        "proxy.listen",
+        proxy.span(),
+        &proxy.get_ref().listen,
+        PROXY_LISTEN_EXAMPLE,
+    )?;
+    let admin_listen = listen_addr(
+        src,
+        "admin.listen",
+        admin.span(),
+        &admin.get_ref().listen,
+        ADMIN_LISTEN_EXAMPLE,
+    )?;
+    let (proxy_addr, admin_addr) = (proxy_listen.addr, admin_listen.addr);
+    let (tcp, tcp_listens) = tcp::listeners(src, &raw.tcp)?;
+    let mut listeners = vec![proxy_listen, admin_listen];
+    listeners.extend(tcp_listens);
+    check_listener_clashes(src, &listeners)?;
+    Ok(Config {
+        proxy: proxy_config(src, proxy.get_ref(), proxy_addr)?,
+        admin: AdminConfig { listen: admin_addr },
+        health: health_config(src, &raw.health)?,
+        failover: FailoverConfig {
+            failback: failback(src, raw.failover.failback.as_ref())?,
+            // Zero is allowed: close what is left on the demoted master at once.
+            drain_timeout: duration(
+                src,
+                "failover.drain_timeout",
+                &raw.failover.drain_timeout,
+                DEFAULT_DRAIN_TIMEOUT,
+            )?,
+        },
+        backends: backend::backends(src, &raw.backend)?,
+        tcp,
+    })
+}
+
+const PROXY_LISTEN_EXAMPLE: &str = "0.0.0.0:8080";
+const ADMIN_LISTEN_EXAMPLE: &str = "127.0.0.1:8404";
+
+/// `[proxy]` and `[admin]` must be present (no line to point at when they are not).
+fn required_table<'r, T>(
+    src: &Source<'_>,
+    table: &str,
+    raw: Option<&'r Spanned<T>>,
+    listen_example: &str,
+) -> Result<&'r Spanned<T>, ConfigError> {
+    raw.ok_or_else(|| {
+        let message = format!("missing [{table}] table; add it with listen = \"{listen_example}\"");
+        src.error_at_line(0, table, message)
+    })
+}
+
+/// A listening address and the key it came from, for the clash check.
+struct Listener {
+    /// Dotted key, e.g. `proxy.listen` or `tcp[0].listen`.
+    key: String,
+    addr: SocketAddr,
+    span: Range<usize>,
+}
+
+/// A required `listen` (of `[proxy]`, `[admin]` or a `[[tcp]]`); a missing one
+/// points at the table header.
+fn listen_addr(
+    src: &Source<'_>,
+    key: &str,
+    header: Range<usize>,
+    field: &Field<String>,
+    example: &str,
+) -> Result<Listener, ConfigError> {
+    let Some(field) = field else {
+        let message = format!("missing required key; add listen = \"{example}\"");
+        return Err(src.error(header, key, message));
+    };
+    match field.get_ref().parse::<SocketAddr>() {
+        Ok(addr) => Ok(Listener {
+            key: key.to_string(),
+            addr,
+            span: field.span(),
+        }),
+        Err(_) => {
+            let message = format!(
+                "invalid address {:?}: use IP:port, e.g. \"{example}\" or \"[::1]:8080\" \
+                 (host names are not resolved)",
+                field.get_ref()
+            );
+            Err(src.error(field.span(), key, message))
+        }
+    }
+}
+
+fn proxy_config(
+    src: &Source<'_>,
+    raw: &RawProxy,
+    listen: SocketAddr,
+) -> Result<ProxyConfig, ConfigError> {
+    Ok(ProxyConfig {
+        listen,
+        connect_timeout: positive_duration(
+            src,
+            "proxy.connect_timeout",
+            &raw.connect_timeout,
+            DEFAULT_CONNECT_TIMEOUT,
+        )?,
+        pool_idle_timeout: duration(
+            src,
+            "proxy.pool_idle_timeout",
+            &raw.pool_idle_timeout,
+            DEFAULT_POOL_IDLE_TIMEOUT,
+        )?,
+        // Zero would time out every client before it could send a request.
+        header_read_timeout: positive_duration(
+            src,
+            "proxy.header_read_timeout",
+            &raw.header_read_timeout,
+            DEFAULT_HEADER_READ_TIMEOUT,
+        )?,
+        shutdown_timeout: duration(
+            src,
+            "proxy.shutdown_timeout",
+            &raw.shutdown_timeout,
+            DEFAULT_SHUTDOWN_TIMEOUT,
+        )?,
+        retry_after: duration(
+            src,
+            "proxy.retry_after",
+            &raw.retry_after,
+            DEFAULT_RETRY_AFTER,
+        )?,
+        tunnel_idle_timeout: optional_duration(
+            src,
+            "proxy.tunnel_idle_timeout",
+            &raw.tunnel_idle_timeout,
+            Some(DEFAULT_TUNNEL_IDLE_TIMEOUT),
+        )?,
+        response_idle_timeout: optional_duration(
+            src,
+            "proxy.response_idle_timeout",
+            &raw.response_idle_timeout,
+            None,
+        )?,
+    })
+}
+
+/// Every listener against those before it (proxy, admin, then `[[tcp]]` in file
+/// order); a clash blames the later key and names the earlier one with its line.
+fn check_listener_clashes(src: &Source<'_>, listeners: &[Listener]) -> Result<(), ConfigError> {
+    for (i, later) in listeners.iter().enumerate() {
+        let Some(earlier) = listeners[..i]
+            .iter()
+            .find(|earlier| clash(earlier.addr, later.addr))
+        else {
+            continue;
+        };
+        let advice = if later.key == "admin.listen" {
+            format!("give admin.listen its own port, e.g. \"{ADMIN_LISTEN_EXAMPLE}\"")
+        } else {
+            format!("give {} its own port", later.key)
+        };
+        return Err(src.error(
+            later.span.clone(),
+            later.key.as_str(),
+            format!(
+                "{} clashes with {} {} (line {}): both would bind port {}; {advice}",
+                later.addr,
+                earlier.key,
+                earlier.addr,
+                src.line(&earlier.span),
+                later.addr.port()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Two listeners on one port clash when their IPs are equal or either is the
+/// wildcard (0.0.0.0 / ::, which also takes the port on every other address).
+/// Port 0 asks the OS for a free port, so it never clashes.
+fn clash(a: SocketAddr, b: SocketAddr) -> bool {
+    let same_ip = a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified();
+    a.port() != 0 && a.port() == b.port() && same_ip
+}
+
+fn health_config(src: &Source<'_>, raw: &RawHealth) -> Result<HealthConfig, ConfigError> {
+    let interval = positive_duration(
+        src,
+        "health.interval",
+        &raw.interval,
+        DEFAULT_HEALTH_INTERVAL,
+    )?;
+    let timeout = positive_duration(src, "health.timeout", &raw.timeout, DEFAULT_HEALTH_TIMEOUT)?;
+    if timeout >= interval {
+        // Blame whichever of the two the user wrote; timeout first, the usual culprit.
+        let (key, span) = match (&raw.timeout, &raw.interval) {
+            (None, Some(interval)) => ("health.interval", Some(interval.span())),
+            (timeout, _) => ("health.timeout", timeout.as_ref().map(Spanned::span)),
+        };
+        return Err(src.error_at_line(
+            span.map_or(0, |span| src.line(&span)),
+            key,
+            format!(
+                "health.timeout ({}) must be shorter than health.interval ({}): a probe has to finish before the next one starts",
+                fmt_duration(timeout),
+                fmt_duration(interval)
+            ),
+        ));
+    }
+    Ok(HealthConfig {
+        path: health_path(src, raw.path.as_ref())?,
+        interval,
+        timeout,
+        rise: probe_count(
+            src,
+            "health.rise",
+            &raw.rise,
+            DEFAULT_RISE,
+            "successful probes before a master counts as up",
+        )?,
+        fall: probe_count(
+            src,
+            "health.fall",
+            &raw.fall,
+            DEFAULT_FALL,
+            "failed probes before a master counts as down",
+        )?,
+    })
+}
+
+fn health_path(src: &Source<'_>, field: Option<&Spanned<String>>) -> Result<String, ConfigError> {
+    let Some(field) = field else {
+        return Ok(DEFAULT_HEALTH_PATH.to_string());
+    };
+    let path = field.get_ref();
+    let message = if !path.starts_with('/') {
+        format!("{path:?} must be a request path starting with '/', e.g. \"/login\"")
+    } else {
+        match path.parse::<hyper::Uri>() {
+            Ok(_) => return Ok(path.clone()),
+            Err(e) => format!("{path:?} is not a valid request path ({e}); percent-encode spaces and special characters"),
+        }
+    };
+    Err(src.error(field.span(), "health.path", message))
+}
+
+fn probe_count(
+    src: &Source<'_>,
+    key: &str,
+    field: &Field<i64>,
+    default: u32,
+    meaning: &str,
+) -> Result<u32, ConfigError> {
+    let Some(field) = field else {
+        return Ok(default);
+    };
+    let n = *field.get_ref();
+    if n < 1 {
+        let message = format!("must be at least 1 (the number of consecutive {meaning}), got {n}");
+        return Err(src.error(field.span(), key, message));
+    }
+    u32::try_from(n).map_err(|_| {
+        let message = format!("{n} is too large; use a small count such as {default}");
+        src.error(field.span(), key, message)
+    })
+}
+
+/// An optional duration: humantime syntax ("500ms", "2s", "1m"); zero allowed,
+/// "off" refused (these settings cannot be disabled).
+fn duration(
+    src: &Source<'_>,
+    key: &str,
+    field: &Field<String>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    let Some(field) = field else {
+        return Ok(default);
+    };
+    if is_off(field.get_ref()) {
+        let message = format!(
+            "cannot be turned off; write a duration with a unit, e.g. \"{}\"",
+            fmt_duration(default)
+        );
+        return Err(src.error(field.span(), key, message));
+    }
+    parse_duration(src, key, field, "")
+}
+
+/// A timeout that can be disabled: "off" or zero gives None; absent gives `default`.
+fn optional_duration(
+    src: &Source<'_>,
+    key: &str,
+    field: &Field<String>,
+    default: Option<Duration>,
+) -> Result<Option<Duration>, ConfigError> {
+    let Some(field) = field else {
+        return Ok(default);
+    };
+    if is_off(field.get_ref()) {
+        return Ok(None);
+    }
+    let value = parse_duration(src, key, field, " (or \"off\" to disable)")?;
+    Ok(Some(value).filter(|value| !value.is_zero()))
+}
+
+fn is_off(text: &str) -> bool {
+    text.trim().eq_ignore_ascii_case("off")
+}
+
+/// humantime syntax; `also` is appended to the advice on error.
+fn parse_duration(
+    src: &Source<'_>,
+    key: &str,
+    field: &Spanned<String>,
+    also: &str,
+) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(field.get_ref()).map_err(|e| {
+        src.error(
+            field.span(),
+            key,
+            format!(
+                "invalid duration {:?} ({e}); write a number with a unit, e.g. \"2s\", \"500ms\" or \"1m\"{also}",
+                field.get_ref()
+            ),
+        )
+    })
+}
+
+/// Like [`duration`], for deadlines where zero would make every attempt fail.
+fn positive_duration(
+    src: &Source<'_>,
+    key: &str,
+    field: &Field<String>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    let value = duration(src, key, field, default)?;
+    match field {
+        Some(field) if value.is_zero() => Err(src.error(
+            field.span(),
+            key,
+            format!(
+                "must be greater than zero, e.g. \"{}\"",
+                fmt_duration(default)
+            ),
+        )),
+        _ => Ok(value),
+    }
+}
+
+fn failback(src: &Source<'_>, field: Option<&Spanned<String>>) -> Result<Failback, ConfigError> {
+    let Some(field) = field else {
+        return Ok(DEFAULT_FAILBACK);
+    };
+    match field.get_ref().as_str() {
+        "never" => Ok(Failback::Never),
+        "auto" => Ok(Failback::Auto),
+        other => Err(src.error(
+            field.span(),
+            "failover.failback",
+            format!(
+                "unknown policy {other:?}; allowed values: \"never\" ({}) or \"auto\" ({})",
+                failback_meaning(Failback::Never),
+                failback_meaning(Failback::Auto)
+            ),
+        )),
+    }
+}
+
+/// Names go into logs and metric labels: keep them to a safe alphabet. `example`
+/// is a good name for the kind of thing named.
+fn check_name(name: &str, example: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err(format!(
+            "must not be empty; use a short label such as \"{example}\""
+        ));
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    match name.chars().find(|&c| !allowed(c)) {
+        Some(bad) => Err(format!(
+            "{name:?} contains {bad:?}; use only letters, digits, '.', '_' and '-' (names appear in logs and metrics)"
+        )),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_name_allows_a_safe_alphabet_only() {
+        assert_eq!(check_name("master-a.dc1_2", "x"), Ok(()));
+        assert!(check_name("", "agents")
+            .unwrap_err()
+            .contains("must not be empty; use a short label such as \"agents\""));
+        assert!(check_name("a/b", "x").unwrap_err().contains("'/'"));
+        assert!(check_name("mäster", "x").unwrap_err().contains("'ä'"));
+    }
+}
