@@ -75,14 +75,21 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     let (owner, routing, owner_task) = owner::start(masters.clone(), policy);
     let mut probes = health::spawn_probes(&masters, &config.health, owner.events());
     let mut background = JoinSet::new();
-    background.spawn(drain::run(routing.subscribe(), config.failover.drain_timeout));
+    background.spawn(drain::run(
+        routing.subscribe(),
+        config.failover.drain_timeout,
+    ));
 
     let stop = CancellationToken::new();
     let admin_ctx = Arc::new(AdminContext {
         routing: routing.clone(),
         failback: config.failover.failback,
     });
-    background.spawn(admin::serve(listeners.admin, admin_ctx, stop.clone().cancelled_owned()));
+    background.spawn(admin::serve(
+        listeners.admin,
+        admin_ctx,
+        stop.clone().cancelled_owned(),
+    ));
     // Before the listeners move into their tasks: port 0 means "the port we got".
     let advertised = advertised(&config, &listeners.tcp);
     for (entry, listener) in config.tcp.iter().zip(listeners.tcp) {
@@ -159,7 +166,9 @@ fn advertised(config: &Config, listeners: &[TcpListener]) -> Vec<Advertised> {
         .iter()
         .zip(listeners)
         .map(|(entry, listener)| {
-            let bound_port = listener.local_addr().map_or(entry.listen.port(), |a| a.port());
+            let bound_port = listener
+                .local_addr()
+                .map_or(entry.listen.port(), |a| a.port());
             Advertised {
                 backend_port: entry.backend_port,
                 port: entry.advertise_port.unwrap_or(bound_port),
@@ -171,9 +180,10 @@ fn advertised(config: &Config, listeners: &[TcpListener]) -> Vec<Advertised> {
 
 /// The address a listener is bound to (the real port when configured with port 0).
 fn bound(listener: &TcpListener) -> String {
-    listener
-        .local_addr()
-        .map_or_else(|error| format!("unknown ({error})"), |addr| addr.to_string())
+    listener.local_addr().map_or_else(
+        |error| format!("unknown ({error})"),
+        |addr| addr.to_string(),
+    )
 }
 
 /// Whole seconds, rounded up, at least 1.

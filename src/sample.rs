@@ -355,7 +355,10 @@ fn agent_listener(shared: &Shared) -> Response<ResBody> {
     headers.insert("x-jenkins-jnlp-port", port.clone());
     headers.insert("x-hudson-jnlp-port", port.clone());
     headers.insert("x-jenkins-cli-port", port);
-    headers.insert("x-jenkins-agent-protocols", HeaderValue::from_static("JNLP4-connect, Ping"));
+    headers.insert(
+        "x-jenkins-agent-protocols",
+        HeaderValue::from_static("JNLP4-connect, Ping"),
+    );
     if let Ok(host) = HeaderValue::from_str(&format!("{}.internal", shared.name)) {
         headers.insert("x-jenkins-jnlp-host", host);
     }

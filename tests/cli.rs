@@ -3,15 +3,13 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::process::{Child, ChildStderr, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::{Command, Stdio};
 
 use hyper::StatusCode;
 use jenkins_ha_proxy::sample::SampleMaster;
 use support::{get, wait_until, DEADLINE};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 const BIN: &str = env!("CARGO_BIN_EXE_jenkins-ha-proxy");
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/jenkins-ha-proxy.toml");
@@ -30,18 +28,32 @@ fn config_text(proxy: &str, admin: &str, masters: &[&SampleMaster]) -> String {
          [health]\ninterval = \"100ms\"\ntimeout = \"80ms\"\n"
     );
     for master in masters {
-        text += &format!("[[backend]]\nname = \"{}\"\nurl = \"{}\"\n", master.name(), master.url());
+        text += &format!(
+            "[[backend]]\nname = \"{}\"\nurl = \"{}\"\n",
+            master.name(),
+            master.url()
+        );
     }
     text
 }
 
 #[test]
 fn check_accepts_the_shipped_example() {
-    let output = Command::new(BIN).args(["check", "--config", EXAMPLE]).output().expect("run check");
+    let output = Command::new(BIN)
+        .args(["check", "--config", EXAMPLE])
+        .output()
+        .expect("run check");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(stdout.contains("is valid"), "{stdout}");
-    assert!(stdout.contains("master-a") && stdout.contains("master-b"), "{stdout}");
+    assert!(
+        stdout.contains("master-a") && stdout.contains("master-b"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -70,31 +82,42 @@ fn check_names_a_missing_file() {
         .expect("run check");
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("/nonexistent/jenkins-ha-proxy.toml"), "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent/jenkins-ha-proxy.toml"),
+        "{stderr}"
+    );
 }
 
-/// Reads the child's stderr on a thread; lines arrive on the channel.
-fn lines_of(stderr: ChildStderr) -> mpsc::Receiver<String> {
-    let (sender, receiver) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if sender.send(line).is_err() {
-                return;
+/// Lines of a child's output, read asynchronously.
+type Lines = tokio::io::Lines<tokio::io::BufReader<Box<dyn tokio::io::AsyncRead + Unpin + Send>>>;
+
+fn lines_of<R: tokio::io::AsyncRead + Unpin + Send + 'static>(output: R) -> Lines {
+    let boxed: Box<dyn tokio::io::AsyncRead + Unpin + Send> = Box::new(output);
+    tokio::io::BufReader::new(boxed).lines()
+}
+
+/// Waits (with the deadline) for a line containing `needle`; returns it.
+async fn wait_line(lines: &mut Lines, needle: &str) -> String {
+    let found = tokio::time::timeout(DEADLINE, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains(needle) {
+                return Some(line);
             }
         }
-    });
-    receiver
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(line)) => line,
+        Ok(None) => panic!("output ended without a line containing {needle:?}"),
+        Err(_) => panic!("no line containing {needle:?} within {DEADLINE:?}"),
+    }
 }
 
-/// Waits for a line containing `needle`; returns it.
-fn wait_line(lines: &mpsc::Receiver<String>, needle: &str) -> String {
-    loop {
-        match lines.recv_timeout(DEADLINE) {
-            Ok(line) if line.contains(needle) => return line,
-            Ok(_) => {}
-            Err(error) => panic!("no line containing {needle:?}: {error}"),
-        }
-    }
+/// Keeps reading (and dropping) the rest of the output so the child never blocks on a
+/// full pipe.
+fn drain_rest(mut lines: Lines) {
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
 }
 
 /// The address after `key=` in a log line.
@@ -107,39 +130,52 @@ fn field(line: &str, key: &str) -> SocketAddr {
         .expect("an address")
 }
 
-fn sigterm(child: &Child) {
+fn sigterm(child: &tokio::process::Child) {
+    let pid = child.id().expect("child running").to_string();
     let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &pid])
         .status()
         .expect("kill");
     assert!(status.success());
 }
 
-fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
-    let started = std::time::Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        assert!(started.elapsed() < DEADLINE, "the daemon did not exit");
-        std::thread::sleep(Duration::from_millis(20));
+async fn wait_exit(child: &mut tokio::process::Child) -> std::process::ExitStatus {
+    tokio::time::timeout(DEADLINE, child.wait())
+        .await
+        .expect("the process exits within the deadline")
+        .expect("wait")
+}
+
+fn spawn(args: &[&str], config: Option<&std::path::Path>) -> tokio::process::Child {
+    let mut command = tokio::process::Command::new(BIN);
+    command.args(args);
+    if let Some(config) = config {
+        command.arg(config);
     }
+    command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true) // a failing test leaves no daemon behind
+        .spawn()
+        .expect("spawn the binary")
 }
 
 #[tokio::test]
 async fn run_serves_then_sigterm_finishes_in_flight_requests_and_exits_0() {
-    let a = SampleMaster::start("master-a", "127.0.0.2:0".parse().expect("addr")).await.expect("a");
-    let path = temp_config("run.toml", &config_text("127.0.0.1:0", "127.0.0.1:0", &[&a]));
-    let mut child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&path)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn run");
-    let lines = lines_of(child.stderr.take().expect("stderr"));
-    let started = wait_line(&lines, "jenkins-ha-proxy starting");
+    let a = SampleMaster::start("master-a", "127.0.0.2:0".parse().expect("addr"))
+        .await
+        .expect("a");
+    let path = temp_config(
+        "run.toml",
+        &config_text("127.0.0.1:0", "127.0.0.1:0", &[&a]),
+    );
+    let mut child = spawn(&["run", "--config"], Some(&path));
+    let mut lines = lines_of(child.stderr.take().expect("stderr"));
+    let started = wait_line(&mut lines, "jenkins-ha-proxy starting").await;
     let proxy = field(&started, "proxy");
-    wait_line(&lines, "master-a is now active");
+    wait_line(&mut lines, "master-a is now active").await;
+    drain_rest(lines);
     let reply = get(proxy, "/").await.expect("request");
     assert_eq!(reply.master(), Some("master-a"));
 
@@ -149,18 +185,26 @@ async fn run_serves_then_sigterm_finishes_in_flight_requests_and_exits_0() {
     })
     .await;
     sigterm(&child);
-    let reply = slow.await.expect("task").expect("in-flight request completes");
+    let reply = slow
+        .await
+        .expect("task")
+        .expect("in-flight request completes");
     assert_eq!(reply.text().lines().count(), 4);
-    let status = wait_exit(&mut child);
+    let status = wait_exit(&mut child).await;
     assert_eq!(status.code(), Some(0));
 }
 
 #[tokio::test]
 async fn a_taken_port_fails_start_up_with_a_clear_message() {
-    let a = SampleMaster::start("master-a", "127.0.0.2:0".parse().expect("addr")).await.expect("a");
+    let a = SampleMaster::start("master-a", "127.0.0.2:0".parse().expect("addr"))
+        .await
+        .expect("a");
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = taken.local_addr().expect("addr");
-    let path = temp_config("taken.toml", &config_text(&port.to_string(), "127.0.0.1:0", &[&a]));
+    let path = temp_config(
+        "taken.toml",
+        &config_text(&port.to_string(), "127.0.0.1:0", &[&a]),
+    );
     let output = Command::new(BIN)
         .args(["run", "--config"])
         .arg(&path)
@@ -168,59 +212,57 @@ async fn a_taken_port_fails_start_up_with_a_clear_message() {
         .expect("run");
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains(&format!("cannot listen on {port} (proxy.listen)")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {port} (proxy.listen)")),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
 async fn the_demo_fails_over_on_kill_and_status_explains_why() {
-    let mut child = Command::new(BIN)
-        .args(["demo", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn demo");
-    let stdout = lines_of_stdout(child.stdout.take().expect("stdout"));
-    let _stderr = lines_of(child.stderr.take().expect("stderr"));
-    let proxy_line = wait_line(&stdout, "<- send requests here");
-    let proxy: SocketAddr = url_addr(&proxy_line);
-    let admin_line = wait_line(&stdout, "/status");
-    let admin: SocketAddr = url_addr(&admin_line);
+    let mut child = spawn(
+        &[
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ],
+        None,
+    );
+    let mut stdout = lines_of(child.stdout.take().expect("stdout"));
+    drain_rest(lines_of(child.stderr.take().expect("stderr")));
+    let proxy = url_addr(&wait_line(&mut stdout, "<- send requests here").await);
+    let admin = url_addr(&wait_line(&mut stdout, "/status").await);
     wait_until("master-a answers through the demo proxy", || async {
-        get(proxy, "/").await.is_ok_and(|r| r.master() == Some("master-a"))
+        get(proxy, "/")
+            .await
+            .is_ok_and(|r| r.master() == Some("master-a"))
     })
     .await;
 
     let mut stdin = child.stdin.take().expect("stdin");
-    writeln!(stdin, "kill a").expect("type kill a");
-    wait_line(&stdout, "master-a stopped");
+    stdin.write_all(b"kill a\n").await.expect("type kill a");
+    wait_line(&mut stdout, "master-a stopped").await;
     let reply = get(proxy, "/").await.expect("request after the kill");
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.master(), Some("master-b"));
 
-    let status = Command::new(BIN)
+    let status = tokio::process::Command::new(BIN)
         .args(["status", "--admin", &format!("http://{admin}")])
         .output()
+        .await
         .expect("status");
     let table = String::from_utf8_lossy(&status.stdout);
     assert!(status.status.success(), "{table}");
     assert!(table.contains("active master: master-b"), "{table}");
-    assert!(table.contains("master-a -> master-b: master-a down"), "{table}");
+    assert!(
+        table.contains("master-a -> master-b: master-a down"),
+        "{table}"
+    );
 
-    writeln!(stdin, "quit").expect("type quit");
-    assert_eq!(wait_exit(&mut child).code(), Some(0));
-}
-
-fn lines_of_stdout(stdout: std::process::ChildStdout) -> mpsc::Receiver<String> {
-    let (sender, receiver) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if sender.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    receiver
+    stdin.write_all(b"quit\n").await.expect("type quit");
+    assert_eq!(wait_exit(&mut child).await.code(), Some(0));
 }
 
 /// The `host:port` of the first `http://` URL in a line.

@@ -23,15 +23,21 @@ fn at(ip: &str) -> SocketAddr {
 }
 
 async fn backend_count(daemon: &TestDaemon, index: usize, field: &str) -> u64 {
-    daemon.status().await["backends"][index][field].as_u64().unwrap_or(u64::MAX)
+    daemon.status().await["backends"][index][field]
+        .as_u64()
+        .unwrap_or(u64::MAX)
 }
 
 /// Two WebSocket-capable masters; master-b (first in file order) starts stopped, so
 /// master-a is active; with failback "auto", restarting master-b demotes master-a
 /// while it is still alive: exactly the case the drain exists for.
 async fn ws_pair(drain: Duration) -> (WsMaster, WsMaster, TestDaemon) {
-    let a = WsMaster::start("master-a", at("127.0.0.2")).await.expect("master-a");
-    let b = WsMaster::start("master-b", at("127.0.0.3")).await.expect("master-b");
+    let a = WsMaster::start("master-a", at("127.0.0.2"))
+        .await
+        .expect("master-a");
+    let b = WsMaster::start("master-b", at("127.0.0.3"))
+        .await
+        .expect("master-b");
     b.stop().await;
     let mut config = config_for(&[], health(50, 2, 2), Failback::Auto);
     config.backends = support::backends(&[("master-b", b.addr()), ("master-a", a.addr())]);
@@ -50,30 +56,52 @@ async fn websocket_echo_then_drained_after_failover_and_reconnects_to_the_new_ma
     assert_eq!(ws.master.as_deref(), Some("master-a"));
     for i in 0..200 {
         ws.send_text(&format!("m{i}")).await.expect("send");
-        assert_eq!(ws.recv_text().await.expect("echo"), format!("master-a: m{i}"));
+        assert_eq!(
+            ws.recv_text().await.expect("echo"),
+            format!("master-a: m{i}")
+        );
     }
     let seen = a.last_upgrade_headers().expect("upgrade request seen");
     let header = |name: &str| seen.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
     assert_eq!(header("origin").as_deref(), Some("http://ci.example.com"));
     assert!(header("sec-websocket-key").is_some());
-    wait_until("/status counts the tunnel", || async { backend_count(&daemon, 1, "tunnels").await == 1 }).await;
+    wait_until("/status counts the tunnel", || async {
+        backend_count(&daemon, 1, "tunnels").await == 1
+    })
+    .await;
 
     b.restart().await.expect("restart master-b");
     daemon.wait_active(Some("master-b")).await;
     let switched = Instant::now();
     // Still usable right after the switch: the drain waits `drain_timeout`.
-    ws.send_text("after switch").await.expect("send after switch");
-    assert_eq!(ws.recv_text().await.expect("echo"), "master-a: after switch");
-    assert!(ws.is_closed_within(DEADLINE).await, "the drain closes the tunnel");
+    ws.send_text("after switch")
+        .await
+        .expect("send after switch");
+    assert_eq!(
+        ws.recv_text().await.expect("echo"),
+        "master-a: after switch"
+    );
+    assert!(
+        ws.is_closed_within(DEADLINE).await,
+        "the drain closes the tunnel"
+    );
     let closed_after = switched.elapsed();
     assert!(
         closed_after + Duration::from_millis(150) >= drain,
         "closed {closed_after:?} after the switch, before drain_timeout {drain:?}"
     );
-    wait_until("tunnel count back to 0", || async { backend_count(&daemon, 1, "tunnels").await == 0 }).await;
-    wait_until("master-a sees its websocket closed", || async { a.open_websockets() == 0 }).await;
+    wait_until("tunnel count back to 0", || async {
+        backend_count(&daemon, 1, "tunnels").await == 0
+    })
+    .await;
+    wait_until("master-a sees its websocket closed", || async {
+        a.open_websockets() == 0
+    })
+    .await;
 
-    let mut again = ws_connect(daemon.proxy, "/wsagents/", None).await.expect("reconnect");
+    let mut again = ws_connect(daemon.proxy, "/wsagents/", None)
+        .await
+        .expect("reconnect");
     assert_eq!(again.master.as_deref(), Some("master-b"));
     again.send_text("hello").await.expect("send");
     assert_eq!(again.recv_text().await.expect("echo"), "master-b: hello");
@@ -82,38 +110,67 @@ async fn websocket_echo_then_drained_after_failover_and_reconnects_to_the_new_ma
 
 #[tokio::test]
 async fn a_quiet_tunnel_is_closed_by_tunnel_idle_timeout_but_a_busy_one_is_not() {
-    let a = WsMaster::start("master-a", at("127.0.0.2")).await.expect("master-a");
+    let a = WsMaster::start("master-a", at("127.0.0.2"))
+        .await
+        .expect("master-a");
     let mut config = config_for(&[], health(100, 2, 3), Failback::Never);
     config.backends = support::backends(&[("master-a", a.addr())]);
     config.proxy.tunnel_idle_timeout = Some(Duration::from_millis(400));
     let daemon = TestDaemon::start_with_active(config, "master-a").await;
 
-    let mut busy = ws_connect(daemon.proxy, "/wsagents/", None).await.expect("busy");
-    let mut quiet = ws_connect(daemon.proxy, "/wsagents/", None).await.expect("quiet");
+    let mut busy = ws_connect(daemon.proxy, "/wsagents/", None)
+        .await
+        .expect("busy");
+    let mut quiet = ws_connect(daemon.proxy, "/wsagents/", None)
+        .await
+        .expect("quiet");
     let started = Instant::now();
     // Traffic every 100 ms for three idle periods keeps the busy tunnel open.
     while started.elapsed() < Duration::from_millis(1200) {
-        busy.send_text("ping").await.expect("busy tunnel still open");
+        busy.send_text("ping")
+            .await
+            .expect("busy tunnel still open");
         assert_eq!(busy.recv_text().await.expect("echo"), "master-a: ping");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(quiet.is_closed_within(DEADLINE).await, "the quiet tunnel is closed");
-    busy.send_text("still here").await.expect("busy tunnel open");
-    assert_eq!(busy.recv_text().await.expect("echo"), "master-a: still here");
+    assert!(
+        quiet.is_closed_within(DEADLINE).await,
+        "the quiet tunnel is closed"
+    );
+    busy.send_text("still here")
+        .await
+        .expect("busy tunnel open");
+    assert_eq!(
+        busy.recv_text().await.expect("echo"),
+        "master-a: still here"
+    );
     daemon.shutdown().await;
 }
 
 #[tokio::test]
 async fn full_duplex_upload_and_download_interleave() {
-    let a = SampleMaster::start("master-a", at("127.0.0.2")).await.expect("master-a");
-    let daemon =
-        TestDaemon::start_with_active(config_for(&[&a], health(100, 2, 3), Failback::Never), "master-a").await;
+    let a = SampleMaster::start("master-a", at("127.0.0.2"))
+        .await
+        .expect("master-a");
+    let daemon = TestDaemon::start_with_active(
+        config_for(&[&a], health(100, 2, 3), Failback::Never),
+        "master-a",
+    )
+    .await;
     let stream = TcpStream::connect(daemon.proxy).await.expect("connect");
-    let (mut sender, connection) = http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+    let (mut sender, connection) = http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
     tokio::spawn(connection);
     let (chunks, body) = support::channel_body();
-    let request = Request::post("/echo").header("host", "proxy").body(body).expect("request");
-    let response = sender.send_request(request).await.expect("response head before the upload ends");
+    let request = Request::post("/echo")
+        .header("host", "proxy")
+        .body(body)
+        .expect("request");
+    let response = sender
+        .send_request(request)
+        .await
+        .expect("response head before the upload ends");
     assert_eq!(response.status(), StatusCode::OK);
     let mut download = response.into_body();
     // Each upload chunk is answered on the download stream before the next is sent.
@@ -140,24 +197,38 @@ async fn full_duplex_upload_and_download_interleave() {
 
 #[tokio::test]
 async fn response_idle_timeout_ends_a_silent_response() {
-    let a = SampleMaster::start("master-a", at("127.0.0.2")).await.expect("master-a");
+    let a = SampleMaster::start("master-a", at("127.0.0.2"))
+        .await
+        .expect("master-a");
     let mut config = config_for(&[&a], health(100, 2, 3), Failback::Never);
     config.proxy.response_idle_timeout = Some(Duration::from_millis(300));
     let daemon = TestDaemon::start_with_active(config, "master-a").await;
     let started = Instant::now();
     // 2 chunks 5 s apart: the proxy gives up on the silence long before.
     let outcome = get(daemon.proxy, "/slow?chunks=2&delay_ms=5000").await;
-    assert!(outcome.is_err(), "the response must end in an error, got {:?}", outcome.map(|r| r.text()));
-    assert!(started.elapsed() < Duration::from_secs(4), "took {:?}", started.elapsed());
+    assert!(
+        outcome.is_err(),
+        "the response must end in an error, got {:?}",
+        outcome.map(|r| r.text())
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        started.elapsed()
+    );
     // A response that keeps flowing is not affected.
-    let reply = get(daemon.proxy, "/slow?chunks=5&delay_ms=100").await.expect("flowing response");
+    let reply = get(daemon.proxy, "/slow?chunks=5&delay_ms=100")
+        .await
+        .expect("flowing response");
     assert_eq!(reply.text().lines().count(), 5);
     daemon.shutdown().await;
 }
 
 #[tokio::test]
 async fn jnlp_headers_are_rewritten_to_the_proxy() {
-    let a = SampleMaster::start("master-a", at("127.0.0.2")).await.expect("master-a");
+    let a = SampleMaster::start("master-a", at("127.0.0.2"))
+        .await
+        .expect("master-a");
     a.set_agent_port(50000);
     let mut config = config_for(&[&a], health(100, 2, 3), Failback::Never);
     config.tcp = vec![TcpConfig {
@@ -176,21 +247,48 @@ async fn jnlp_headers_are_rewritten_to_the_proxy() {
         .expect("request");
     let reply = send(daemon.proxy, request).await.expect("reply");
     assert_eq!(reply.status, StatusCode::OK);
-    let header = |name: &str| reply.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let header = |name: &str| {
+        reply
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
     let expected_port = agent_port.to_string();
-    assert_eq!(header("x-jenkins-jnlp-port").as_deref(), Some(expected_port.as_str()));
-    assert_eq!(header("x-hudson-jnlp-port").as_deref(), Some(expected_port.as_str()));
-    assert_eq!(header("x-jenkins-cli-port").as_deref(), Some(expected_port.as_str()));
-    assert_eq!(header("x-jenkins-jnlp-host").as_deref(), Some("ci.example.com"));
-    assert_eq!(header("x-jenkins-agent-protocols").as_deref(), Some("JNLP4-connect, Ping"));
+    assert_eq!(
+        header("x-jenkins-jnlp-port").as_deref(),
+        Some(expected_port.as_str())
+    );
+    assert_eq!(
+        header("x-hudson-jnlp-port").as_deref(),
+        Some(expected_port.as_str())
+    );
+    assert_eq!(
+        header("x-jenkins-cli-port").as_deref(),
+        Some(expected_port.as_str())
+    );
+    assert_eq!(
+        header("x-jenkins-jnlp-host").as_deref(),
+        Some("ci.example.com")
+    );
+    assert_eq!(
+        header("x-jenkins-agent-protocols").as_deref(),
+        Some("JNLP4-connect, Ping")
+    );
     daemon.shutdown().await;
 }
 
 /// HTTP masters on 127.0.0.2 and 127.0.0.3, and TCP echo masters on the same hosts and
 /// the same port: like two Jenkins hosts that both serve agents on one port.
-async fn tcp_pair(drain: Duration) -> (SampleMaster, SampleMaster, TcpMaster, TcpMaster, TestDaemon) {
-    let a = SampleMaster::start("master-a", at("127.0.0.2")).await.expect("master-a");
-    let b = SampleMaster::start("master-b", at("127.0.0.3")).await.expect("master-b");
+async fn tcp_pair(
+    drain: Duration,
+) -> (SampleMaster, SampleMaster, TcpMaster, TcpMaster, TestDaemon) {
+    let a = SampleMaster::start("master-a", at("127.0.0.2"))
+        .await
+        .expect("master-a");
+    let b = SampleMaster::start("master-b", at("127.0.0.3"))
+        .await
+        .expect("master-b");
     let (tcp_a, tcp_b) = same_port_pair().await;
     let mut config = config_for(&[&a, &b], health(50, 2, 2), Failback::Never);
     config.failover.drain_timeout = drain;
@@ -209,7 +307,9 @@ async fn tcp_pair(drain: Duration) -> (SampleMaster, SampleMaster, TcpMaster, Tc
 /// Binds a TCP master on 127.0.0.2 and another on 127.0.0.3 with the same port.
 async fn same_port_pair() -> (TcpMaster, TcpMaster) {
     for _ in 0..20 {
-        let first = TcpMaster::start("tcp-a", at("127.0.0.2")).await.expect("tcp-a");
+        let first = TcpMaster::start("tcp-a", at("127.0.0.2"))
+            .await
+            .expect("tcp-a");
         let port = first.addr().port();
         let second = format!("127.0.0.3:{port}").parse().expect("addr");
         if let Ok(second) = TcpMaster::start("tcp-b", second).await {
@@ -227,8 +327,14 @@ async fn tcp_listener_follows_the_active_master_and_drains_old_connections() {
     let listener = daemon.tcp[0];
     let mut old = TcpStream::connect(listener).await.expect("connect");
     assert_eq!(read_greeting(&mut old).await.expect("greeting"), "tcp-a");
-    assert_eq!(tcp_exchange(&mut old, b"hello agent").await.expect("echo"), b"hello agent");
-    wait_until("/status counts the forward", || async { backend_count(&daemon, 0, "tcp_connections").await == 1 }).await;
+    assert_eq!(
+        tcp_exchange(&mut old, b"hello agent").await.expect("echo"),
+        b"hello agent"
+    );
+    wait_until("/status counts the forward", || async {
+        backend_count(&daemon, 0, "tcp_connections").await == 1
+    })
+    .await;
 
     a.set_healthy(false);
     daemon.wait_active(Some("master-b")).await;
@@ -236,9 +342,15 @@ async fn tcp_listener_follows_the_active_master_and_drains_old_connections() {
     assert_eq!(read_greeting(&mut new).await.expect("greeting"), "tcp-b");
     assert_eq!(tcp_exchange(&mut new, b"x").await.expect("echo"), b"x");
     // The old forward still works until the drain, then is closed.
-    assert_eq!(tcp_exchange(&mut old, b"still").await.expect("echo"), b"still");
+    assert_eq!(
+        tcp_exchange(&mut old, b"still").await.expect("echo"),
+        b"still"
+    );
     assert!(tcp_closed_within(&mut old, DEADLINE).await, "drained");
-    wait_until("tcp-a sees the close", || async { tcp_a.open_connections() == 0 }).await;
+    wait_until("tcp-a sees the close", || async {
+        tcp_a.open_connections() == 0
+    })
+    .await;
     assert_eq!(tcp_b.open_connections(), 1);
     daemon.shutdown().await;
 }
@@ -255,8 +367,12 @@ async fn tcp_connect_failure_moves_to_the_next_master() {
 
 #[tokio::test]
 async fn in_flight_request_on_the_demoted_master_finishes_within_the_drain() {
-    let a = SampleMaster::start("master-a", at("127.0.0.2")).await.expect("master-a");
-    let b = SampleMaster::start("master-b", at("127.0.0.3")).await.expect("master-b");
+    let a = SampleMaster::start("master-a", at("127.0.0.2"))
+        .await
+        .expect("master-a");
+    let b = SampleMaster::start("master-b", at("127.0.0.3"))
+        .await
+        .expect("master-b");
     let mut config = config_for(&[&a, &b], health(50, 2, 2), Failback::Never);
     config.failover.drain_timeout = Duration::from_secs(3);
     let daemon = TestDaemon::start_with_active(config, "master-a").await;
@@ -269,7 +385,10 @@ async fn in_flight_request_on_the_demoted_master_finishes_within_the_drain() {
     .await;
     a.set_healthy(false);
     daemon.wait_active(Some("master-b")).await;
-    let reply = slow.await.expect("task").expect("the in-flight request completes");
+    let reply = slow
+        .await
+        .expect("task")
+        .expect("the in-flight request completes");
     assert_eq!(reply.master(), Some("master-a"));
     assert_eq!(reply.text().lines().count(), 5);
     daemon.shutdown().await;
@@ -277,8 +396,12 @@ async fn in_flight_request_on_the_demoted_master_finishes_within_the_drain() {
 
 #[tokio::test]
 async fn a_request_outliving_the_drain_is_cut() {
-    let a = SampleMaster::start("master-a", at("127.0.0.2")).await.expect("master-a");
-    let b = SampleMaster::start("master-b", at("127.0.0.3")).await.expect("master-b");
+    let a = SampleMaster::start("master-a", at("127.0.0.2"))
+        .await
+        .expect("master-a");
+    let b = SampleMaster::start("master-b", at("127.0.0.3"))
+        .await
+        .expect("master-b");
     let mut config = config_for(&[&a, &b], health(50, 2, 2), Failback::Never);
     config.failover.drain_timeout = Duration::from_millis(200);
     let daemon = TestDaemon::start_with_active(config, "master-a").await;
@@ -290,8 +413,15 @@ async fn a_request_outliving_the_drain_is_cut() {
     .await;
     a.set_healthy(false);
     daemon.wait_active(Some("master-b")).await;
-    let outcome = tokio::time::timeout(DEADLINE, slow).await.expect("ends").expect("task");
-    assert!(outcome.is_err(), "the drain must cut it: {:?}", outcome.map(|r| r.text()));
+    let outcome = tokio::time::timeout(DEADLINE, slow)
+        .await
+        .expect("ends")
+        .expect("task");
+    assert!(
+        outcome.is_err(),
+        "the drain must cut it: {:?}",
+        outcome.map(|r| r.text())
+    );
     wait_until("no connection left on master-a", || async {
         backend_count(&daemon, 0, "open_connections").await == 0
     })
@@ -301,10 +431,17 @@ async fn a_request_outliving_the_drain_is_cut() {
 
 #[tokio::test]
 async fn cli_session_split_by_a_failover_fails_fast_and_never_reaches_another_master() {
-    let a = SampleMaster::start("master-a", at("127.0.0.2")).await.expect("master-a");
-    let b = SampleMaster::start("master-b", at("127.0.0.3")).await.expect("master-b");
-    let daemon =
-        TestDaemon::start_with_active(config_for(&[&a, &b], health(50, 2, 2), Failback::Never), "master-a").await;
+    let a = SampleMaster::start("master-a", at("127.0.0.2"))
+        .await
+        .expect("master-a");
+    let b = SampleMaster::start("master-b", at("127.0.0.3"))
+        .await
+        .expect("master-b");
+    let daemon = TestDaemon::start_with_active(
+        config_for(&[&a, &b], health(50, 2, 2), Failback::Never),
+        "master-a",
+    )
+    .await;
     let cli = |side: &str, session: &str| {
         Request::post("/cli?remoting=false")
             .header("host", "proxy")
@@ -314,27 +451,61 @@ async fn cli_session_split_by_a_failover_fails_fast_and_never_reaches_another_ma
             .expect("request")
     };
     // A whole call on one master pairs fine.
-    assert_eq!(send(daemon.proxy, cli("download", "s-1")).await.expect("reply").status, StatusCode::OK);
-    assert_eq!(send(daemon.proxy, cli("upload", "s-1")).await.expect("reply").status, StatusCode::OK);
+    assert_eq!(
+        send(daemon.proxy, cli("download", "s-1"))
+            .await
+            .expect("reply")
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(daemon.proxy, cli("upload", "s-1"))
+            .await
+            .expect("reply")
+            .status,
+        StatusCode::OK
+    );
     // A call split by a failover: the second side is refused, and master-b never sees it.
-    assert_eq!(send(daemon.proxy, cli("download", "s-2")).await.expect("reply").status, StatusCode::OK);
+    assert_eq!(
+        send(daemon.proxy, cli("download", "s-2"))
+            .await
+            .expect("reply")
+            .status,
+        StatusCode::OK
+    );
     a.set_healthy(false);
     daemon.wait_active(Some("master-b")).await;
-    let reply = send(daemon.proxy, cli("upload", "s-2")).await.expect("reply");
+    let reply = send(daemon.proxy, cli("upload", "s-2"))
+        .await
+        .expect("reply");
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(reply.text().contains("started on master-a"), "{}", reply.text());
-    assert!(!b.requests().iter().any(|r| r.header("session") == Some("s-2")));
+    assert!(
+        reply.text().contains("started on master-a"),
+        "{}",
+        reply.text()
+    );
+    assert!(!b
+        .requests()
+        .iter()
+        .any(|r| r.header("session") == Some("s-2")));
     daemon.shutdown().await;
 }
 
 #[tokio::test]
 async fn large_upload_and_download_stream_through() {
-    let a = SampleMaster::start("master-a", at("127.0.0.2")).await.expect("master-a");
-    let daemon =
-        TestDaemon::start_with_active(config_for(&[&a], health(100, 2, 3), Failback::Never), "master-a").await;
+    let a = SampleMaster::start("master-a", at("127.0.0.2"))
+        .await
+        .expect("master-a");
+    let daemon = TestDaemon::start_with_active(
+        config_for(&[&a], health(100, 2, 3), Failback::Never),
+        "master-a",
+    )
+    .await;
     const SIZE: u64 = 64 << 20;
     let stream = TcpStream::connect(daemon.proxy).await.expect("connect");
-    let (mut sender, connection) = http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+    let (mut sender, connection) = http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
     tokio::spawn(connection);
     let response = sender
         .send_request(
@@ -348,12 +519,18 @@ async fn large_upload_and_download_stream_through() {
     let mut body = response.into_body();
     let mut received = 0u64;
     while let Some(frame) = body.frame().await {
-        received += frame.expect("frame").into_data().map_or(0, |d| d.len() as u64);
+        received += frame
+            .expect("frame")
+            .into_data()
+            .map_or(0, |d| d.len() as u64);
     }
     assert_eq!(received, SIZE);
 
     let (chunks, upload) = support::channel_body();
-    let request = Request::post("/upload").header("host", "proxy").body(upload).expect("request");
+    let request = Request::post("/upload")
+        .header("host", "proxy")
+        .body(upload)
+        .expect("request");
     let pending = tokio::spawn(async move { sender.send_request(request).await });
     let block = Bytes::from(vec![b'u'; 256 << 10]);
     for _ in 0..(SIZE / block.len() as u64) {
@@ -361,7 +538,15 @@ async fn large_upload_and_download_stream_through() {
     }
     drop(chunks);
     let response = pending.await.expect("task").expect("response");
-    let text = response.into_body().collect().await.expect("body").to_bytes();
-    assert_eq!(String::from_utf8_lossy(&text), format!("received {SIZE} bytes\n"));
+    let text = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    assert_eq!(
+        String::from_utf8_lossy(&text),
+        format!("received {SIZE} bytes\n")
+    );
     daemon.shutdown().await;
 }

@@ -105,16 +105,14 @@ pub struct TestDaemon {
 
 impl TestDaemon {
     pub async fn start(config: Config) -> TestDaemon {
-        let listeners = Listeners {
-            proxy: TcpListener::bind(config.proxy.listen)
-                .await
-                .expect("bind proxy"),
-            admin: TcpListener::bind(config.admin.listen)
-                .await
-                .expect("bind admin"),
-        };
+        let listeners = Listeners::bind(&config).await.expect("bind listeners");
         let proxy = listeners.proxy.local_addr().expect("proxy addr");
         let admin = listeners.admin.local_addr().expect("admin addr");
+        let tcp = listeners
+            .tcp
+            .iter()
+            .map(|l| l.local_addr().expect("tcp addr"))
+            .collect();
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(daemon::run(config, listeners, async move {
             let _ = stopped.await;
