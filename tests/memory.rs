@@ -1,0 +1,131 @@
+//! Streaming, not buffering: 1 GiB up and 1 GiB down through the real binary, whose
+//! peak resident memory (VmHWM, read from /proc) must stay under 64 MiB.
+
+mod support;
+
+use std::process::Stdio;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http1;
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use jenkins_ha_proxy::sample::SampleMaster;
+use support::{channel_body, DEADLINE};
+use tokio::io::AsyncBufReadExt;
+use tokio::net::TcpStream;
+
+const GIB: u64 = 1 << 30;
+const LIMIT_KIB: u64 = 64 * 1024;
+
+/// A `/proc/<pid>/status` field in KiB.
+fn proc_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("{field} not in /proc/{pid}/status"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_gib_each_way_with_flat_memory() {
+    let master = SampleMaster::start("master-a", "127.0.0.2:0".parse().expect("addr"))
+        .await
+        .expect("master");
+    let dir = std::env::temp_dir().join(format!("jenkins-ha-proxy-memory-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("memory.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[proxy]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[health]\n\
+             interval = \"200ms\"\ntimeout = \"150ms\"\n[[backend]]\nname = \"master-a\"\nurl = \"{}\"\n",
+            master.url()
+        ),
+    )
+    .expect("config");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_jenkins-ha-proxy"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let pid = child.id().expect("pid");
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let mut proxy = None;
+    let ready = tokio::time::timeout(DEADLINE, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(rest) = line.split("proxy=").nth(1) {
+                proxy = rest.split_whitespace().next().and_then(|a| a.parse().ok());
+            }
+            if line.contains("master-a is now active") {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(ready.is_ok(), "the daemon did not become ready");
+    let proxy: std::net::SocketAddr = proxy.expect("proxy address in the start-up log");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let idle_kib = proc_kib(pid, "VmRSS:");
+
+    let stream = TcpStream::connect(proxy).await.expect("connect");
+    let (mut sender, connection) = http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(connection);
+
+    // Download 1 GiB.
+    let request = Request::get(format!("/bytes?n={GIB}"))
+        .header("host", "proxy")
+        .body(http_body_util::Either::Left(Empty::<Bytes>::new()))
+        .expect("request");
+    let mut body = sender
+        .send_request(request)
+        .await
+        .expect("response")
+        .into_body();
+    let mut received = 0u64;
+    while let Some(frame) = body.frame().await {
+        received += frame
+            .expect("frame")
+            .into_data()
+            .map_or(0, |d| d.len() as u64);
+    }
+    assert_eq!(received, GIB);
+
+    // Upload 1 GiB.
+    let (chunks, upload) = channel_body();
+    let request = Request::post("/upload")
+        .header("host", "proxy")
+        .body(http_body_util::Either::Right(upload))
+        .expect("request");
+    sender.ready().await.expect("connection reusable");
+    let pending = tokio::spawn(async move { sender.send_request(request).await });
+    let block = Bytes::from(vec![b'u'; 1 << 20]);
+    for _ in 0..(GIB / block.len() as u64) {
+        chunks.send(block.clone()).await.expect("upload chunk");
+    }
+    drop(chunks);
+    let response = pending.await.expect("task").expect("response");
+    let text = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    assert_eq!(
+        String::from_utf8_lossy(&text),
+        format!("received {GIB} bytes\n")
+    );
+
+    let peak_kib = proc_kib(pid, "VmHWM:");
+    eprintln!("proxy RSS idle {idle_kib} KiB, peak over 2 GiB streamed {peak_kib} KiB");
+    assert!(
+        peak_kib < LIMIT_KIB,
+        "peak RSS {peak_kib} KiB >= {LIMIT_KIB} KiB: something buffers"
+    );
+    let _ = child.start_kill();
+}
