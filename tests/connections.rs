@@ -137,3 +137,61 @@ async fn shutdown_lets_an_in_flight_request_finish() {
         "the listener is closed after shutdown"
     );
 }
+
+/// A master that reads each request head and hangs up without answering.
+async fn hanging_up_master() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.2:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                // Health checks (GET /login) are answered; anything else is dropped.
+                let mut buf = vec![0u8; 4096];
+                let n = stream.read(&mut buf).await.unwrap_or(0);
+                if buf[..n].starts_with(b"GET /login") {
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                    return;
+                }
+                counter.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn a_post_that_fails_mid_request_gets_502_and_is_never_replayed() {
+    let (addr, seen) = hanging_up_master().await;
+    let mut config = config_for(&[], health(100, 2, 3), Failback::Never);
+    config.backends = support::backends(&[("master-a", addr)]);
+    let daemon = TestDaemon::start_with_active(config, "master-a").await;
+    let request = hyper::Request::post("/job/x/build")
+        .header("host", "proxy")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            b"json={}",
+        )))
+        .expect("request");
+    let reply = support::send(daemon.proxy, request).await.expect("reply");
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.text());
+    assert!(reply.text().contains("master-a"), "{}", reply.text());
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        1,
+        "a POST is sent once, never replayed"
+    );
+    // A GET that breaks the same way is replayed once, then fails too.
+    let reply = get(daemon.proxy, "/api/json").await.expect("reply");
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(seen.load(Ordering::SeqCst), 3, "the GET was tried twice");
+    assert_eq!(
+        daemon.status().await["active"],
+        "master-a",
+        "not a connect failure: no failover"
+    );
+    daemon.shutdown().await;
+}
