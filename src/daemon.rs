@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{self, AdminContext};
 use crate::config::Config;
 use crate::election::Policy;
+use crate::metrics::Metrics;
 use crate::proxy::jnlp::Advertised;
 use crate::proxy::{self, ProxyContext, ServerSettings};
 use crate::routing::Master;
@@ -80,10 +81,14 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         config.failover.drain_timeout,
     ));
 
+    let metrics = Arc::new(Metrics::new());
+    background.spawn(Arc::clone(&metrics).follow(routing.subscribe()));
+
     let stop = CancellationToken::new();
     let admin_ctx = Arc::new(AdminContext {
         routing: routing.clone(),
         failback: config.failover.failback,
+        metrics: Arc::clone(&metrics),
     });
     background.spawn(admin::serve(
         listeners.admin,
@@ -113,6 +118,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         response_idle_timeout: config.proxy.response_idle_timeout,
         advertised,
         cli_sessions: Default::default(),
+        metrics,
     });
     let settings = ServerSettings {
         header_read_timeout: config.proxy.header_read_timeout,

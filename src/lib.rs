@@ -26,6 +26,7 @@
 //! - [`tunnel`]: byte pipes for upgraded connections and TCP forwards, with idle timeout.
 //! - [`proxy`]: the client-facing HTTP/1.1 + h2c listener and request forwarding.
 //! - [`tcp`]: raw TCP listeners (agent port) that follow the active master.
+//! - [`metrics`]: Prometheus metrics, fed by the request path and by snapshots.
 //! - [`admin`]: the admin listener (`/status`).
 //! - [`daemon`]: wires it all together: [`daemon::run`] takes bound listeners and a shutdown future.
 //! - [`cli`]: the command line (`run`, `check`, `status`, `demo`); `main.rs` only calls it.
@@ -39,6 +40,7 @@ pub mod daemon;
 pub mod drain;
 pub mod election;
 pub mod health;
+pub mod metrics;
 pub mod owner;
 pub mod proxy;
 pub mod routing;

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::election::{Election, Observation, Outcome, Policy};
+use crate::election::{Election, Health, Observation, Outcome, Policy, Transition};
 use crate::health::ProbeReport;
 use crate::routing::{
     Master, MasterStatus, RoutingHandle, Snapshot, TransitionRecord, TRANSITION_HISTORY,
@@ -93,7 +93,7 @@ pub fn start(
             .iter()
             .map(|master| MasterStatus {
                 master: Arc::clone(master),
-                health: crate::election::Health::Unknown,
+                health: Health::Unknown,
                 last_check: None,
                 last_error: None,
                 latency: None,
@@ -188,6 +188,7 @@ impl OwnerState {
             at: now,
             from: name(transition.from),
             to: name(transition.to),
+            cause: self.cause(&transition, observation),
             reason: transition.reason,
         };
         let from = record.from.as_deref().unwrap_or("none");
@@ -205,6 +206,22 @@ impl OwnerState {
             transitions.pop_front();
         }
         transitions.push_back(record);
+    }
+
+    /// The label of a transition, for metrics and scripts.
+    fn cause(&self, transition: &Transition, observation: &Observation) -> &'static str {
+        match (transition.from, transition.to) {
+            (_, None) => "no_master",
+            (None, Some(_)) if self.generation == 0 => "initial",
+            (None, Some(_)) => "recovered",
+            (Some(from), Some(_)) if self.election.masters()[from].health == Health::Up => {
+                "failback"
+            }
+            (Some(_), Some(_)) => match observation {
+                Observation::TrafficConnectFailed { .. } => "connect_failed",
+                _ => "health_check",
+            },
+        }
     }
 
     /// Copies the election's per-master view into the statuses.

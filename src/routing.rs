@@ -45,6 +45,9 @@ pub struct TransitionRecord {
     pub from: Option<String>,
     pub to: Option<String>,
     pub reason: String,
+    /// A short machine-readable label of the reason (metrics label, scripts):
+    /// "initial", "health_check", "connect_failed", "failback", "recovered", "no_master".
+    pub cause: &'static str,
 }
 
 /// How many transitions a snapshot keeps (the `/status` contract asks for at least 20).

@@ -52,6 +52,7 @@ pub struct ProxyContext {
     /// The `[[tcp]]` listeners, for the JNLP header rewrite.
     pub advertised: Vec<Advertised>,
     pub cli_sessions: CliSessions,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Where a request came from (per client connection).
@@ -94,8 +95,21 @@ pub async fn forward(
         upgrade,
     };
     let request = Request::from_parts(parts, Either::Left(body));
-    send_with_retries(ctx, request, exchange).await
+    let started = std::time::Instant::now();
+    let response = send_with_retries(ctx, request, exchange).await;
+    let master = response
+        .extensions()
+        .get::<ServedBy>()
+        .map_or("none", |s| s.0.name.as_str());
+    ctx.metrics
+        .observe_request(master, response.status().as_u16(), started.elapsed());
+    response
 }
+
+/// Which master answered (or failed) a request; a response extension read by metrics
+/// and the access log.
+#[derive(Debug, Clone)]
+pub struct ServedBy(pub Arc<Master>);
 
 /// What the request path keeps about a request while it is being sent.
 struct Exchange {
@@ -289,6 +303,9 @@ fn respond(
             exchange.request_host.as_deref(),
         );
     }
+    response
+        .extensions_mut()
+        .insert(ServedBy(Arc::clone(master)));
     response.map(|body| Either::Left(Streamed::new(body, ctx.response_idle_timeout)))
 }
 

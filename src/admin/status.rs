@@ -1,0 +1,107 @@
+//! The `/status` document: the public JSON contract scripts rely on (add fields,
+//! never rename them), rendered from one snapshot.
+
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::config::Failback;
+use crate::routing::Snapshot;
+
+/// The `/status` document. Field names are a public contract: add, never rename.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub active: Option<String>,
+    pub active_since: String,
+    pub failovers: u64,
+    pub generation: u64,
+    pub failback: &'static str,
+    pub started_at: String,
+    pub backends: Vec<BackendStatus>,
+    /// Newest first.
+    pub transitions: Vec<TransitionStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BackendStatus {
+    pub name: String,
+    pub url: String,
+    pub healthy: bool,
+    pub active: bool,
+    /// "unknown" (not checked yet), "up" or "down".
+    pub state: &'static str,
+    pub last_check: Option<String>,
+    pub last_error: Option<String>,
+    pub latency_ms: Option<f64>,
+    pub consecutive_passed: u32,
+    pub consecutive_failed: u32,
+    /// Open HTTP connections to this master (busy or idle in the pool).
+    pub open_connections: usize,
+    /// Open upgraded connections (WebSocket agents, CLI).
+    pub tunnels: usize,
+    /// Open forwards from `[[tcp]]` listeners.
+    pub tcp_connections: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TransitionStatus {
+    pub at: String,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub reason: String,
+    /// Machine-readable label: initial, health_check, connect_failed, failback,
+    /// recovered, no_master (more may be added).
+    pub cause: &'static str,
+}
+
+fn rfc3339(at: SystemTime) -> String {
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
+impl Status {
+    pub fn of(snapshot: &Snapshot, failback: Failback) -> Status {
+        Status {
+            active: snapshot.active_master().map(|m| m.name.clone()),
+            active_since: rfc3339(snapshot.active_since),
+            failovers: snapshot.failovers,
+            generation: snapshot.generation,
+            failback: failback.as_str(),
+            started_at: rfc3339(snapshot.started_at),
+            backends: snapshot
+                .masters
+                .iter()
+                .enumerate()
+                .map(|(index, status)| {
+                    let open = status.master.upstream.attachments().counts();
+                    BackendStatus {
+                        name: status.master.name.clone(),
+                        url: status.master.url.clone(),
+                        healthy: status.health == crate::election::Health::Up,
+                        active: snapshot.active == Some(index),
+                        state: status.health.as_str(),
+                        last_check: status.last_check.map(rfc3339),
+                        last_error: status.last_error.clone(),
+                        latency_ms: status.latency.map(|l| l.as_secs_f64() * 1000.0),
+                        consecutive_passed: status.consecutive_passed,
+                        consecutive_failed: status.consecutive_failed,
+                        open_connections: open.http,
+                        tunnels: open.tunnels,
+                        tcp_connections: open.tcp,
+                    }
+                })
+                .collect(),
+            transitions: snapshot
+                .transitions
+                .iter()
+                .rev()
+                .map(|t| TransitionStatus {
+                    at: rfc3339(t.at),
+                    from: t.from.clone(),
+                    to: t.to.clone(),
+                    reason: t.reason.clone(),
+                    cause: t.cause,
+                })
+                .collect(),
+        }
+    }
+}
