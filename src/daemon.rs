@@ -1,26 +1,30 @@
-//! Wires the daemon together: masters, owner, probes, drain, and the proxy, TCP and
-//! admin listeners. [`run`] takes already-bound listeners and a shutdown future, so
-//! tests run the real daemon in-process on ephemeral ports.
+//! Wires the daemon together: masters, owner, probes, drain, state file, and the
+//! proxy, TCP and admin listeners; applies reloads. [`run`] takes already-bound
+//! listeners and a shutdown future, so tests run the real daemon in-process on
+//! ephemeral ports.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use hyper::header::HeaderValue;
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
+use tokio::sync::mpsc;
+use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::{self, AdminContext};
-use crate::config::Config;
+use crate::admin::{self, AdminContext, ReloadRequest, Token};
+use crate::config::{Config, TcpConfig};
 use crate::election::Policy;
 use crate::metrics::Metrics;
+use crate::owner::{Control, OwnerHandle};
 use crate::proxy::jnlp::Advertised;
-use crate::proxy::{self, ProxyContext, ServerSettings};
-use crate::routing::Master;
+use crate::proxy::{self, ProxyContext, ProxySettings, ServerSettings};
+use crate::routing::{Master, RoutingHandle};
 use crate::tcp::{self, TcpContext, TcpForward};
 use crate::upstream::Upstream;
-use crate::{drain, health, owner};
+use crate::{drain, health, owner, state, systemd};
 
 /// The daemon's bound sockets.
 #[derive(Debug)]
@@ -63,125 +67,418 @@ async fn bind(key: String, addr: SocketAddr) -> Result<TcpListener, BindError> {
 
 /// Runs the daemon until `shutdown` completes, then drains in-flight requests for up
 /// to `proxy.shutdown_timeout`, closes tunnels and TCP forwards, and returns.
-pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Output = ()>) {
+/// `source` is the config file reloads read (SIGHUP, `POST /reload`); None: reloads
+/// are refused.
+pub async fn run(
+    config: Config,
+    source: Option<PathBuf>,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) {
     tracing::info!(proxy = %bound(&listeners.proxy), admin = %bound(&listeners.admin),
         tcp = ?listeners.tcp.iter().map(bound).collect::<Vec<_>>(),
         masters = config.backends.len(), "jenkins-ha-proxy starting");
-    let masters = masters(&config);
-    let policy = Policy {
-        rise: config.health.rise,
-        fall: config.health.fall,
-        failback: config.failover.failback,
-    };
-    let (owner, routing, owner_task) = owner::start(masters.clone(), policy);
-    let mut probes = health::spawn_probes(&masters, &config.health, owner.events());
-    let mut background = JoinSet::new();
-    background.spawn(drain::run(
-        routing.subscribe(),
-        config.failover.drain_timeout,
+    let (reload_requests, mut reloads) = mpsc::channel(8);
+    let (mut daemon, proxy_listener, admin_listener, tcp_listeners) =
+        Daemon::start(config, source, listeners, reload_requests);
+    let stopping = CancellationToken::new();
+    let proxy_task = tokio::spawn(proxy::serve(
+        proxy_listener,
+        Arc::clone(&daemon.proxy_ctx),
+        daemon.server_settings(),
+        stopping.clone().cancelled_owned(),
     ));
-
-    let metrics = Arc::new(Metrics::new());
-    background.spawn(Arc::clone(&metrics).follow(routing.subscribe()));
-
-    let stop = CancellationToken::new();
-    let admin_ctx = Arc::new(AdminContext {
-        routing: routing.clone(),
-        failback: config.failover.failback,
-        metrics: Arc::clone(&metrics),
-    });
-    background.spawn(admin::serve(
-        listeners.admin,
-        admin_ctx,
-        stop.clone().cancelled_owned(),
+    daemon.background.spawn(admin::serve(
+        admin_listener,
+        Arc::clone(&daemon.admin_ctx),
+        daemon.stop.clone().cancelled_owned(),
     ));
-    // Before the listeners move into their tasks: port 0 means "the port we got".
-    let advertised = advertised(&config, &listeners.tcp);
-    for (entry, listener) in config.tcp.iter().zip(listeners.tcp) {
+    for (entry, listener) in daemon.config.tcp.clone().iter().zip(tcp_listeners) {
+        daemon.spawn_tcp(entry, Arc::new(listener));
+    }
+    daemon
+        .background
+        .spawn(ready_after_first_election(daemon.routing.clone()));
+    daemon.background.spawn(systemd::watchdog());
+
+    let mut hangups = hangup_signal(daemon.source.is_some());
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(request) = reloads.recv() => {
+                let outcome = daemon.reload().await;
+                let _ = request.reply.send(outcome);
+            }
+            Some(()) = next_hangup(&mut hangups) => {
+                let _ = daemon.reload().await;
+            }
+        }
+    }
+    tracing::info!("shutdown requested");
+    systemd::stopping();
+    stopping.cancel();
+    let _ = proxy_task.await;
+    daemon.stop().await;
+    tracing::info!("jenkins-ha-proxy stopped");
+}
+
+/// Everything the running daemon owns besides the listeners' accept loops.
+struct Daemon {
+    config: Config,
+    source: Option<PathBuf>,
+    masters: Vec<Arc<Master>>,
+    owner: OwnerHandle,
+    routing: RoutingHandle,
+    owner_task: tokio::task::JoinHandle<()>,
+    proxy_ctx: Arc<ProxyContext>,
+    admin_ctx: Arc<AdminContext>,
+    metrics: Arc<Metrics>,
+    probes: JoinSet<()>,
+    drain: AbortHandle,
+    state_writer: Option<AbortHandle>,
+    tcp: Vec<TcpTask>,
+    background: JoinSet<()>,
+    /// Stops the admin listener and the TCP listeners.
+    stop: CancellationToken,
+}
+
+/// A running `[[tcp]]` listener. The socket is shared so that a reload that changes
+/// an entry's settings but not its address keeps the port open throughout.
+struct TcpTask {
+    entry: TcpConfig,
+    listener: Arc<TcpListener>,
+    stop: CancellationToken,
+}
+
+impl Daemon {
+    fn start(
+        config: Config,
+        source: Option<PathBuf>,
+        listeners: Listeners,
+        reload_requests: mpsc::Sender<ReloadRequest>,
+    ) -> (Daemon, TcpListener, TcpListener, Vec<TcpListener>) {
+        let masters = build_masters(&config, &[]);
+        let remembered = config.failover.state_file.as_deref().and_then(state::load);
+        let (owner, routing, owner_task) =
+            owner::start(masters.clone(), policy(&config), remembered.as_deref());
+        let probes = health::spawn_probes(&masters, &config.health, owner.events());
+        let mut background = JoinSet::new();
+        let drain = background.spawn(drain::run(
+            routing.subscribe(),
+            config.failover.drain_timeout,
+        ));
+        let state_writer = config
+            .failover
+            .state_file
+            .clone()
+            .map(|path| background.spawn(state::follow(path, routing.subscribe())));
+        let metrics = Arc::new(Metrics::new());
+        background.spawn(Arc::clone(&metrics).follow(routing.subscribe()));
+        let admin_ctx = Arc::new(AdminContext {
+            routing: routing.clone(),
+            owner: owner.clone(),
+            metrics: Arc::clone(&metrics),
+            token: std::sync::RwLock::new(Token::from_config(config.admin.token_file.as_deref())),
+            reloads: reload_requests,
+        });
+        let proxy_ctx = Arc::new(ProxyContext {
+            routing: routing.clone(),
+            owner: owner.clone(),
+            settings: std::sync::RwLock::new(Arc::new(proxy_settings(&config, &listeners.tcp))),
+            cli_sessions: Default::default(),
+            metrics: Arc::clone(&metrics),
+        });
+        let daemon = Daemon {
+            config,
+            source,
+            masters,
+            owner,
+            routing,
+            owner_task,
+            proxy_ctx,
+            admin_ctx,
+            metrics,
+            probes,
+            drain,
+            state_writer,
+            tcp: Vec::new(),
+            background,
+            stop: CancellationToken::new(),
+        };
+        (daemon, listeners.proxy, listeners.admin, listeners.tcp)
+    }
+
+    fn server_settings(&self) -> ServerSettings {
+        ServerSettings {
+            header_read_timeout: self.config.proxy.header_read_timeout,
+            shutdown_timeout: self.config.proxy.shutdown_timeout,
+        }
+    }
+
+    fn spawn_tcp(&mut self, entry: &TcpConfig, listener: Arc<TcpListener>) {
         let forward = TcpForward {
             name: entry.name.clone(),
             backend_port: entry.backend_port,
         };
         let ctx = Arc::new(TcpContext {
-            routing: routing.clone(),
-            owner: owner.clone(),
+            routing: self.routing.clone(),
+            owner: self.owner.clone(),
             idle_timeout: entry.idle_timeout,
         });
-        background.spawn(tcp::serve(listener, forward, ctx, stop.clone()));
+        let stop = self.stop.child_token();
+        self.background.spawn(tcp::serve(
+            Arc::clone(&listener),
+            forward,
+            ctx,
+            stop.clone(),
+        ));
+        self.tcp.push(TcpTask {
+            entry: entry.clone(),
+            listener,
+            stop,
+        });
     }
 
-    let proxy_ctx = Arc::new(ProxyContext {
-        routing,
-        owner,
-        retry_after: retry_after_value(config.proxy.retry_after),
-        tunnel_idle_timeout: config.proxy.tunnel_idle_timeout,
-        response_idle_timeout: config.proxy.response_idle_timeout,
-        advertised,
-        cli_sessions: Default::default(),
-        metrics,
-    });
-    let settings = ServerSettings {
-        header_read_timeout: config.proxy.header_read_timeout,
-        shutdown_timeout: config.proxy.shutdown_timeout,
-    };
-    proxy::serve(listeners.proxy, proxy_ctx, settings, async {
-        shutdown.await;
-        tracing::info!("shutdown requested");
-    })
-    .await;
-    stop.cancel();
-    // Tunnels and TCP forwards are not tracked by the HTTP graceful shutdown.
-    for master in &masters {
-        master.upstream.attachments().close_all();
+    /// Re-reads the config file and applies it; on any error the running
+    /// configuration stays untouched. Returns a one-line summary or the error.
+    async fn reload(&mut self) -> Result<String, String> {
+        let Some(path) = self.source.clone() else {
+            return Err("this daemon was started without a config file: nothing to reload".into());
+        };
+        systemd::reloading();
+        let outcome = self.try_reload(&path).await;
+        systemd::ready("serving");
+        self.metrics.reload(outcome.is_ok());
+        match &outcome {
+            Ok(summary) => {
+                tracing::info!(path = %path.display(), "configuration reloaded: {summary}")
+            }
+            Err(error) => {
+                tracing::error!(path = %path.display(), "reload rejected, the running configuration is unchanged: {error}")
+            }
+        }
+        outcome
     }
-    probes.abort_all();
-    background.abort_all();
-    while probes.join_next().await.is_some() {}
-    while background.join_next().await.is_some() {}
-    // Connections still open after the grace period hold event senders, so the owner
-    // would not end by itself.
-    owner_task.abort();
-    tracing::info!("jenkins-ha-proxy stopped");
+
+    async fn try_reload(&mut self, path: &std::path::Path) -> Result<String, String> {
+        let new = Config::load(path).map_err(|error| error.to_string())?;
+        for (key, old, now) in [
+            ("proxy.listen", self.config.proxy.listen, new.proxy.listen),
+            ("admin.listen", self.config.admin.listen, new.admin.listen),
+        ] {
+            if old != now {
+                return Err(format!(
+                    "{key} changed ({old} -> {now}): restart the daemon to move it"
+                ));
+            }
+        }
+        // Open what the new TCP entries need first: a port that is taken rejects the
+        // whole reload before anything changed. Same address: reuse the open socket.
+        let mut sockets = Vec::with_capacity(new.tcp.len());
+        for (index, entry) in new.tcp.iter().enumerate() {
+            let open = self.tcp.iter().find(|t| t.entry.listen == entry.listen);
+            let socket = match open {
+                Some(task) => Arc::clone(&task.listener),
+                None => Arc::new(
+                    bind(format!("tcp[{index}].listen"), entry.listen)
+                        .await
+                        .map_err(|error| error.to_string())?,
+                ),
+            };
+            sockets.push(socket);
+        }
+
+        let masters = build_masters(&new, &self.masters);
+        self.owner
+            .control(Control::Reload {
+                masters: masters.clone(),
+                policy: policy(&new),
+            })
+            .await
+            .map_err(|error| error.to_string())?;
+        self.probes.abort_all();
+        self.probes = health::spawn_probes(&masters, &new.health, self.owner.events());
+        self.masters = masters;
+        if new.failover.drain_timeout != self.config.failover.drain_timeout {
+            self.drain.abort();
+            self.drain = self.background.spawn(drain::run(
+                self.routing.subscribe(),
+                new.failover.drain_timeout,
+            ));
+        }
+        if new.failover.state_file != self.config.failover.state_file {
+            if let Some(writer) = self.state_writer.take() {
+                writer.abort();
+            }
+            self.state_writer = new.failover.state_file.clone().map(|path| {
+                self.background
+                    .spawn(state::follow(path, self.routing.subscribe()))
+            });
+        }
+        let unchanged = self
+            .tcp
+            .iter()
+            .filter(|t| new.tcp.contains(&t.entry))
+            .count();
+        for task in self.tcp.drain(..) {
+            task.stop.cancel();
+        }
+        for (entry, socket) in new.tcp.iter().zip(sockets) {
+            self.spawn_tcp(entry, socket);
+        }
+        let ports: Vec<Option<u16>> = self
+            .tcp
+            .iter()
+            .map(|t| t.listener.local_addr().ok().map(|a| a.port()))
+            .collect();
+        self.proxy_ctx.replace_settings(ProxySettings {
+            advertised: advertised_for(&new.tcp, |index| ports.get(index).copied().flatten()),
+            ..proxy_settings(&new, &[])
+        });
+        self.admin_ctx
+            .replace_token(Token::from_config(new.admin.token_file.as_deref()));
+        if new.proxy.header_read_timeout != self.config.proxy.header_read_timeout {
+            tracing::warn!("proxy.header_read_timeout applies to new connections after a restart");
+        }
+        let summary = format!(
+            "{} masters, {} TCP listeners ({} unchanged)",
+            self.masters.len(),
+            new.tcp.len(),
+            unchanged
+        );
+        self.config = new;
+        Ok(summary)
+    }
+
+    async fn stop(mut self) {
+        self.stop.cancel();
+        // Tunnels and TCP forwards are not tracked by the HTTP graceful shutdown.
+        for master in &self.masters {
+            master.upstream.attachments().close_all();
+        }
+        self.probes.abort_all();
+        self.background.abort_all();
+        while self.probes.join_next().await.is_some() {}
+        while self.background.join_next().await.is_some() {}
+        // Connections still open after the grace period hold event senders, so the
+        // owner would not end by itself.
+        self.owner_task.abort();
+    }
 }
 
-fn masters(config: &Config) -> Vec<Arc<Master>> {
+fn policy(config: &Config) -> Policy {
+    Policy {
+        rise: config.health.rise,
+        fall: config.health.fall,
+        failback: config.failover.failback,
+    }
+}
+
+/// The masters of `config`, reusing those of `previous` that did not change (same
+/// name, URL and connection settings), so their pools and open connections live on.
+fn build_masters(config: &Config, previous: &[Arc<Master>]) -> Vec<Arc<Master>> {
     config
         .backends
         .iter()
-        .enumerate()
-        .map(|(index, backend)| {
-            Arc::new(Master {
-                index,
-                name: backend.name.clone(),
-                url: backend.url.clone(),
-                upstream: Upstream::new(
-                    &backend.host,
-                    backend.port,
-                    config.proxy.connect_timeout,
-                    config.proxy.pool_idle_timeout,
-                ),
-            })
+        .map(|backend| {
+            let fresh = Upstream::new(
+                &backend.host,
+                backend.port,
+                config.proxy.connect_timeout,
+                config.proxy.pool_idle_timeout,
+            );
+            let reusable = previous.iter().find(|m| {
+                m.name == backend.name && m.url == backend.url && m.upstream.same_settings(&fresh)
+            });
+            match reusable {
+                Some(master) => Arc::clone(master),
+                None => Arc::new(Master {
+                    name: backend.name.clone(),
+                    url: backend.url.clone(),
+                    upstream: fresh,
+                }),
+            }
         })
         .collect()
 }
 
+fn proxy_settings(config: &Config, tcp_listeners: &[TcpListener]) -> ProxySettings {
+    ProxySettings {
+        retry_after: retry_after_value(config.proxy.retry_after),
+        tunnel_idle_timeout: config.proxy.tunnel_idle_timeout,
+        response_idle_timeout: config.proxy.response_idle_timeout,
+        // Port 0 in the config means "the port we got".
+        advertised: advertised_for(&config.tcp, |index| {
+            tcp_listeners
+                .get(index)
+                .and_then(|l| l.local_addr().ok())
+                .map(|a| a.port())
+        }),
+    }
+}
+
 /// How each `[[tcp]]` listener is advertised to agents (JNLP header rewrite).
-fn advertised(config: &Config, listeners: &[TcpListener]) -> Vec<Advertised> {
-    config
-        .tcp
+fn advertised_for(
+    entries: &[TcpConfig],
+    bound_port: impl Fn(usize) -> Option<u16>,
+) -> Vec<Advertised> {
+    entries
         .iter()
-        .zip(listeners)
-        .map(|(entry, listener)| {
-            let bound_port = listener
-                .local_addr()
-                .map_or(entry.listen.port(), |a| a.port());
-            Advertised {
-                backend_port: entry.backend_port,
-                port: entry.advertise_port.unwrap_or(bound_port),
-                host: entry.advertise_host.clone(),
-            }
+        .enumerate()
+        .map(|(index, entry)| Advertised {
+            backend_port: entry.backend_port,
+            port: entry
+                .advertise_port
+                .or_else(|| bound_port(index))
+                .unwrap_or(entry.listen.port()),
+            host: entry.advertise_host.clone(),
         })
         .collect()
+}
+
+/// Tells systemd we are ready once every master has had its first check (the first
+/// election is then done).
+async fn ready_after_first_election(routing: RoutingHandle) {
+    let mut snapshots = routing.subscribe();
+    loop {
+        let checked = snapshots
+            .borrow_and_update()
+            .masters
+            .iter()
+            .all(|m| m.health != crate::election::Health::Unknown);
+        if checked {
+            let active = routing.current().active_master().map(|m| m.name.clone());
+            systemd::ready(&format!(
+                "active master: {}",
+                active.as_deref().unwrap_or("none")
+            ));
+            return;
+        }
+        if snapshots.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+fn hangup_signal(enabled: bool) -> Option<tokio::signal::unix::Signal> {
+    if !enabled {
+        return None;
+    }
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => Some(signal),
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGHUP; reload through the admin API instead");
+            None
+        }
+    }
+}
+
+async fn next_hangup(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match signal {
+        Some(signal) => signal.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The address a listener is bound to (the real port when configured with port 0).

@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::routing::Snapshot;
+use crate::routing::{Master, Snapshot};
 
 /// The kinds of connection counted per master.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,29 +122,45 @@ impl Drop for Attachment {
 /// of the demoted master at once, and everything else attached to it after
 /// `drain_timeout`, unless it has become active again by then.
 pub async fn run(mut snapshots: watch::Receiver<Arc<Snapshot>>, drain_timeout: Duration) {
-    let mut active = snapshots.borrow_and_update().active;
+    // By identity, not position: a reload may reorder the pool.
+    let mut active = snapshots.borrow_and_update().active_master().cloned();
     while snapshots.changed().await.is_ok() {
-        let snapshot = Arc::clone(&snapshots.borrow_and_update());
-        if snapshot.active == active {
+        let now_active = snapshots.borrow_and_update().active_master().cloned();
+        if same(&now_active, &active) {
             continue;
         }
-        if let Some(demoted) = active.and_then(|index| snapshot.masters.get(index)) {
-            let master = Arc::clone(&demoted.master);
-            let idle = master.upstream.clear_idle();
-            tracing::info!(master = %master.name, idle_closed = idle,
-                drain_timeout = %humantime::format_duration(drain_timeout),
-                "draining the demoted master");
-            let watcher = snapshots.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(drain_timeout).await;
-                if watcher.borrow().active == Some(master.index) {
-                    return; // active again: its connections are legitimate
-                }
-                let closed = master.upstream.attachments().close_all();
-                tracing::info!(master = %master.name, http = closed.http, tunnels = closed.tunnels,
-                    tcp = closed.tcp, "drain timeout passed: closed connections still attached to the demoted master");
-            });
+        if let Some(demoted) = active.take() {
+            drain(demoted, snapshots.clone(), drain_timeout);
         }
-        active = snapshot.active;
+        active = now_active;
     }
+}
+
+fn same(a: &Option<Arc<Master>>, b: &Option<Arc<Master>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+/// Closes the demoted master's idle pool now, and the rest after `drain_timeout`
+/// unless it is active again by then.
+fn drain(master: Arc<Master>, watcher: watch::Receiver<Arc<Snapshot>>, drain_timeout: Duration) {
+    let idle = master.upstream.clear_idle();
+    tracing::info!(master = %master.name, idle_closed = idle,
+        drain_timeout = %humantime::format_duration(drain_timeout), "draining the demoted master");
+    tokio::spawn(async move {
+        tokio::time::sleep(drain_timeout).await;
+        let active_again = watcher
+            .borrow()
+            .active_master()
+            .is_some_and(|active| Arc::ptr_eq(active, &master));
+        if active_again {
+            return; // its connections are legitimate again
+        }
+        let closed = master.upstream.attachments().close_all();
+        tracing::info!(master = %master.name, http = closed.http, tunnels = closed.tunnels,
+            tcp = closed.tcp, "drain timeout passed: closed connections still attached to the demoted master");
+    });
 }

@@ -15,7 +15,13 @@
 //!   master-b merely because master-a's first probe answered later.
 //! - An `Up` active master stays active (failback "never"), unless failback is "auto"
 //!   and an earlier master in file order is `Up`.
-//! - The active master is always `Up`, or there is none.
+//! - A disabled master (maintenance) is never elected, and loses the active role.
+//! - A planned switchover makes an `Up`, enabled master active at once, and *pins* the
+//!   choice: failback "auto" does not undo it. So does the master remembered from
+//!   before a restart of the proxy, which wins the first election if it is `Up` (a
+//!   proxy restart must not be an unplanned switch on a shared home). The pin ends at
+//!   the next failover.
+//! - The active master is always `Up` and enabled, or there is none.
 
 use crate::config::Failback;
 
@@ -66,6 +72,24 @@ pub struct MasterState {
     pub consecutive_passed: u32,
     pub consecutive_failed: u32,
     pub last_error: Option<String>,
+    /// Taken out of the election for maintenance (admin API).
+    pub disabled: bool,
+}
+
+impl MasterState {
+    /// Could receive traffic now.
+    pub fn electable(&self) -> bool {
+        self.health == Health::Up && !self.disabled
+    }
+}
+
+/// Why a planned switchover was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("{0} is not healthy ({1}): refusing to send traffic to it")]
+    NotHealthy(String, &'static str),
+    #[error("{0} is disabled: enable it first")]
+    Disabled(String),
 }
 
 /// A change of the active master, with the reason a person can read.
@@ -98,6 +122,10 @@ pub struct Election {
     masters: Vec<MasterState>,
     active: Option<usize>,
     policy: Policy,
+    /// Set by a switchover or a remembered master: failback "auto" leaves it alone.
+    pinned: bool,
+    /// The master active before the proxy restarted, until the first election.
+    remembered: Option<usize>,
 }
 
 impl Election {
@@ -115,13 +143,95 @@ impl Election {
                 consecutive_passed: 0,
                 consecutive_failed: 0,
                 last_error: None,
+                disabled: false,
             })
             .collect();
         Election {
             masters,
             active: None,
             policy,
+            pinned: false,
+            remembered: None,
         }
+    }
+
+    /// Prefers `master` in the first election (the master active before a restart).
+    pub fn remember(&mut self, master: usize) {
+        if master < self.masters.len() && self.active.is_none() {
+            self.remembered = Some(master);
+        }
+    }
+
+    /// Carries per-master state (health, counters, disabled) over from `previous` by
+    /// name, for a reload; the active master stays active if it is still in the pool
+    /// and electable. Masters new to the pool start `Unknown`.
+    pub fn reconfigured_from(mut self, previous: &Election) -> (Election, Option<Transition>) {
+        for master in &mut self.masters {
+            if let Some(old) = previous.masters.iter().find(|m| m.name == master.name) {
+                *master = old.clone();
+            }
+        }
+        let previous_active = previous.active.map(|i| previous.masters[i].name.as_str());
+        self.active =
+            previous_active.and_then(|name| self.masters.iter().position(|m| m.name == name));
+        self.pinned = previous.pinned && self.active.is_some();
+        let from = self.active;
+        let transition = self.elect_with(from, "configuration reloaded");
+        (self, transition)
+    }
+
+    /// A planned switchover to `to`: refused unless it is `Up` and enabled.
+    pub fn switchover(&mut self, to: usize) -> Result<Option<Transition>, Refusal> {
+        let Some(target) = self.masters.get(to) else {
+            return Ok(None);
+        };
+        if target.disabled {
+            return Err(Refusal::Disabled(target.name.clone()));
+        }
+        if target.health != Health::Up {
+            return Err(Refusal::NotHealthy(
+                target.name.clone(),
+                target.health.as_str(),
+            ));
+        }
+        if self.active == Some(to) {
+            self.pinned = true;
+            return Ok(None);
+        }
+        let from = self.active;
+        self.active = Some(to);
+        self.pinned = true;
+        let reason = match from {
+            Some(from) => format!(
+                "planned switchover: {} is now active (was {})",
+                self.masters[to].name, self.masters[from].name
+            ),
+            None => format!(
+                "planned switchover: {} is now active",
+                self.masters[to].name
+            ),
+        };
+        Ok(Some(Transition {
+            from,
+            to: Some(to),
+            reason,
+        }))
+    }
+
+    /// Takes a master out of the election (maintenance) or puts it back.
+    pub fn set_disabled(&mut self, master: usize, disabled: bool) -> Option<Transition> {
+        let state = self.masters.get_mut(master)?;
+        if state.disabled == disabled {
+            return None;
+        }
+        state.disabled = disabled;
+        let what = if disabled {
+            "disabled for maintenance"
+        } else {
+            "enabled again"
+        };
+        let cause = format!("{} {what}", state.name);
+        self.elect_with(self.active, &cause)
     }
 
     pub fn active(&self) -> Option<usize> {
@@ -143,7 +253,11 @@ impl Election {
             return Outcome::default();
         };
         let health_change = health_change.filter(|change| change.from != change.to);
-        let transition = self.elect(health_change.as_ref());
+        let cause = health_change
+            .as_ref()
+            .map_or("election", |c| c.reason.as_str())
+            .to_owned();
+        let transition = self.elect_with(self.active, &cause);
         Outcome {
             health_change,
             transition,
@@ -229,20 +343,27 @@ impl Election {
         }))
     }
 
-    /// Re-runs the election. `cause` is the health change that prompted it, used for
-    /// the reason.
-    fn elect(&mut self, cause: Option<&HealthChange>) -> Option<Transition> {
-        let from = self.active;
+    /// Re-runs the election from `from`, the active master before the change that
+    /// prompted it; `cause_text` explains that change in the reason.
+    fn elect_with(&mut self, from: Option<usize>, cause_text: &str) -> Option<Transition> {
         let to = self.choose();
         if to == from {
             return None;
         }
         self.active = to;
-        let cause_text = cause.map_or("election", |c| c.reason.as_str());
+        if to.is_some() {
+            // Keeping the master from before a restart is a deliberate choice: pin it.
+            self.pinned = to == self.remembered;
+            self.remembered = None;
+        }
+        let lost_pin = from.is_some_and(|f| !self.masters[f].electable());
+        if lost_pin || to.is_none() {
+            self.pinned = false;
+        }
         let name = |index: usize| self.masters[index].name.as_str();
         let reason = match (from, to) {
             (_, None) => format!("{cause_text}; no healthy master: answering 503"),
-            (Some(from), Some(to)) if self.masters[from].health == Health::Up => format!(
+            (Some(from), Some(to)) if self.masters[from].electable() => format!(
                 "failback: {cause_text}; {} is now active (was {})",
                 name(to),
                 name(from)
@@ -255,18 +376,25 @@ impl Election {
     /// The master that should be active now, by the rules in the module doc.
     fn choose(&self) -> Option<usize> {
         if let Some(active) = self.active {
-            if self.masters[active].health == Health::Up {
+            if self.masters[active].electable() {
                 return match self.policy.failback {
-                    Failback::Never => Some(active),
-                    // `active` is Up, so the first Up master is at or before it.
-                    Failback::Auto => self.first_up(),
+                    Failback::Auto if !self.pinned => self.first_up(),
+                    _ => Some(active),
                 };
             }
         }
-        // No usable active master: the first Up master, unless an earlier one is
-        // still unchecked (then wait for its first check; it comes within one timeout).
+        if let Some(remembered) = self.remembered {
+            match (&self.masters[remembered], self.masters[remembered].health) {
+                (m, _) if m.electable() => return Some(remembered),
+                (m, Health::Unknown) if !m.disabled => return None, // its first check decides
+                _ => {}
+            }
+        }
+        // No usable active master: the first electable master, unless an earlier one
+        // is still unchecked (then wait for its first check; it comes within one timeout).
         for (index, master) in self.masters.iter().enumerate() {
             match master.health {
+                _ if master.disabled => {}
                 Health::Up => return Some(index),
                 Health::Unknown => return None,
                 Health::Down => {}
@@ -275,8 +403,14 @@ impl Election {
         None
     }
 
+    /// The first electable master in file order.
     fn first_up(&self) -> Option<usize> {
-        self.masters.iter().position(|m| m.health == Health::Up)
+        self.masters.iter().position(MasterState::electable)
+    }
+
+    /// Whether a planned switchover or a remembered master holds off failback.
+    pub fn pinned(&self) -> bool {
+        self.pinned
     }
 }
 
@@ -440,30 +574,63 @@ mod tests {
         assert_eq!(election, before);
     }
 
-    /// The rules restated plainly, to check `choose` against.
-    fn expected_active(election: &Election, previous: Option<usize>) -> Option<usize> {
+    /// The rules restated plainly, to check `choose` against (no remembered master).
+    fn expected_active(
+        election: &Election,
+        previous: Option<usize>,
+        pinned: bool,
+    ) -> Option<usize> {
         let masters = election.masters();
-        let first_up = masters.iter().position(|m| m.health == Health::Up);
+        let first_electable = masters.iter().position(MasterState::electable);
         match previous {
-            Some(active) if masters[active].health == Health::Up => {
-                match election.policy().failback {
-                    Failback::Never => Some(active),
-                    Failback::Auto => first_up,
-                }
-            }
-            _ => first_up.filter(|&up| masters[..up].iter().all(|m| m.health == Health::Down)),
+            Some(active) if masters[active].electable() => match election.policy().failback {
+                Failback::Auto if !pinned => first_electable,
+                _ => Some(active),
+            },
+            _ => first_electable.filter(|&up| {
+                masters[..up]
+                    .iter()
+                    .all(|m| m.disabled || m.health == Health::Down)
+            }),
         }
     }
 
-    /// Every sequence of up to `depth` observations over three masters, both failback
-    /// policies, small rise/fall: the invariants hold after every step.
+    /// One step of the exhaustive walk.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Observe(usize, Observation),
+        Switchover(usize),
+        Disable(usize),
+        Enable(usize),
+    }
+
+    fn run_step(election: &mut Election, step: &Step) -> Option<Transition> {
+        match step {
+            Step::Observe(master, observation) => election.apply(*master, observation).transition,
+            Step::Switchover(master) => election.switchover(*master).unwrap_or(None),
+            Step::Disable(master) => election.set_disabled(*master, true),
+            Step::Enable(master) => election.set_disabled(*master, false),
+        }
+    }
+
+    /// Every sequence of up to four steps over three masters (checks, traffic
+    /// failures, switchovers, disables, enables), both failback policies, small
+    /// rise/fall: the invariants hold after every step.
     #[test]
     fn exhaustive_sequences_keep_the_invariants() {
-        let observations = [PASS, fail(), refused()];
-        let events: Vec<(usize, &Observation)> = (0..3)
-            .flat_map(|m| observations.iter().map(move |o| (m, o)))
+        let steps: Vec<Step> = (0..3)
+            .flat_map(|m| {
+                [
+                    Step::Observe(m, PASS),
+                    Step::Observe(m, fail()),
+                    Step::Observe(m, refused()),
+                    Step::Switchover(m),
+                    Step::Disable(m),
+                    Step::Enable(m),
+                ]
+            })
             .collect();
-        let mut steps = 0u64;
+        let mut count = 0u64;
         for failback in [Failback::Never, Failback::Auto] {
             for (rise, fall) in [(1, 1), (2, 3)] {
                 let policy = Policy {
@@ -472,53 +639,62 @@ mod tests {
                     failback,
                 };
                 let start = Election::new(["a", "b", "c"], policy);
-                walk(&start, &events, 5, &mut steps);
+                walk(&start, &steps, 4, &mut count);
             }
         }
-        assert!(steps > 100_000, "explored {steps} steps");
+        assert!(count > 100_000, "explored {count} steps");
     }
 
-    fn walk(state: &Election, events: &[(usize, &Observation)], depth: u32, steps: &mut u64) {
+    fn walk(state: &Election, steps: &[Step], depth: u32, count: &mut u64) {
         if depth == 0 {
             return;
         }
-        for &(master, observation) in events {
+        for step in steps {
             let mut next = state.clone();
-            let outcome = next.apply(master, observation);
-            *steps += 1;
-            check_step(state, &next, master, observation, &outcome);
-            walk(&next, events, depth - 1, steps);
+            let transition = run_step(&mut next, step);
+            *count += 1;
+            check_step(state, &next, step, transition.as_ref());
+            walk(&next, steps, depth - 1, count);
         }
     }
 
     fn check_step(
         before: &Election,
         after: &Election,
-        master: usize,
-        observation: &Observation,
-        outcome: &Outcome,
+        step: &Step,
+        transition: Option<&Transition>,
     ) {
-        // At most one active, and it is Up.
+        // At most one active, and it can take traffic.
         if let Some(active) = after.active() {
-            assert_eq!(after.masters()[active].health, Health::Up, "{after:?}");
+            assert!(after.masters()[active].electable(), "{after:?}");
         }
+        // A pin needs an active master.
+        assert!(!after.pinned() || after.active().is_some(), "{after:?}");
         // The active master is what the plain rules say.
+        let expected = match step {
+            Step::Switchover(target) if before.masters()[*target].electable() => Some(*target),
+            Step::Switchover(_) => before.active(),
+            _ => expected_active(after, before.active(), before.pinned()),
+        };
         assert_eq!(
             after.active(),
-            expected_active(after, before.active()),
-            "before {before:?} after {after:?}"
+            expected,
+            "{step:?}: before {before:?} after {after:?}"
         );
         // A change of active master always comes with a reason, and only then.
-        match &outcome.transition {
+        match transition {
             Some(t) => {
                 assert_eq!((t.from, t.to), (before.active(), after.active()));
                 assert!(!t.reason.is_empty());
             }
-            None => assert_eq!(before.active(), after.active()),
+            None => assert_eq!(before.active(), after.active(), "{step:?}"),
         }
+        let Step::Observe(master, observation) = step else {
+            return;
+        };
         // Only the observed master's health changes, and only as the thresholds allow.
         for (index, (b, a)) in before.masters().iter().zip(after.masters()).enumerate() {
-            if index != master {
+            if index != *master {
                 assert_eq!(b, a);
                 continue;
             }
@@ -536,10 +712,97 @@ mod tests {
                 (Health::Up, Health::Down, Observation::TrafficConnectFailed { .. }) => {}
                 other => panic!("illegal health change {other:?}"),
             }
-            assert_eq!(
-                outcome.health_change.as_ref().map(|c| (c.from, c.to)),
-                (b.health != a.health).then_some((b.health, a.health))
-            );
         }
+    }
+
+    #[test]
+    fn switchover_is_refused_to_an_unhealthy_or_disabled_master() {
+        let mut election = started(Failback::Never);
+        election.apply(1, &refused());
+        assert_eq!(
+            election.switchover(1),
+            Err(Refusal::NotHealthy("master-b".into(), "down"))
+        );
+        election.apply(1, &PASS);
+        election.apply(1, &PASS);
+        election.set_disabled(1, true);
+        assert_eq!(
+            election.switchover(1),
+            Err(Refusal::Disabled("master-b".into()))
+        );
+        assert_eq!(election.active(), Some(0));
+    }
+
+    #[test]
+    fn switchover_pins_against_auto_failback_until_the_next_failover() {
+        let mut election = started(Failback::Auto);
+        let transition = election.switchover(1).expect("accepted").expect("moved");
+        assert_eq!(
+            transition.reason,
+            "planned switchover: master-b is now active (was master-a)"
+        );
+        election.apply(0, &PASS);
+        assert_eq!(election.active(), Some(1), "auto failback must not undo it");
+        election.apply(1, &refused());
+        assert_eq!(election.active(), Some(0));
+        assert!(!election.pinned());
+    }
+
+    #[test]
+    fn disabling_the_active_master_moves_traffic_and_enabling_does_not_with_failback_never() {
+        let mut election = started(Failback::Never);
+        let transition = election.set_disabled(0, true).expect("moved");
+        assert_eq!(
+            transition.reason,
+            "master-a disabled for maintenance; master-b is now active"
+        );
+        assert_eq!(election.set_disabled(0, false), None);
+        assert_eq!(election.active(), Some(1));
+    }
+
+    #[test]
+    fn the_remembered_master_wins_the_first_election_if_healthy() {
+        let mut election = two(Failback::Auto);
+        election.remember(1);
+        election.apply(0, &PASS);
+        assert_eq!(election.active(), None, "waits for master-b's first check");
+        election.apply(1, &PASS);
+        assert_eq!(election.active(), Some(1));
+        election.apply(0, &PASS);
+        assert_eq!(
+            election.active(),
+            Some(1),
+            "pinned: no failback after a restart"
+        );
+
+        let mut election = two(Failback::Never);
+        election.remember(1);
+        election.apply(1, &fail());
+        election.apply(0, &PASS);
+        assert_eq!(
+            election.active(),
+            Some(0),
+            "a down remembered master is not waited for"
+        );
+    }
+
+    #[test]
+    fn reconfiguration_keeps_state_by_name_and_the_active_master() {
+        let mut old = Election::new(["a", "b"], policy(Failback::Never));
+        old.apply(0, &PASS);
+        old.apply(1, &PASS);
+        old.switchover(1).expect("switchover");
+        let (new, transition) =
+            Election::new(["c", "b", "a"], policy(Failback::Never)).reconfigured_from(&old);
+        assert_eq!(transition, None);
+        assert_eq!(new.active(), Some(1), "b stays active");
+        assert_eq!(new.masters()[0].health, Health::Unknown, "c is new");
+        assert_eq!(new.masters()[2].health, Health::Up, "a keeps its health");
+        let (new, transition) =
+            Election::new(["a"], policy(Failback::Never)).reconfigured_from(&old);
+        let transition = transition.expect("b removed: a takes over");
+        assert_eq!(transition.to, Some(0));
+        assert_eq!(new.active(), Some(0));
+        assert!(transition.reason.starts_with("configuration reloaded"));
     }
 }

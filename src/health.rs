@@ -37,7 +37,7 @@ pub enum ProbeError {
 /// The outcome of one check of one master.
 #[derive(Debug, Clone)]
 pub struct ProbeReport {
-    pub master: usize,
+    pub master: Arc<Master>,
     /// When the check completed.
     pub at: SystemTime,
     pub latency: Duration,
@@ -81,7 +81,7 @@ async fn probe_loop(master: Arc<Master>, settings: HealthConfig, events: mpsc::S
             Err(error) => tracing::debug!(?latency, %error, "check failed"),
         }
         let report = ProbeReport {
-            master: master.index,
+            master: Arc::clone(&master),
             at: SystemTime::now(),
             latency,
             result: outcome.map_err(|error| error.to_string()),

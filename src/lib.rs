@@ -30,6 +30,8 @@
 //! - [`admin`]: the admin listener (`/status`).
 //! - [`daemon`]: wires it all together: [`daemon::run`] takes bound listeners and a shutdown future.
 //! - [`cli`]: the command line (`run`, `check`, `status`, `demo`); `main.rs` only calls it.
+//! - [`state`]: the state file that remembers the active master across restarts.
+//! - [`systemd`]: sd_notify readiness, reload and watchdog messages.
 //! - [`sample`]: a sample Jenkins-like master, used by `demo`, tests and benches.
 #![forbid(unsafe_code)]
 
@@ -45,6 +47,8 @@ pub mod owner;
 pub mod proxy;
 pub mod routing;
 pub mod sample;
+pub mod state;
+pub mod systemd;
 pub mod tcp;
 pub mod tunnel;
 pub mod upstream;

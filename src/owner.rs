@@ -1,8 +1,11 @@
 //! The owner task: the only writer of election state.
 //!
-//! Probes and the request path send it [`Event`]s; it applies them with the pure rules
-//! in [`crate::election`], logs every change, and publishes a new immutable
-//! [`Snapshot`] on the watch channel.
+//! Probes, the request path, the admin API and reloads send it [`Event`]s; it applies
+//! them with the pure rules in [`crate::election`], logs every change, and publishes a
+//! new immutable [`Snapshot`] on the watch channel.
+//!
+//! Events name masters by their `Arc<Master>`, not by position: a reload can reorder
+//! the pool, and a report from before it must not land on another master.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -11,7 +14,7 @@ use std::time::SystemTime;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::election::{Election, Health, Observation, Outcome, Policy, Transition};
+use crate::election::{Election, Health, Observation, Outcome, Policy, Refusal, Transition};
 use crate::health::ProbeReport;
 use crate::routing::{
     Master, MasterStatus, RoutingHandle, Snapshot, TransitionRecord, TRANSITION_HISTORY,
@@ -29,13 +32,43 @@ pub enum Event {
     /// owner answers with the snapshot that reflects it, so the request can go on to
     /// the new active master at once.
     TrafficConnectFailed {
-        master: usize,
+        master: Arc<Master>,
         error: String,
         reply: oneshot::Sender<Arc<Snapshot>>,
     },
+    /// An operator's command (admin API, reload).
+    Control {
+        command: Control,
+        reply: oneshot::Sender<Result<Arc<Snapshot>, ControlError>>,
+    },
 }
 
-/// The sending side, for probes and the request path.
+/// Operator commands.
+#[derive(Debug)]
+pub enum Control {
+    /// Planned switchover to the named master.
+    Switchover { to: String },
+    /// Take a master out of the election for maintenance, or put it back.
+    SetDisabled { master: String, disabled: bool },
+    /// A new pool (file order) and policy from a reloaded configuration.
+    Reload {
+        masters: Vec<Arc<Master>>,
+        policy: Policy,
+    },
+}
+
+/// Why a command was not carried out. Display is what the admin API answers.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("no master named {name:?}; the pool has: {known}")]
+    UnknownMaster { name: String, known: String },
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error("the daemon is stopping")]
+    Stopped,
+}
+
+/// The sending side, for probes, the request path and the admin API.
 #[derive(Debug, Clone)]
 pub struct OwnerHandle {
     events: mpsc::Sender<Event>,
@@ -50,12 +83,12 @@ impl OwnerHandle {
     /// the owner applied it (None if the owner has stopped).
     pub async fn report_connect_failure(
         &self,
-        master: usize,
+        master: &Arc<Master>,
         error: String,
     ) -> Option<Arc<Snapshot>> {
         let (reply, answer) = oneshot::channel();
         let event = Event::TrafficConnectFailed {
-            master,
+            master: Arc::clone(master),
             error,
             reply,
         };
@@ -69,38 +102,42 @@ impl OwnerHandle {
     /// snapshot with no active master is returned too: the caller answers "unavailable".
     pub async fn failed_connect(
         &self,
-        master: &Master,
+        master: &Arc<Master>,
         error: String,
         attempt: usize,
     ) -> Option<Arc<Snapshot>> {
         tracing::warn!(master = %master.name, %error, "cannot connect to the active master; reporting it down");
-        let snapshot = self.report_connect_failure(master.index, error).await?;
+        let snapshot = self.report_connect_failure(master, error).await?;
         (attempt < snapshot.masters.len() || snapshot.active.is_none()).then_some(snapshot)
+    }
+
+    /// Sends an operator command and waits for its outcome.
+    pub async fn control(&self, command: Control) -> Result<Arc<Snapshot>, ControlError> {
+        let (reply, answer) = oneshot::channel();
+        self.events
+            .send(Event::Control { command, reply })
+            .await
+            .map_err(|_| ControlError::Stopped)?;
+        answer.await.map_err(|_| ControlError::Stopped)?
     }
 }
 
-/// Starts the owner task for `masters` (file order). Returns the handle to send it
-/// events, the read handle over its snapshots, and the task (which ends when every
-/// `OwnerHandle` and event sender is dropped).
+/// Starts the owner task for `masters` (file order). `remembered` is the master that
+/// was active before the proxy restarted (from the state file). Returns the handle to
+/// send it events, the read handle over its snapshots, and the task.
 pub fn start(
     masters: Vec<Arc<Master>>,
     policy: Policy,
+    remembered: Option<&str>,
 ) -> (OwnerHandle, RoutingHandle, JoinHandle<()>) {
     let now = SystemTime::now();
-    let election = Election::new(masters.iter().map(|m| m.name.clone()), policy);
+    let mut election = Election::new(masters.iter().map(|m| m.name.clone()), policy);
+    if let Some(index) = remembered.and_then(|name| masters.iter().position(|m| m.name == name)) {
+        tracing::info!(master = %masters[index].name, "remembered as active before the restart: keeping it if healthy");
+        election.remember(index);
+    }
     let state = OwnerState {
-        statuses: masters
-            .iter()
-            .map(|master| MasterStatus {
-                master: Arc::clone(master),
-                health: Health::Unknown,
-                last_check: None,
-                last_error: None,
-                latency: None,
-                consecutive_passed: 0,
-                consecutive_failed: 0,
-            })
-            .collect(),
+        statuses: masters.iter().map(fresh_status).collect(),
         election,
         generation: 0,
         active_since: now,
@@ -112,6 +149,19 @@ pub fn start(
     let (events, inbox) = mpsc::channel(EVENT_QUEUE);
     let task = tokio::spawn(run(state, inbox, publisher));
     (OwnerHandle { events }, RoutingHandle::new(receiver), task)
+}
+
+fn fresh_status(master: &Arc<Master>) -> MasterStatus {
+    MasterStatus {
+        master: Arc::clone(master),
+        health: Health::Unknown,
+        disabled: false,
+        last_check: None,
+        last_error: None,
+        latency: None,
+        consecutive_passed: 0,
+        consecutive_failed: 0,
+    }
 }
 
 struct OwnerState {
@@ -134,43 +184,135 @@ async fn run(
         let reply = state.handle(event);
         let snapshot = Arc::new(state.snapshot());
         publisher.send_replace(Arc::clone(&snapshot));
-        if let Some(reply) = reply {
-            let _ = reply.send(snapshot); // the request may have gone away: fine
+        match reply {
+            Reply::None => {}
+            Reply::Snapshot(reply) => {
+                let _ = reply.send(snapshot); // the request may have gone away: fine
+            }
+            Reply::Control(reply, outcome) => {
+                let _ = reply.send(outcome.map(|()| snapshot));
+            }
         }
     }
 }
 
+/// Whom to answer once the new snapshot is published.
+enum Reply {
+    None,
+    Snapshot(oneshot::Sender<Arc<Snapshot>>),
+    Control(
+        oneshot::Sender<Result<Arc<Snapshot>, ControlError>>,
+        Result<(), ControlError>,
+    ),
+}
+
 impl OwnerState {
-    /// Applies one event; returns the reply channel to answer, if the event has one.
-    fn handle(&mut self, event: Event) -> Option<oneshot::Sender<Arc<Snapshot>>> {
+    fn handle(&mut self, event: Event) -> Reply {
         let now = SystemTime::now();
         match event {
             Event::Probe(report) => {
+                let Some(index) = self.index_of(&report.master) else {
+                    return Reply::None; // a probe of a master a reload removed
+                };
                 let observation = match &report.result {
                     Ok(()) => Observation::CheckPassed,
                     Err(error) => Observation::CheckFailed {
                         error: error.clone(),
                     },
                 };
-                if let Some(status) = self.statuses.get_mut(report.master) {
-                    status.last_check = Some(report.at);
-                    status.latency = Some(report.latency);
-                }
-                self.apply(report.master, &observation, now);
-                None
+                self.statuses[index].last_check = Some(report.at);
+                self.statuses[index].latency = Some(report.latency);
+                self.observe(index, &observation, now);
+                Reply::None
             }
             Event::TrafficConnectFailed {
                 master,
                 error,
                 reply,
             } => {
-                self.apply(master, &Observation::TrafficConnectFailed { error }, now);
-                Some(reply)
+                if let Some(index) = self.index_of(&master) {
+                    self.observe(index, &Observation::TrafficConnectFailed { error }, now);
+                }
+                Reply::Snapshot(reply)
+            }
+            Event::Control { command, reply } => {
+                let outcome = self.command(command, now);
+                Reply::Control(reply, outcome)
             }
         }
     }
 
-    fn apply(&mut self, master: usize, observation: &Observation, now: SystemTime) {
+    fn index_of(&self, master: &Arc<Master>) -> Option<usize> {
+        self.statuses
+            .iter()
+            .position(|status| Arc::ptr_eq(&status.master, master))
+    }
+
+    fn index_by_name(&self, name: &str) -> Result<usize, ControlError> {
+        self.statuses
+            .iter()
+            .position(|status| status.master.name == name)
+            .ok_or_else(|| ControlError::UnknownMaster {
+                name: name.to_owned(),
+                known: self
+                    .statuses
+                    .iter()
+                    .map(|s| s.master.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+
+    fn command(&mut self, command: Control, now: SystemTime) -> Result<(), ControlError> {
+        match command {
+            Control::Switchover { to } => {
+                let index = self.index_by_name(&to)?;
+                let transition = self.election.switchover(index)?;
+                self.sync_statuses();
+                if let Some(transition) = transition {
+                    self.record(transition, "switchover", now);
+                }
+            }
+            Control::SetDisabled { master, disabled } => {
+                let index = self.index_by_name(&master)?;
+                tracing::info!(master = %master, disabled, "maintenance flag changed");
+                let transition = self.election.set_disabled(index, disabled);
+                self.sync_statuses();
+                if let Some(transition) = transition {
+                    self.record(transition, "maintenance", now);
+                }
+            }
+            Control::Reload { masters, policy } => self.reload(masters, policy, now),
+        }
+        Ok(())
+    }
+
+    /// Swaps in a new pool: state is kept by name, the active master stays active if
+    /// it is still in the pool.
+    fn reload(&mut self, masters: Vec<Arc<Master>>, policy: Policy, now: SystemTime) {
+        let names = masters.iter().map(|m| m.name.clone());
+        let (election, transition) = Election::new(names, policy).reconfigured_from(&self.election);
+        self.statuses = masters
+            .iter()
+            .map(
+                |master| match self.statuses.iter().find(|s| s.master.name == master.name) {
+                    Some(old) => MasterStatus {
+                        master: Arc::clone(master),
+                        ..old.clone()
+                    },
+                    None => fresh_status(master),
+                },
+            )
+            .collect();
+        self.election = election;
+        self.sync_statuses();
+        if let Some(transition) = transition {
+            // The previous active master may have been removed: name it from the record.
+            self.record(transition, "reload", now);
+        }
+    }
+
+    fn observe(&mut self, master: usize, observation: &Observation, now: SystemTime) {
         let Outcome {
             health_change,
             transition,
@@ -180,23 +322,32 @@ impl OwnerState {
             tracing::info!(master = %self.statuses[change.master].master.name,
                 from = change.from.as_str(), to = change.to.as_str(), "{}", change.reason);
         }
-        let Some(transition) = transition else {
-            return;
-        };
+        if let Some(transition) = transition {
+            let cause = self.cause(&transition, observation);
+            self.record(transition, cause, now);
+        }
+    }
+
+    /// Logs a change of the active master and keeps it in the history.
+    fn record(&mut self, transition: Transition, cause: &'static str, now: SystemTime) {
         let name = |index: Option<usize>| index.map(|i| self.statuses[i].master.name.clone());
+        let from = self.transitions_from(&transition);
         let record = TransitionRecord {
             at: now,
-            from: name(transition.from),
+            from: from.or_else(|| name(transition.from)),
             to: name(transition.to),
-            cause: self.cause(&transition, observation),
+            cause,
             reason: transition.reason,
         };
         let from = record.from.as_deref().unwrap_or("none");
         match &record.to {
-            Some(to) => tracing::info!(from, to = %to, "active master changed: {}", record.reason),
-            None => tracing::warn!(from, "no active master: {}", record.reason),
+            Some(to) => {
+                tracing::info!(from, to = %to, cause, "active master changed: {}", record.reason)
+            }
+            None => tracing::warn!(from, cause, "no active master: {}", record.reason),
         }
-        if transition.from.is_some() {
+        // A failover is any demotion of an active master: replaced or lost.
+        if record.from.is_some() {
             self.failovers += 1;
         }
         self.generation += 1;
@@ -208,15 +359,22 @@ impl OwnerState {
         transitions.push_back(record);
     }
 
+    /// For a reload that removed the active master, `transition.from` is None (it is
+    /// not in the new pool): the previous record names it.
+    fn transitions_from(&self, transition: &Transition) -> Option<String> {
+        if transition.from.is_some() {
+            return None;
+        }
+        self.transitions.back().and_then(|last| last.to.clone())
+    }
+
     /// The label of a transition, for metrics and scripts.
     fn cause(&self, transition: &Transition, observation: &Observation) -> &'static str {
         match (transition.from, transition.to) {
             (_, None) => "no_master",
             (None, Some(_)) if self.generation == 0 => "initial",
             (None, Some(_)) => "recovered",
-            (Some(from), Some(_)) if self.election.masters()[from].health == Health::Up => {
-                "failback"
-            }
+            (Some(from), Some(_)) if self.election.masters()[from].electable() => "failback",
             (Some(_), Some(_)) => match observation {
                 Observation::TrafficConnectFailed { .. } => "connect_failed",
                 _ => "health_check",
@@ -228,6 +386,7 @@ impl OwnerState {
     fn sync_statuses(&mut self) {
         for (status, state) in self.statuses.iter_mut().zip(self.election.masters()) {
             status.health = state.health;
+            status.disabled = state.disabled;
             status.last_error.clone_from(&state.last_error);
             status.consecutive_passed = state.consecutive_passed;
             status.consecutive_failed = state.consecutive_failed;
@@ -243,6 +402,7 @@ impl OwnerState {
             masters: self.statuses.clone(),
             transitions: Arc::clone(&self.transitions),
             started_at: self.started_at,
+            failback: self.election.policy().failback,
         }
     }
 }

@@ -16,8 +16,6 @@ use crate::upstream::Upstream;
 /// A master of the pool: what does not change between snapshots.
 #[derive(Debug)]
 pub struct Master {
-    /// Position in file order (the election's index).
-    pub index: usize,
     pub name: String,
     /// `http://host:port`.
     pub url: String,
@@ -30,6 +28,8 @@ pub struct Master {
 pub struct MasterStatus {
     pub master: Arc<Master>,
     pub health: Health,
+    /// Out of the election for maintenance.
+    pub disabled: bool,
     pub last_check: Option<SystemTime>,
     pub last_error: Option<String>,
     /// Round-trip time of the last completed check (passed or failed).
@@ -69,6 +69,8 @@ pub struct Snapshot {
     /// Oldest first, at most [`TRANSITION_HISTORY`]. Shared between snapshots until it changes.
     pub transitions: Arc<VecDeque<TransitionRecord>>,
     pub started_at: SystemTime,
+    /// The failback policy in force (it can change on reload).
+    pub failback: crate::config::Failback,
 }
 
 impl Snapshot {

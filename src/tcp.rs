@@ -32,7 +32,7 @@ pub struct TcpForward {
 
 /// Accepts on `listener` until `shutdown` is cancelled.
 pub async fn serve(
-    listener: TcpListener,
+    listener: Arc<TcpListener>,
     forward: TcpForward,
     ctx: Arc<TcpContext>,
     shutdown: CancellationToken,

@@ -130,6 +130,13 @@ impl Upstream {
         &self.authority
     }
 
+    /// Same address and connection settings: a reload can keep this pool.
+    pub fn same_settings(&self, other: &Upstream) -> bool {
+        self.authority == other.authority
+            && self.connect_timeout == other.connect_timeout
+            && self.idle_timeout == other.idle_timeout
+    }
+
     pub fn attachments(&self) -> &Arc<Attachments> {
         &self.attachments
     }

@@ -25,7 +25,7 @@ fn temp_config(name: &str, text: &str) -> std::path::PathBuf {
 fn config_text(proxy: &str, admin: &str, masters: &[&SampleMaster]) -> String {
     let mut text = format!(
         "[proxy]\nlisten = \"{proxy}\"\nshutdown_timeout = \"5s\"\n[admin]\nlisten = \"{admin}\"\n\
-         [health]\ninterval = \"100ms\"\ntimeout = \"80ms\"\n"
+         [health]\ninterval = \"100ms\"\ntimeout = \"80ms\"\n[failover]\nstate_file = \"off\"\n"
     );
     for master in masters {
         text += &format!(

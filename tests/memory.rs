@@ -40,7 +40,7 @@ async fn one_gib_each_way_with_flat_memory() {
         &config,
         format!(
             "[proxy]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[health]\n\
-             interval = \"200ms\"\ntimeout = \"150ms\"\n[[backend]]\nname = \"master-a\"\nurl = \"{}\"\n",
+             interval = \"200ms\"\ntimeout = \"150ms\"\n[failover]\nstate_file = \"off\"\n[[backend]]\nname = \"master-a\"\nurl = \"{}\"\n",
             master.url()
         ),
     )

@@ -1,6 +1,6 @@
 //! The admin listener: `GET /status` (JSON, the public contract scripts rely on), and
-//! the routes of the other admin endpoints.
-//! Read-only: it renders the latest snapshot and never touches election state.
+//! the routes of the other admin endpoints. Reads render the latest snapshot; the
+//! mutating calls (`POST`, see [`control`]) go to the owner task as commands.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -15,18 +15,40 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::config::Failback;
+use crate::owner::OwnerHandle;
 use crate::routing::RoutingHandle;
 
+pub mod control;
 pub mod status;
 
+pub use control::{ReloadRequest, Token};
 pub use status::Status;
 
-/// What the admin endpoints read.
+/// What the admin endpoints use.
 pub struct AdminContext {
     pub routing: RoutingHandle,
-    pub failback: Failback,
+    pub owner: OwnerHandle,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Written by reloads; read by every mutating call.
+    pub token: std::sync::RwLock<Token>,
+    /// To the daemon, which owns the config file.
+    pub reloads: tokio::sync::mpsc::Sender<ReloadRequest>,
+}
+
+impl AdminContext {
+    pub fn replace_token(&self, token: Token) {
+        match self.token.write() {
+            Ok(mut current) => *current = token,
+            Err(poisoned) => *poisoned.into_inner() = token,
+        }
+    }
+
+    fn token(&self) -> Token {
+        match self.token.read() {
+            Ok(token) => token.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
 }
 
 /// Serves the admin API until `shutdown` completes.
@@ -52,7 +74,13 @@ pub async fn serve(
         let ctx = Arc::clone(&ctx);
         let service = service_fn(move |request| {
             let ctx = Arc::clone(&ctx);
-            async move { Ok::<_, Infallible>(route(&ctx, &request)) }
+            async move {
+                let response = match request.method() {
+                    &Method::POST => mutate(&ctx, &request).await,
+                    _ => route(&ctx, &request),
+                };
+                Ok::<_, Infallible>(response)
+            }
         });
         connections.spawn(async move {
             let _ = http1::Builder::new()
@@ -68,7 +96,7 @@ pub async fn serve(
 fn route<B>(ctx: &AdminContext, request: &Request<B>) -> Response<Full<Bytes>> {
     match (request.method(), request.uri().path()) {
         (&Method::GET | &Method::HEAD, "/status") => {
-            let status = Status::of(&ctx.routing.current(), ctx.failback);
+            let status = Status::of(&ctx.routing.current());
             match serde_json::to_vec_pretty(&status) {
                 Ok(json) => respond(StatusCode::OK, "application/json", json),
                 Err(error) => respond(
@@ -94,6 +122,80 @@ fn route<B>(ctx: &AdminContext, request: &Request<B>) -> Response<Full<Bytes>> {
             b"not found: try GET /status\n".to_vec(),
         ),
     }
+}
+
+/// A mutating call: authorised, then handed to the owner (or the daemon, for reload).
+async fn mutate<B>(ctx: &AdminContext, request: &Request<B>) -> Response<Full<Bytes>> {
+    let Some(call) = control::parse(request.uri().path(), request.uri().query()) else {
+        return text(StatusCode::NOT_FOUND, "not found: POST /switchover?to=NAME, /backends/NAME/disable, /backends/NAME/enable, /reload\n");
+    };
+    if let Err((status, message)) = ctx.token().check(request.headers()) {
+        tracing::warn!(path = request.uri().path(), "admin call refused: {message}");
+        return outcome(status, false, message, ctx);
+    }
+    let call = match call {
+        Ok(call) => call,
+        Err(message) => return outcome(StatusCode::BAD_REQUEST, false, message, ctx),
+    };
+    tracing::info!(?call, "admin call");
+    let Some(command) = call.into_control() else {
+        return reload(ctx).await;
+    };
+    match ctx.owner.control(command).await {
+        Ok(_) => outcome(StatusCode::OK, true, "done".into(), ctx),
+        Err(error) => outcome(control::status_of(&error), false, error.to_string(), ctx),
+    }
+}
+
+async fn reload(ctx: &AdminContext) -> Response<Full<Bytes>> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    if ctx.reloads.send(ReloadRequest { reply }).await.is_err() {
+        return outcome(
+            StatusCode::SERVICE_UNAVAILABLE,
+            false,
+            "the daemon is stopping".into(),
+            ctx,
+        );
+    }
+    match answer.await {
+        Ok(Ok(summary)) => outcome(StatusCode::OK, true, summary, ctx),
+        Ok(Err(error)) => outcome(StatusCode::BAD_REQUEST, false, error, ctx),
+        Err(_) => outcome(
+            StatusCode::SERVICE_UNAVAILABLE,
+            false,
+            "the daemon is stopping".into(),
+            ctx,
+        ),
+    }
+}
+
+fn outcome(
+    status: StatusCode,
+    ok: bool,
+    message: String,
+    ctx: &AdminContext,
+) -> Response<Full<Bytes>> {
+    let answer = control::Outcome {
+        ok,
+        message,
+        active: ctx
+            .routing
+            .current()
+            .active_master()
+            .map(|m| m.name.clone()),
+    };
+    match serde_json::to_vec_pretty(&answer) {
+        Ok(json) => respond(status, "application/json", json),
+        Err(error) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{error}\n")),
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    respond(
+        status,
+        "text/plain; charset=utf-8",
+        body.as_bytes().to_vec(),
+    )
 }
 
 fn respond(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<Full<Bytes>> {

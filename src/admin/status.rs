@@ -5,7 +5,6 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use crate::config::Failback;
 use crate::routing::Snapshot;
 
 /// The `/status` document. Field names are a public contract: add, never rename.
@@ -35,6 +34,8 @@ pub struct BackendStatus {
     pub latency_ms: Option<f64>,
     pub consecutive_passed: u32,
     pub consecutive_failed: u32,
+    /// Taken out of the election for maintenance (`POST /backends/NAME/disable`).
+    pub disabled: bool,
     /// Open HTTP connections to this master (busy or idle in the pool).
     pub open_connections: usize,
     /// Open upgraded connections (WebSocket agents, CLI).
@@ -59,13 +60,13 @@ fn rfc3339(at: SystemTime) -> String {
 }
 
 impl Status {
-    pub fn of(snapshot: &Snapshot, failback: Failback) -> Status {
+    pub fn of(snapshot: &Snapshot) -> Status {
         Status {
             active: snapshot.active_master().map(|m| m.name.clone()),
             active_since: rfc3339(snapshot.active_since),
             failovers: snapshot.failovers,
             generation: snapshot.generation,
-            failback: failback.as_str(),
+            failback: snapshot.failback.as_str(),
             started_at: rfc3339(snapshot.started_at),
             backends: snapshot
                 .masters
@@ -84,6 +85,7 @@ impl Status {
                         latency_ms: status.latency.map(|l| l.as_secs_f64() * 1000.0),
                         consecutive_passed: status.consecutive_passed,
                         consecutive_failed: status.consecutive_failed,
+                        disabled: status.disabled,
                         open_connections: open.http,
                         tunnels: open.tunnels,
                         tcp_connections: open.tcp,

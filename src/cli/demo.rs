@@ -33,7 +33,7 @@ pub async fn run(listen: &str, admin_listen: &str) -> anyhow::Result<()> {
 
     let quit = CancellationToken::new();
     let stop = quit.clone();
-    let daemon = tokio::spawn(daemon::run(config, listeners, async move {
+    let daemon = tokio::spawn(daemon::run(config, None, listeners, async move {
         tokio::select! {
             () = super::shutdown_signal() => {}
             () = stop.cancelled() => {}
@@ -66,6 +66,7 @@ rise = 2
 fall = 3
 [failover]
 failback = "never"
+state_file = "off"
 [[backend]]
 name = "master-a"
 url = "{a}"

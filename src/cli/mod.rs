@@ -7,6 +7,7 @@ mod status;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
@@ -28,6 +29,17 @@ pub struct Cli {
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Where the running daemon's admin API is, and its token.
+#[derive(Debug, clap::Args)]
+pub struct AdminArgs {
+    /// Base URL of the admin listener.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8404")]
+    pub admin: String,
+    /// File holding the admin token (as in `admin.token_file`), if one is set.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -57,6 +69,32 @@ pub enum Command {
         /// Print the raw JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Planned switchover: move traffic to a healthy master now (the old one is drained).
+    Switchover {
+        /// The master to make active.
+        #[arg(long, value_name = "NAME")]
+        to: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Take a master out of the election for maintenance (traffic moves away if it is active).
+    Disable {
+        /// The master's name.
+        name: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Put a master back into the election after maintenance.
+    Enable {
+        name: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Make the running daemon re-read its config file (like `systemctl reload`).
+    Reload {
+        #[command(flatten)]
+        admin: AdminArgs,
     },
     /// Start two sample masters and the proxy on loopback, to watch a failover happen.
     Demo {
@@ -109,6 +147,16 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Run { config } => run(&config).await,
         Command::Check { config } => check(&config),
         Command::Status { admin, json } => status::print(&admin, json).await,
+        Command::Switchover { to, admin } => {
+            status::call(&admin, &format!("/switchover?to={}", encode(&to))).await
+        }
+        Command::Disable { name, admin } => {
+            status::call(&admin, &format!("/backends/{}/disable", encode(&name))).await
+        }
+        Command::Enable { name, admin } => {
+            status::call(&admin, &format!("/backends/{}/enable", encode(&name))).await
+        }
+        Command::Reload { admin } => status::call(&admin, "/reload").await,
         Command::Demo {
             listen,
             admin_listen,
@@ -118,8 +166,20 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
 
 async fn run(path: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
+    if let Some(token_file) = &config.admin.token_file {
+        // Fail at start rather than refuse every admin call later.
+        std::fs::read_to_string(token_file).with_context(|| {
+            format!("cannot read admin.token_file {}: create it (one line, the secret) or fix its permissions", token_file.display())
+        })?;
+    }
     let listeners = Listeners::bind(&config).await?;
-    daemon::run(config, listeners, shutdown_signal()).await;
+    daemon::run(
+        config,
+        Some(path.to_path_buf()),
+        listeners,
+        shutdown_signal(),
+    )
+    .await;
     Ok(())
 }
 
@@ -147,4 +207,15 @@ pub async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         () = terminate => {}
     }
+}
+
+/// Master names are limited to [A-Za-z0-9._-] by validation; anything else is
+/// percent-encoded so a typo still reaches the daemon and gets its "no master" answer.
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

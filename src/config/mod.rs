@@ -20,7 +20,7 @@ mod summary;
 mod validate;
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use errors::Source;
@@ -37,6 +37,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(3);
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Relative to the working directory (the systemd unit sets /var/lib/jenkins-ha-proxy).
+pub const DEFAULT_STATE_FILE: &str = "state.json";
 pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
 pub const DEFAULT_FAILBACK: Failback = Failback::Never;
 /// Well above Jenkins' 30 s WebSocket ping, so a live agent connection never looks
@@ -86,6 +88,10 @@ pub struct ProxyConfig {
 pub struct AdminConfig {
     /// `admin.listen`: where `/status` is served.
     pub listen: SocketAddr,
+    /// `admin.token_file`: a file holding the bearer token that mutating admin calls
+    /// (switchover, disable/enable, reload) must present. None: no token required,
+    /// which validation allows only on a loopback `listen`.
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -125,6 +131,10 @@ pub struct FailoverConfig {
     /// attached to the demoted master are closed once this has passed. Default
     /// [`DEFAULT_DRAIN_TIMEOUT`] = 10 s. "0s" allowed (close at once).
     pub drain_timeout: Duration,
+    /// `failover.state_file`: where the active master is remembered across restarts of
+    /// the proxy. Default [`DEFAULT_STATE_FILE`], relative to the working directory;
+    /// "off" disables (None).
+    pub state_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

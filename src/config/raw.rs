@@ -40,6 +40,7 @@ pub(super) struct RawProxy {
 #[serde(deny_unknown_fields, expecting = "an [admin] table")]
 pub(super) struct RawAdmin {
     pub(super) listen: Field<String>,
+    pub(super) token_file: Field<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -58,6 +59,7 @@ pub(super) struct RawHealth {
 pub(super) struct RawFailover {
     pub(super) failback: Field<String>,
     pub(super) drain_timeout: Field<String>,
+    pub(super) state_file: Field<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,14 +7,15 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::errors::Source;
-use super::raw::{Field, RawConfig, RawHealth, RawProxy};
+use super::raw::{Field, RawAdmin, RawConfig, RawHealth, RawProxy};
 use super::{
     failback_meaning, fmt_duration, AdminConfig, Config, ConfigError, Failback, FailoverConfig,
     HealthConfig, ProxyConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DRAIN_TIMEOUT, DEFAULT_FAILBACK,
     DEFAULT_FALL, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_PATH,
     DEFAULT_HEALTH_TIMEOUT, DEFAULT_POOL_IDLE_TIMEOUT, DEFAULT_RETRY_AFTER, DEFAULT_RISE,
-    DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_TUNNEL_IDLE_TIMEOUT,
+    DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_STATE_FILE, DEFAULT_TUNNEL_IDLE_TIMEOUT,
 };
+use std::path::PathBuf;
 
 mod backend;
 mod tcp;
@@ -43,7 +44,10 @@ pub(super) fn validate(src: &Source<'_>, raw: &RawConfig) -> Result<Config, Conf
     check_listener_clashes(src, &listeners)?;
     Ok(Config {
         proxy: proxy_config(src, proxy.get_ref(), proxy_addr)?,
-        admin: AdminConfig { listen: admin_addr },
+        admin: AdminConfig {
+            listen: admin_addr,
+            token_file: token_file(src, admin.get_ref(), admin_addr)?,
+        },
         health: health_config(src, &raw.health)?,
         failover: FailoverConfig {
             failback: failback(src, raw.failover.failback.as_ref())?,
@@ -54,6 +58,7 @@ pub(super) fn validate(src: &Source<'_>, raw: &RawConfig) -> Result<Config, Conf
                 &raw.failover.drain_timeout,
                 DEFAULT_DRAIN_TIMEOUT,
             )?,
+            state_file: state_file(src, &raw.failover.state_file)?,
         },
         backends: backend::backends(src, &raw.backend)?,
         tcp,
@@ -406,6 +411,49 @@ fn check_name(name: &str, example: &str) -> Result<(), String> {
     }
 }
 
+/// `admin.token_file`: a non-empty path. Without one, the admin API (which can move
+/// traffic) must not be reachable from other hosts.
+fn token_file(
+    src: &Source<'_>,
+    admin: &RawAdmin,
+    listen: SocketAddr,
+) -> Result<Option<PathBuf>, ConfigError> {
+    match &admin.token_file {
+        Some(path) if path.get_ref().trim().is_empty() => Err(src.error(
+            path.span(),
+            "admin.token_file",
+            "is empty: give the path of a file holding the admin token, or remove the key",
+        )),
+        Some(path) => Ok(Some(PathBuf::from(path.get_ref()))),
+        None if !listen.ip().is_loopback() => {
+            let span = admin.listen.as_ref().map_or(0..0, |l| l.span());
+            Err(src.error(
+                span,
+                "admin.listen",
+                format!(
+                    "{listen} is reachable from other hosts, and the admin API can move traffic: \
+                     set admin.token_file to a file holding a secret token, or listen on 127.0.0.1"
+                ),
+            ))
+        }
+        None => Ok(None),
+    }
+}
+
+/// `failover.state_file`: a path, or "off"; absent gives the default.
+fn state_file(src: &Source<'_>, field: &Field<String>) -> Result<Option<PathBuf>, ConfigError> {
+    match field {
+        None => Ok(Some(PathBuf::from(DEFAULT_STATE_FILE))),
+        Some(path) if is_off(path.get_ref()) => Ok(None),
+        Some(path) if path.get_ref().trim().is_empty() => Err(src.error(
+            path.span(),
+            "failover.state_file",
+            "is empty: give a file path (e.g. \"/var/lib/jenkins-ha-proxy/state.json\") or \"off\"",
+        )),
+        Some(path) => Ok(Some(PathBuf::from(path.get_ref()))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -420,3 +468,4 @@ mod tests {
         assert!(check_name("mäster", "x").unwrap_err().contains("'ä'"));
     }
 }
+

@@ -30,7 +30,7 @@ use super::jnlp::{self, Advertised};
 use super::session::{Check, CliSessions};
 use super::upgrade;
 use crate::owner::OwnerHandle;
-use crate::routing::{Master, RoutingHandle, Snapshot};
+use crate::routing::{Master, RoutingHandle};
 use crate::upstream::UpstreamBody;
 
 /// Body of a response to the client: the master's, streamed, or one of ours.
@@ -43,6 +43,15 @@ const SESSION: HeaderName = HeaderName::from_static("session");
 pub struct ProxyContext {
     pub routing: RoutingHandle,
     pub owner: OwnerHandle,
+    /// Written by reloads, read once per request (an uncontended read lock).
+    pub settings: std::sync::RwLock<Arc<ProxySettings>>,
+    pub cli_sessions: CliSessions,
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// The request path's settings that a reload can change.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
     /// `Retry-After` value on 503, in whole seconds.
     pub retry_after: HeaderValue,
     /// `proxy.tunnel_idle_timeout`: closes silent upgraded connections.
@@ -51,8 +60,23 @@ pub struct ProxyContext {
     pub response_idle_timeout: Option<Duration>,
     /// The `[[tcp]]` listeners, for the JNLP header rewrite.
     pub advertised: Vec<Advertised>,
-    pub cli_sessions: CliSessions,
-    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl ProxyContext {
+    pub fn settings(&self) -> Arc<ProxySettings> {
+        match self.settings.read() {
+            Ok(settings) => Arc::clone(&settings),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    pub fn replace_settings(&self, settings: ProxySettings) {
+        let settings = Arc::new(settings);
+        match self.settings.write() {
+            Ok(mut current) => *current = settings,
+            Err(poisoned) => *poisoned.into_inner() = settings,
+        }
+    }
 }
 
 /// Where a request came from (per client connection).
@@ -207,7 +231,7 @@ async fn send_with_retries(
         let Some(master) = snapshot.active_master().cloned() else {
             return unavailable(ctx);
         };
-        if let Some(refusal) = check_cli_session(ctx, &exchange, &snapshot, &master) {
+        if let Some(refusal) = check_cli_session(ctx, &exchange, &master) {
             return refusal;
         }
         let connection = if fresh_only {
@@ -277,11 +301,12 @@ fn respond(
     mut response: Response<Incoming>,
     exchange: Exchange,
 ) -> Response<ProxyBody> {
+    let settings = ctx.settings();
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     match (switching, exchange.upgrade) {
         (true, Some(Upgrade { client, protocol })) => {
             let upstream = hyper::upgrade::on(&mut response);
-            upgrade::spawn_tunnel(client, upstream, master, ctx.tunnel_idle_timeout);
+            upgrade::spawn_tunnel(client, upstream, master, settings.tunnel_idle_timeout);
             let protocol = response
                 .headers()
                 .get(hyper::header::UPGRADE)
@@ -296,34 +321,30 @@ fn respond(
             strip_hop_by_hop(response.headers_mut());
         }
     }
-    if !ctx.advertised.is_empty() {
+    if !settings.advertised.is_empty() {
         jnlp::rewrite(
             response.headers_mut(),
-            &ctx.advertised,
+            &settings.advertised,
             exchange.request_host.as_deref(),
         );
     }
     response
         .extensions_mut()
         .insert(ServedBy(Arc::clone(master)));
-    response.map(|body| Either::Left(Streamed::new(body, ctx.response_idle_timeout)))
+    response.map(|body| Either::Left(Streamed::new(body, settings.response_idle_timeout)))
 }
 
 /// Refuses the second request of a CLI call whose first went to another master.
 fn check_cli_session(
     ctx: &ProxyContext,
     exchange: &Exchange,
-    snapshot: &Snapshot,
     master: &Master,
 ) -> Option<Response<ProxyBody>> {
     let session = exchange.session.as_deref()?;
-    match ctx.cli_sessions.check(session, master.index) {
+    match ctx.cli_sessions.check(session, &master.name) {
         Check::First | Check::Paired => None,
         Check::Moved { first_master } => {
-            let first = snapshot
-                .masters
-                .get(first_master)
-                .map_or("another master", |m| m.master.name.as_str());
+            let first = first_master.as_str();
             tracing::warn!(session, first_master = first, active = %master.name,
                 "CLI session split by a failover: refusing its second request");
             Some(plain(
@@ -345,7 +366,7 @@ fn unavailable(ctx: &ProxyContext) -> Response<ProxyBody> {
     );
     response
         .headers_mut()
-        .insert(RETRY_AFTER, ctx.retry_after.clone());
+        .insert(RETRY_AFTER, ctx.settings().retry_after.clone());
     response
 }
 

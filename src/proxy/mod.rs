@@ -20,7 +20,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
-pub use forward::{ProxyBody, ProxyContext};
+pub use forward::{ProxyBody, ProxyContext, ProxySettings};
 
 /// Settings of the client-facing server.
 #[derive(Debug, Clone)]

@@ -15,25 +15,25 @@ const SESSION_TTL: Duration = Duration::from_secs(600);
 /// Pruning starts past this many open sessions.
 const PRUNE_ABOVE: usize = 1024;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Check {
     /// First request of the session: remembered on this master.
     First,
     /// Second request, same master as the first: go ahead.
     Paired,
     /// Second request, but the first went to this other master.
-    Moved { first_master: usize },
+    Moved { first_master: String },
 }
 
-/// Open CLI sessions: session id -> the master index its first request went to.
+/// Open CLI sessions: session id -> the master its first request went to (by name).
 #[derive(Debug, Default)]
 pub struct CliSessions {
-    open: Mutex<HashMap<String, (usize, Instant)>>,
+    open: Mutex<HashMap<String, (String, Instant)>>,
 }
 
 impl CliSessions {
     /// Records or checks `session` against the master that will receive the request.
-    pub fn check(&self, session: &str, master: usize) -> Check {
+    pub fn check(&self, session: &str, master: &str) -> Check {
         let mut open = match self.open.lock() {
             Ok(open) => open,
             Err(poisoned) => poisoned.into_inner(),
@@ -48,7 +48,7 @@ impl CliSessions {
         if open.len() >= PRUNE_ABOVE {
             open.retain(|_, (_, at)| at.elapsed() < SESSION_TTL);
         }
-        open.insert(session.to_owned(), (master, Instant::now()));
+        open.insert(session.to_owned(), (master.to_owned(), Instant::now()));
         Check::First
     }
 }
@@ -60,11 +60,14 @@ mod tests {
     #[test]
     fn pairs_on_the_same_master_and_refuses_a_move() {
         let sessions = CliSessions::default();
-        assert_eq!(sessions.check("s1", 0), Check::First);
-        assert_eq!(sessions.check("s1", 0), Check::Paired);
-        assert_eq!(sessions.check("s2", 0), Check::First);
-        assert_eq!(sessions.check("s2", 1), Check::Moved { first_master: 0 });
+        assert_eq!(sessions.check("s1", "a"), Check::First);
+        assert_eq!(sessions.check("s1", "a"), Check::Paired);
+        assert_eq!(sessions.check("s2", "a"), Check::First);
+        let moved = Check::Moved {
+            first_master: "a".into(),
+        };
+        assert_eq!(sessions.check("s2", "b"), moved);
         // Paired or refused sessions are forgotten: the id starts afresh.
-        assert_eq!(sessions.check("s2", 1), Check::First);
+        assert_eq!(sessions.check("s2", "b"), Check::First);
     }
 }

@@ -77,11 +77,16 @@ pub fn config_for(masters: &[&SampleMaster], health: HealthConfig, failback: Fai
             tunnel_idle_timeout: Some(config::DEFAULT_TUNNEL_IDLE_TIMEOUT),
             response_idle_timeout: None,
         },
-        admin: AdminConfig { listen: loopback },
+        admin: AdminConfig {
+            listen: loopback,
+            token_file: None,
+        },
         health,
         failover: FailoverConfig {
             failback,
             drain_timeout: config::DEFAULT_DRAIN_TIMEOUT,
+            // Tests must not write state into the working directory.
+            state_file: None,
         },
         backends: backends(
             &masters
@@ -105,6 +110,16 @@ pub struct TestDaemon {
 
 impl TestDaemon {
     pub async fn start(config: Config) -> TestDaemon {
+        TestDaemon::start_with_source(config, None).await
+    }
+
+    /// Starts the daemon as `run --config FILE` does: reloads re-read `source`.
+    pub async fn start_from_file(source: &std::path::Path) -> TestDaemon {
+        let config = Config::load(source).expect("valid config file");
+        TestDaemon::start_with_source(config, Some(source.to_path_buf())).await
+    }
+
+    async fn start_with_source(config: Config, source: Option<std::path::PathBuf>) -> TestDaemon {
         let listeners = Listeners::bind(&config).await.expect("bind listeners");
         let proxy = listeners.proxy.local_addr().expect("proxy addr");
         let admin = listeners.admin.local_addr().expect("admin addr");
@@ -114,7 +129,7 @@ impl TestDaemon {
             .map(|l| l.local_addr().expect("tcp addr"))
             .collect();
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(daemon::run(config, listeners, async move {
+        let task = tokio::spawn(daemon::run(config, source, listeners, async move {
             let _ = stopped.await;
         }));
         TestDaemon {
