@@ -468,4 +468,3 @@ mod tests {
         assert!(check_name("mäster", "x").unwrap_err().contains("'ä'"));
     }
 }
-

@@ -1,0 +1,405 @@
+//! Issue #5: reload, remembered active master, switchover, maintenance, token,
+//! systemd notifications.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, StatusCode};
+use jenkins_ha_proxy::sample::SampleMaster;
+use support::{get, send, wait_until, Reply, TestDaemon, DEADLINE};
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("jha-ops-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// A config file with fast checks and the given masters. `extra` lands right after
+/// `admin.listen`; without a `[failover]` table of its own, no state file is written
+/// (tests run concurrently and must not share one).
+fn write_config(path: &Path, masters: &[&SampleMaster], extra: &str) {
+    let failover = if extra.contains("[failover]") {
+        ""
+    } else {
+        "[failover]\nstate_file = \"off\"\n"
+    };
+    let mut text = format!(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n{extra}\n\
+         {failover}[health]\ninterval = \"50ms\"\ntimeout = \"40ms\"\nrise = 2\nfall = 2\n"
+    );
+    for master in masters {
+        text += &format!(
+            "[[backend]]\nname = \"{}\"\nurl = \"{}\"\n",
+            master.name(),
+            master.url()
+        );
+    }
+    std::fs::write(path, text).expect("write config");
+}
+
+async fn post(admin: SocketAddr, path: &str, token: Option<&str>) -> Reply {
+    let mut request = Request::post(path).header("host", admin.to_string());
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    send(
+        admin,
+        request.body(Full::new(Bytes::new())).expect("request"),
+    )
+    .await
+    .expect("admin reply")
+}
+
+async fn pair() -> (SampleMaster, SampleMaster) {
+    (
+        SampleMaster::start("master-a", "127.0.0.2:0".parse().expect("addr"))
+            .await
+            .expect("a"),
+        SampleMaster::start("master-b", "127.0.0.3:0".parse().expect("addr"))
+            .await
+            .expect("b"),
+    )
+}
+
+/// Clients send requests until stopped; counts failures.
+struct Load {
+    running: Arc<AtomicBool>,
+    failures: Arc<AtomicUsize>,
+    sent: Arc<AtomicUsize>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(proxy: SocketAddr, clients: usize) -> Load {
+        let running = Arc::new(AtomicBool::new(true));
+        let failures = Arc::new(AtomicUsize::new(0));
+        let sent = Arc::new(AtomicUsize::new(0));
+        let tasks = (0..clients)
+            .map(|_| {
+                let (running, failures, sent) = (running.clone(), failures.clone(), sent.clone());
+                tokio::spawn(async move {
+                    while running.load(Ordering::Relaxed) {
+                        sent.fetch_add(1, Ordering::Relaxed);
+                        match get(proxy, "/").await {
+                            Ok(reply) if reply.status == StatusCode::OK => {}
+                            other => {
+                                eprintln!("failed: {:?}", other.map(|r| (r.status, r.text())));
+                                failures.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            running,
+            failures,
+            sent,
+            tasks,
+        }
+    }
+
+    /// Stops the clients; returns (sent, failed).
+    async fn stop(self) -> (usize, usize) {
+        self.running.store(false, Ordering::Relaxed);
+        for task in self.tasks {
+            task.await.expect("client");
+        }
+        (
+            self.sent.load(Ordering::Relaxed),
+            self.failures.load(Ordering::Relaxed),
+        )
+    }
+}
+
+#[tokio::test]
+async fn reload_under_load_adds_and_removes_masters_without_a_failed_request() {
+    let (a, b) = pair().await;
+    let dir = temp_dir("reload");
+    let path = dir.join("proxy.toml");
+    write_config(&path, &[&a], "");
+    let daemon = TestDaemon::start_from_file(&path).await;
+    daemon.wait_active(Some("master-a")).await;
+    let load = Load::start(daemon.proxy, 4);
+    wait_until("traffic flowing", || async { a.traffic_count() > 20 }).await;
+
+    write_config(&path, &[&a, &b], "");
+    let reply = post(daemon.admin, "/reload", None).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    wait_until("master-b checked after the reload", || async {
+        daemon.status().await["backends"][1]["healthy"] == true
+    })
+    .await;
+    assert_eq!(
+        daemon.active().await.as_deref(),
+        Some("master-a"),
+        "the active master stays"
+    );
+
+    // Remove the active master: traffic moves to master-b, still without errors.
+    write_config(&path, &[&b], "");
+    let reply = post(daemon.admin, "/reload", None).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    daemon.wait_active(Some("master-b")).await;
+    let before = b.traffic_count();
+    wait_until("traffic on master-b", || async {
+        b.traffic_count() > before + 20
+    })
+    .await;
+    let (sent, failed) = load.stop().await;
+    assert_eq!(
+        failed, 0,
+        "no request may fail across reloads ({sent} sent)"
+    );
+    let status = daemon.status().await;
+    assert_eq!(status["backends"].as_array().map(Vec::len), Some(1));
+    assert_eq!(status["transitions"][0]["cause"], "reload");
+    daemon.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_bad_reload_leaves_the_old_config_serving() {
+    let (a, _b) = pair().await;
+    let dir = temp_dir("bad-reload");
+    let path = dir.join("proxy.toml");
+    write_config(&path, &[&a], "");
+    let daemon = TestDaemon::start_from_file(&path).await;
+    daemon.wait_active(Some("master-a")).await;
+    std::fs::write(&path, "[proxy]\nlisten = \"127.0.0.1:0\"\nlistne = 1\n")
+        .expect("break the file");
+    let reply = post(daemon.admin, "/reload", None).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(
+        reply.text().contains("proxy.toml:3"),
+        "names the line: {}",
+        reply.text()
+    );
+    assert_eq!(
+        get(daemon.proxy, "/")
+            .await
+            .expect("still serving")
+            .master(),
+        Some("master-a")
+    );
+    assert_eq!(daemon.active().await.as_deref(), Some("master-a"));
+    daemon.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_restart_keeps_the_remembered_master_even_with_failback_never() {
+    let (a, b) = pair().await;
+    let dir = temp_dir("state");
+    let state = dir.join("state.json");
+    let _ = std::fs::remove_file(&state);
+    let path = dir.join("proxy.toml");
+    write_config(
+        &path,
+        &[&a, &b],
+        &format!("[failover]\nstate_file = \"{}\"", state.display()),
+    );
+    let daemon = TestDaemon::start_from_file(&path).await;
+    daemon.wait_active(Some("master-a")).await;
+    wait_until("master-b healthy", || async {
+        daemon.status().await["backends"][1]["healthy"] == true
+    })
+    .await;
+    let reply = post(daemon.admin, "/switchover?to=master-b", None).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    wait_until("state file names master-b", || async {
+        std::fs::read_to_string(&state).is_ok_and(|s| s.contains("\"master-b\""))
+    })
+    .await;
+    daemon.shutdown().await;
+
+    // Both healthy, master-a first in the file: the restarted proxy stays on master-b.
+    let daemon = TestDaemon::start_from_file(&path).await;
+    daemon.wait_active(Some("master-b")).await;
+    let status = daemon.status().await;
+    assert_eq!(status["failovers"], 0);
+    assert_eq!(
+        get(daemon.proxy, "/").await.expect("reply").master(),
+        Some("master-b")
+    );
+    daemon.shutdown().await;
+
+    // A corrupt state file is ignored: normal election.
+    std::fs::write(&state, "{garbage").expect("corrupt");
+    let daemon = TestDaemon::start_from_file(&path).await;
+    daemon.wait_active(Some("master-a")).await;
+    daemon.shutdown().await;
+}
+
+#[tokio::test]
+async fn switchover_is_refused_to_an_unhealthy_master_and_loses_nothing_when_accepted() {
+    let (a, b) = pair().await;
+    let dir = temp_dir("switchover");
+    let path = dir.join("proxy.toml");
+    write_config(&path, &[&a, &b], "");
+    let daemon = TestDaemon::start_from_file(&path).await;
+    daemon.wait_active(Some("master-a")).await;
+    wait_until("master-b healthy", || async {
+        daemon.status().await["backends"][1]["healthy"] == true
+    })
+    .await;
+
+    b.set_healthy(false);
+    wait_until("master-b down", || async {
+        daemon.status().await["backends"][1]["healthy"] == false
+    })
+    .await;
+    let reply = post(daemon.admin, "/switchover?to=master-b", None).await;
+    assert_eq!(reply.status, StatusCode::CONFLICT, "{}", reply.text());
+    assert!(
+        reply.text().contains("master-b is not healthy"),
+        "{}",
+        reply.text()
+    );
+    let reply = post(daemon.admin, "/switchover?to=master-z", None).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+
+    b.set_healthy(true);
+    wait_until("master-b healthy", || async {
+        daemon.status().await["backends"][1]["healthy"] == true
+    })
+    .await;
+    let load = Load::start(daemon.proxy, 4);
+    wait_until("traffic flowing", || async { a.traffic_count() > 20 }).await;
+    let reply = post(daemon.admin, "/switchover?to=master-b", None).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let before = b.traffic_count();
+    wait_until("traffic on master-b", || async {
+        b.traffic_count() > before + 20
+    })
+    .await;
+    let (sent, failed) = load.stop().await;
+    assert_eq!(failed, 0, "{sent} sent");
+    let status = daemon.status().await;
+    assert_eq!(status["active"], "master-b");
+    assert_eq!(status["transitions"][0]["cause"], "switchover");
+    daemon.shutdown().await;
+}
+
+#[tokio::test]
+async fn maintenance_disable_moves_traffic_and_shows_in_status() {
+    let (a, b) = pair().await;
+    let dir = temp_dir("maintenance");
+    let path = dir.join("proxy.toml");
+    write_config(&path, &[&a, &b], "");
+    let daemon = TestDaemon::start_from_file(&path).await;
+    daemon.wait_active(Some("master-a")).await;
+    wait_until("master-b healthy", || async {
+        daemon.status().await["backends"][1]["healthy"] == true
+    })
+    .await;
+    let reply = post(daemon.admin, "/backends/master-a/disable", None).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    daemon.wait_active(Some("master-b")).await;
+    let status = daemon.status().await;
+    assert_eq!(status["backends"][0]["disabled"], true);
+    assert_eq!(status["transitions"][0]["cause"], "maintenance");
+    let reply = post(daemon.admin, "/backends/master-a/enable", None).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(daemon.status().await["backends"][0]["disabled"], false);
+    assert_eq!(
+        daemon.active().await.as_deref(),
+        Some("master-b"),
+        "failback never"
+    );
+    daemon.shutdown().await;
+}
+
+#[tokio::test]
+async fn mutating_calls_need_the_token_and_status_does_not() {
+    let (a, b) = pair().await;
+    let dir = temp_dir("token");
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, "s3cret-token\n").expect("token file");
+    let path = dir.join("proxy.toml");
+    // `extra` lands right after admin.listen, so this is admin.token_file.
+    write_config(
+        &path,
+        &[&a, &b],
+        &format!("token_file = \"{}\"", token_file.display()),
+    );
+    let daemon = TestDaemon::start_from_file(&path).await;
+    daemon.wait_active(Some("master-a")).await;
+    wait_until("master-b healthy", || async {
+        daemon.status().await["backends"][1]["healthy"] == true
+    })
+    .await;
+    let reply = post(daemon.admin, "/switchover?to=master-b", None).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    let reply = post(daemon.admin, "/switchover?to=master-b", Some("wrong")).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(daemon.active().await.as_deref(), Some("master-a"));
+    let reply = post(
+        daemon.admin,
+        "/switchover?to=master-b",
+        Some("s3cret-token"),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(daemon.active().await.as_deref(), Some("master-b"));
+    let status = get(daemon.admin, "/status").await.expect("status");
+    assert_eq!(status.status, StatusCode::OK);
+    assert!(!status.text().contains("s3cret"), "the token never shows");
+    daemon.shutdown().await;
+}
+
+#[tokio::test]
+async fn systemd_notifications_arrive_on_notify_socket() {
+    use tokio::io::AsyncBufReadExt;
+    let (a, _b) = pair().await;
+    let dir = temp_dir("notify");
+    let socket_path = dir.join("notify.sock");
+    let _ = std::fs::remove_file(&socket_path);
+    let socket = tokio::net::UnixDatagram::bind(&socket_path).expect("bind notify socket");
+    let path = dir.join("proxy.toml");
+    write_config(&path, &[&a], "[failover]\nstate_file = \"off\"");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_jenkins-ha-proxy"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let ready = next_notification(&socket).await;
+    assert!(ready.contains("READY=1"), "{ready}");
+    assert!(ready.contains("active master: master-a"), "{ready}");
+    let pid = child.id().expect("pid").to_string();
+    let kill = |signal: &str| {
+        std::process::Command::new("kill")
+            .args([signal, pid.as_str()])
+            .status()
+            .expect("kill")
+    };
+    assert!(kill("-HUP").success());
+    let reloading = next_notification(&socket).await;
+    assert!(reloading.contains("RELOADING=1"), "{reloading}");
+    assert!(next_notification(&socket).await.contains("READY=1"));
+    assert!(kill("-TERM").success());
+    assert!(next_notification(&socket).await.contains("STOPPING=1"));
+    let status = tokio::time::timeout(DEADLINE, child.wait())
+        .await
+        .expect("exits")
+        .expect("wait");
+    assert_eq!(status.code(), Some(0));
+}
+
+async fn next_notification(socket: &tokio::net::UnixDatagram) -> String {
+    let mut buffer = vec![0u8; 4096];
+    let n = tokio::time::timeout(DEADLINE, socket.recv(&mut buffer))
+        .await
+        .expect("a notification within the deadline")
+        .expect("recv");
+    String::from_utf8_lossy(&buffer[..n]).into_owned()
+}
