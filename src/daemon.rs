@@ -408,6 +408,7 @@ fn proxy_settings(config: &Config, tcp_listeners: &[TcpListener]) -> ProxySettin
         retry_after: retry_after_value(config.proxy.retry_after),
         tunnel_idle_timeout: config.proxy.tunnel_idle_timeout,
         response_idle_timeout: config.proxy.response_idle_timeout,
+        access_log: config.proxy.access_log,
         // Port 0 in the config means "the port we got".
         advertised: advertised_for(&config.tcp, |index| {
             tcp_listeners

@@ -274,3 +274,47 @@ fn url_addr(line: &str) -> SocketAddr {
         .and_then(|s| s.parse().ok())
         .expect("an address")
 }
+
+#[tokio::test]
+async fn the_access_log_writes_one_line_per_request_when_enabled() {
+    let a = SampleMaster::start("master-a", "127.0.0.2:0".parse().expect("addr"))
+        .await
+        .expect("a");
+    let text = config_text("127.0.0.1:0", "127.0.0.1:0", &[&a]).replacen(
+        "shutdown_timeout = \"5s\"\n",
+        "shutdown_timeout = \"5s\"\naccess_log = true\n",
+        1,
+    );
+    let path = temp_config("access.toml", &text);
+    let mut child = spawn(&["--log-format", "json", "run", "--config"], Some(&path));
+    let mut lines = lines_of(child.stderr.take().expect("stderr"));
+    let started = wait_line(&mut lines, "jenkins-ha-proxy starting").await;
+    let proxy: SocketAddr = json_field(&started, "proxy")
+        .parse()
+        .expect("proxy address");
+    wait_line(&mut lines, "master-a is now active").await;
+    let reply = get(proxy, "/job/x/api/json?depth=1")
+        .await
+        .expect("request");
+    assert_eq!(reply.status, hyper::StatusCode::OK);
+    let line = wait_line(&mut lines, "jenkins_ha_proxy::access").await;
+    let entry: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
+    let fields = &entry["fields"];
+    assert_eq!(fields["method"], "GET", "{line}");
+    assert_eq!(fields["path"], "/job/x/api/json?depth=1", "{line}");
+    assert_eq!(fields["status"], 200, "{line}");
+    assert_eq!(fields["master"], "master-a", "{line}");
+    assert_eq!(fields["bytes"], reply.body.len() as u64, "{line}");
+    assert_eq!(fields["client"], "127.0.0.1", "{line}");
+    sigterm(&child);
+    assert_eq!(wait_exit(&mut child).await.code(), Some(0));
+}
+
+/// A string field of a JSON log line's `fields`.
+fn json_field(line: &str, key: &str) -> String {
+    let entry: serde_json::Value = serde_json::from_str(line).expect("a JSON log line");
+    entry["fields"][key]
+        .as_str()
+        .expect("a string field")
+        .to_owned()
+}

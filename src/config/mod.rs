@@ -82,6 +82,10 @@ pub struct ProxyConfig {
     /// `proxy.response_idle_timeout`: ends a streamed response when the master sends
     /// nothing this long. Default: none (key absent => None); "0s"/"off" => None.
     pub response_idle_timeout: Option<Duration>,
+    /// `proxy.access_log`: one info line per request under the log target
+    /// `jenkins_ha_proxy::access` (time, client, method, path, status, bytes, duration,
+    /// master). Default false.
+    pub access_log: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

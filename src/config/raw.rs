@@ -34,6 +34,7 @@ pub(super) struct RawProxy {
     pub(super) retry_after: Field<String>,
     pub(super) tunnel_idle_timeout: Field<String>,
     pub(super) response_idle_timeout: Field<String>,
+    pub(super) access_log: Field<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -45,10 +45,11 @@ pub(super) fn render(config: &Config) -> String {
         .checked_mul(h.fall)
         .map_or_else(|| "a very long time".to_string(), fmt_duration);
     lines.push(format!(
-        "           a dead active master is detected within ~{detect} (fall {} x interval {})",
+        "           a silent active master is detected within ~{detect} (fall {} x interval {});",
         h.fall,
         fmt_duration(h.interval)
     ));
+    lines.push("           a refused connection on live traffic fails over at once".to_string());
     lines.push(format!(
         "failback:  {} ({})",
         config.failover.failback.as_str(),

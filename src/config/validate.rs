@@ -169,6 +169,7 @@ fn proxy_config(
             &raw.response_idle_timeout,
             None,
         )?,
+        access_log: raw.access_log.as_ref().is_some_and(|on| *on.get_ref()),
     })
 }
 

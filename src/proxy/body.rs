@@ -11,22 +11,49 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
 
+use super::access::AccessEntry;
+
 /// Error a streamed response ends with when the master stays silent too long.
 #[derive(Debug, thiserror::Error)]
 #[error("no data from the master for {}", humantime::format_duration(*.0))]
 pub struct ResponseIdle(pub Duration);
 
-/// The master's response body, with an optional idle timeout.
+/// The master's response body, with an optional idle timeout and access log line.
 pub struct Streamed {
     inner: Incoming,
     /// Some only when `response_idle_timeout` is set: then no timer costs anything.
     idle: Option<(Duration, Pin<Box<Sleep>>)>,
+    /// Some only when the access log is on; written when the body is dropped.
+    access: Option<Box<AccessEntry>>,
+    bytes: u64,
+    complete: bool,
 }
 
 impl Streamed {
     pub fn new(inner: Incoming, idle_timeout: Option<Duration>) -> Streamed {
         let idle = idle_timeout.map(|timeout| (timeout, Box::pin(tokio::time::sleep(timeout))));
-        Streamed { inner, idle }
+        Streamed {
+            inner,
+            idle,
+            access: None,
+            bytes: 0,
+            complete: false,
+        }
+    }
+}
+
+impl Streamed {
+    /// Writes `entry` to the access log once the body is done (or dropped).
+    pub fn log_when_done(&mut self, entry: AccessEntry) {
+        self.access = Some(Box::new(entry));
+    }
+}
+
+impl Drop for Streamed {
+    fn drop(&mut self) {
+        if let Some(access) = &self.access {
+            access.log(self.bytes, self.complete || self.inner.is_end_stream());
+        }
     }
 }
 
@@ -42,6 +69,13 @@ impl Body for Streamed {
             Poll::Ready(frame) => {
                 if let Some((timeout, sleep)) = self.idle.as_mut() {
                     sleep.as_mut().reset(Instant::now() + *timeout);
+                }
+                match &frame {
+                    Some(Ok(data)) => {
+                        self.bytes += data.data_ref().map_or(0, |d| d.len() as u64);
+                    }
+                    None => self.complete = true,
+                    Some(Err(_)) => {}
                 }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }

@@ -24,6 +24,7 @@ use hyper::http::request::Parts;
 use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 
+use super::access::AccessEntry;
 use super::body::Streamed;
 use super::headers::{add_forwarded, strip_hop_by_hop, ClientOrigin};
 use super::jnlp::{self, Advertised};
@@ -60,6 +61,8 @@ pub struct ProxySettings {
     pub response_idle_timeout: Option<Duration>,
     /// The `[[tcp]]` listeners, for the JNLP header rewrite.
     pub advertised: Vec<Advertised>,
+    /// `proxy.access_log`.
+    pub access_log: bool,
 }
 
 impl ProxyContext {
@@ -118,16 +121,46 @@ pub async fn forward(
             .map(str::to_owned),
         upgrade,
     };
+    let access = ctx.settings().access_log.then(|| Access {
+        client: peer.client.ip(),
+        method: parts.method.clone(),
+        target: parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| parts.uri.to_string(), |pq| pq.to_string()),
+    });
     let request = Request::from_parts(parts, Either::Left(body));
     let started = std::time::Instant::now();
-    let response = send_with_retries(ctx, request, exchange).await;
+    let mut response = send_with_retries(ctx, request, exchange).await;
     let master = response
         .extensions()
         .get::<ServedBy>()
-        .map_or("none", |s| s.0.name.as_str());
+        .map(|s| Arc::clone(&s.0));
+    let master_name = master.as_ref().map_or("none", |m| m.name.as_str());
     ctx.metrics
-        .observe_request(master, response.status().as_u16(), started.elapsed());
+        .observe_request(master_name, response.status().as_u16(), started.elapsed());
+    if let Some(access) = access {
+        let entry = AccessEntry {
+            client: access.client,
+            method: access.method,
+            target: access.target,
+            status: response.status(),
+            master: master.map_or_else(|| "-".to_owned(), |m| m.name.clone()),
+            started,
+        };
+        match response.body_mut() {
+            Either::Left(streamed) => streamed.log_when_done(entry),
+            Either::Right(ours) => entry.log(ours.size_hint().exact().unwrap_or(0), true),
+        }
+    }
     response
+}
+
+/// The request side of an access log line.
+struct Access {
+    client: std::net::IpAddr,
+    method: Method,
+    target: String,
 }
 
 /// Which master answered (or failed) a request; a response extension read by metrics

@@ -1,6 +1,7 @@
 //! The client-facing listener: HTTP/1.1 and cleartext HTTP/2 (hyper-util's auto
 //! server), one task per connection, graceful shutdown.
 
+pub mod access;
 pub mod body;
 pub mod forward;
 pub mod headers;

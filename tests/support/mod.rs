@@ -76,6 +76,7 @@ pub fn config_for(masters: &[&SampleMaster], health: HealthConfig, failback: Fai
             retry_after: Duration::from_secs(2),
             tunnel_idle_timeout: Some(config::DEFAULT_TUNNEL_IDLE_TIMEOUT),
             response_idle_timeout: None,
+            access_log: false,
         },
         admin: AdminConfig {
             listen: loopback,
