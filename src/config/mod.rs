@@ -39,6 +39,11 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Relative to the working directory (the systemd unit sets /var/lib/jenkins-ha-proxy).
 pub const DEFAULT_STATE_FILE: &str = "state.json";
+pub const DEFAULT_HOLD_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_PROMOTE_TIMEOUT: Duration = Duration::from_secs(120);
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
 pub const DEFAULT_FAILBACK: Failback = Failback::Never;
 /// Well above Jenkins' 30 s WebSocket ping, so a live agent connection never looks
@@ -57,6 +62,10 @@ pub struct Config {
     pub failover: FailoverConfig,
     /// In file order: the order of preference for the election.
     pub backends: Vec<BackendConfig>,
+    /// `[jenkins]`: credentials for the REST calls of hot promotion.
+    pub jenkins: JenkinsConfig,
+    /// `[[hooks]]`: commands run on events, in file order.
+    pub hooks: Vec<HookConfig>,
     /// `[[tcp]]` listeners in file order (may be empty).
     pub tcp: Vec<TcpConfig>,
 }
@@ -139,6 +148,19 @@ pub struct FailoverConfig {
     /// the proxy. Default [`DEFAULT_STATE_FILE`], relative to the working directory;
     /// "off" disables (None).
     pub state_file: Option<PathBuf>,
+    /// `failover.require_fence`: no promotion until fencing the old master succeeded.
+    pub require_fence: bool,
+    /// `failover.hold_timeout`: client requests wait this long for a promotion in
+    /// progress, then get 503. Default [`DEFAULT_HOLD_TIMEOUT`].
+    pub hold_timeout: Duration,
+    /// `failover.promote_timeout`: how long a promoted master may take to answer
+    /// healthy (reload or start). Default [`DEFAULT_PROMOTE_TIMEOUT`].
+    pub promote_timeout: Duration,
+    /// `failover.starting_grace`: how long a restarting active master (Jenkins
+    /// "starting") is waited for before failing over. Default zero.
+    pub starting_grace: Duration,
+    /// `failover.command_timeout`: deadline of fence and start commands.
+    pub command_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -150,6 +172,83 @@ pub struct BackendConfig {
     /// Host as written (a name, an IPv4 address, or an IPv6 address without brackets).
     pub host: String,
     pub port: u16,
+    /// `standby`: how this master is made ready before it gets traffic.
+    pub standby: Standby,
+    /// `start_command`: starts the master's JVM (cold standby), argv without a shell.
+    pub start_command: Option<Vec<String>>,
+    /// `fence_command`: stops this master for good before another is promoted.
+    pub fence_command: Option<Vec<String>>,
+}
+
+/// How a standby master is kept and made ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standby {
+    /// No preparation: traffic moves as soon as the master is elected.
+    None,
+    /// The JVM runs; kept in quiet-down while standby; on promotion: reload, cancel
+    /// quiet-down, wait until healthy.
+    Hot,
+    /// The JVM is stopped; on promotion: `start_command`, wait until healthy.
+    Cold,
+}
+
+impl Standby {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Standby::None => "none",
+            Standby::Hot => "hot",
+            Standby::Cold => "cold",
+        }
+    }
+}
+
+/// `[jenkins]`: how the daemon authenticates its REST calls to masters.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct JenkinsConfig {
+    pub user: Option<String>,
+    /// File holding the user's API token (HTTP basic auth: no crumb needed).
+    pub api_token_file: Option<PathBuf>,
+    /// Deadline of one REST call. Default [`DEFAULT_CALL_TIMEOUT`].
+    pub call_timeout: Duration,
+}
+
+/// When a hook runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookEvent {
+    Promote,
+    Demote,
+    MasterDown,
+    MasterUp,
+    NoMaster,
+}
+
+impl HookEvent {
+    pub const ALL: [HookEvent; 5] = [
+        HookEvent::Promote,
+        HookEvent::Demote,
+        HookEvent::MasterDown,
+        HookEvent::MasterUp,
+        HookEvent::NoMaster,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookEvent::Promote => "promote",
+            HookEvent::Demote => "demote",
+            HookEvent::MasterDown => "master_down",
+            HookEvent::MasterUp => "master_up",
+            HookEvent::NoMaster => "no_master",
+        }
+    }
+}
+
+/// `[[hooks]]`: a command run (no shell, with a timeout) when `on` happens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HookConfig {
+    pub on: HookEvent,
+    /// argv; `{name}`, `{url}`, `{host}`, `{reason}` are substituted.
+    pub command: Vec<String>,
+    pub timeout: Duration,
 }
 
 impl BackendConfig {

@@ -21,6 +21,26 @@ pub(super) struct RawConfig {
     pub(super) backend: Vec<Spanned<RawBackend>>,
     #[serde(default)]
     pub(super) tcp: Vec<Spanned<RawTcp>>,
+    #[serde(default)]
+    pub(super) jenkins: RawJenkins,
+    #[serde(default)]
+    pub(super) hooks: Vec<Spanned<RawHook>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [jenkins] table")]
+pub(super) struct RawJenkins {
+    pub(super) user: Field<String>,
+    pub(super) api_token_file: Field<String>,
+    pub(super) call_timeout: Field<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [[hooks]] table")]
+pub(super) struct RawHook {
+    pub(super) on: Field<String>,
+    pub(super) command: Field<Vec<String>>,
+    pub(super) timeout: Field<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -61,6 +81,11 @@ pub(super) struct RawFailover {
     pub(super) failback: Field<String>,
     pub(super) drain_timeout: Field<String>,
     pub(super) state_file: Field<String>,
+    pub(super) require_fence: Field<bool>,
+    pub(super) hold_timeout: Field<String>,
+    pub(super) promote_timeout: Field<String>,
+    pub(super) starting_grace: Field<String>,
+    pub(super) command_timeout: Field<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -68,6 +93,9 @@ pub(super) struct RawFailover {
 pub(super) struct RawBackend {
     pub(super) name: Field<String>,
     pub(super) url: Field<String>,
+    pub(super) standby: Field<String>,
+    pub(super) start_command: Field<Vec<String>>,
+    pub(super) fence_command: Field<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -95,6 +123,11 @@ pub(super) const DURATION_KEYS: &[&str] = &[
     "timeout",
     "drain_timeout",
     "idle_timeout",
+    "hold_timeout",
+    "promote_timeout",
+    "starting_grace",
+    "command_timeout",
+    "call_timeout",
 ];
 
 /// The duration keys that "off" (or zero) disables.

@@ -10,14 +10,16 @@ use super::errors::Source;
 use super::raw::{Field, RawAdmin, RawConfig, RawHealth, RawProxy};
 use super::{
     failback_meaning, fmt_duration, AdminConfig, Config, ConfigError, Failback, FailoverConfig,
-    HealthConfig, ProxyConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DRAIN_TIMEOUT, DEFAULT_FAILBACK,
-    DEFAULT_FALL, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_PATH,
-    DEFAULT_HEALTH_TIMEOUT, DEFAULT_POOL_IDLE_TIMEOUT, DEFAULT_RETRY_AFTER, DEFAULT_RISE,
+    HealthConfig, ProxyConfig, DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_DRAIN_TIMEOUT, DEFAULT_FAILBACK, DEFAULT_FALL, DEFAULT_HEADER_READ_TIMEOUT,
+    DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_PATH, DEFAULT_HEALTH_TIMEOUT, DEFAULT_HOLD_TIMEOUT,
+    DEFAULT_POOL_IDLE_TIMEOUT, DEFAULT_PROMOTE_TIMEOUT, DEFAULT_RETRY_AFTER, DEFAULT_RISE,
     DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_STATE_FILE, DEFAULT_TUNNEL_IDLE_TIMEOUT,
 };
 use std::path::PathBuf;
 
 mod backend;
+mod promotion;
 mod tcp;
 
 pub(super) fn validate(src: &Source<'_>, raw: &RawConfig) -> Result<Config, ConfigError> {
@@ -59,8 +61,39 @@ pub(super) fn validate(src: &Source<'_>, raw: &RawConfig) -> Result<Config, Conf
                 DEFAULT_DRAIN_TIMEOUT,
             )?,
             state_file: state_file(src, &raw.failover.state_file)?,
+            require_fence: raw
+                .failover
+                .require_fence
+                .as_ref()
+                .is_some_and(|f| *f.get_ref()),
+            hold_timeout: duration(
+                src,
+                "failover.hold_timeout",
+                &raw.failover.hold_timeout,
+                DEFAULT_HOLD_TIMEOUT,
+            )?,
+            promote_timeout: positive_duration(
+                src,
+                "failover.promote_timeout",
+                &raw.failover.promote_timeout,
+                DEFAULT_PROMOTE_TIMEOUT,
+            )?,
+            starting_grace: duration(
+                src,
+                "failover.starting_grace",
+                &raw.failover.starting_grace,
+                Duration::ZERO,
+            )?,
+            command_timeout: positive_duration(
+                src,
+                "failover.command_timeout",
+                &raw.failover.command_timeout,
+                DEFAULT_COMMAND_TIMEOUT,
+            )?,
         },
         backends: backend::backends(src, &raw.backend)?,
+        jenkins: promotion::jenkins(src, &raw.jenkins)?,
+        hooks: promotion::hooks(src, &raw.hooks)?,
         tcp,
     })
 }
@@ -356,7 +389,7 @@ fn parse_duration(
 }
 
 /// Like [`duration`], for deadlines where zero would make every attempt fail.
-fn positive_duration(
+pub(super) fn positive_duration(
     src: &Source<'_>,
     key: &str,
     field: &Field<String>,

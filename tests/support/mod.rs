@@ -60,6 +60,9 @@ pub fn backends(masters: &[(&str, SocketAddr)]) -> Vec<BackendConfig> {
             url: format!("http://{addr}"),
             host: addr.ip().to_string(),
             port: addr.port(),
+            standby: config::Standby::None,
+            start_command: None,
+            fence_command: None,
         })
         .collect()
 }
@@ -88,6 +91,11 @@ pub fn config_for(masters: &[&SampleMaster], health: HealthConfig, failback: Fai
             drain_timeout: config::DEFAULT_DRAIN_TIMEOUT,
             // Tests must not write state into the working directory.
             state_file: None,
+            require_fence: false,
+            hold_timeout: config::DEFAULT_HOLD_TIMEOUT,
+            promote_timeout: Duration::from_secs(10),
+            starting_grace: Duration::ZERO,
+            command_timeout: Duration::from_secs(5),
         },
         backends: backends(
             &masters
@@ -95,6 +103,11 @@ pub fn config_for(masters: &[&SampleMaster], health: HealthConfig, failback: Fai
                 .map(|m| (m.name(), m.addr()))
                 .collect::<Vec<_>>(),
         ),
+        jenkins: config::JenkinsConfig {
+            call_timeout: Duration::from_secs(2),
+            ..Default::default()
+        },
+        hooks: Vec::new(),
         tcp: Vec::new(),
     }
 }

@@ -9,7 +9,7 @@ use toml::Spanned;
 use super::check_name;
 use crate::config::errors::Source;
 use crate::config::raw::RawBackend;
-use crate::config::{BackendConfig, ConfigError};
+use crate::config::{BackendConfig, ConfigError, Standby};
 
 const URL_EXAMPLE: &str = "e.g. \"http://10.0.0.11:8080\"";
 
@@ -84,8 +84,12 @@ fn backend(
         url: String::new(),
         host,
         port,
+        standby: Standby::None,
+        start_command: None,
+        fence_command: None,
     };
     backend.url = format!("http://{}", backend.authority());
+    super::promotion::backend_promotion(src, index, raw, &mut backend)?;
     Ok((backend, name.span(), url.span()))
 }
 
@@ -199,6 +203,9 @@ mod tests {
             url: String::new(),
             host: host.to_string(),
             port: 80,
+            standby: Standby::None,
+            start_command: None,
+            fence_command: None,
         };
         assert_eq!(
             endpoint_key(&backend("::1")),
