@@ -17,8 +17,10 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{self, AdminContext, ReloadRequest, Token};
 use crate::config::{Config, TcpConfig};
 use crate::election::Policy;
+use crate::jenkins::Credentials;
 use crate::metrics::Metrics;
-use crate::owner::{Control, OwnerHandle};
+use crate::owner::{Control, OwnerHandle, OwnerSettings};
+use crate::promotion::PromotionSettings;
 use crate::proxy::jnlp::Advertised;
 use crate::proxy::{self, ProxyContext, ProxySettings, ServerSettings};
 use crate::routing::{Master, RoutingHandle};
@@ -160,8 +162,12 @@ impl Daemon {
     ) -> (Daemon, TcpListener, TcpListener, Vec<TcpListener>) {
         let masters = build_masters(&config, &[]);
         let remembered = config.failover.state_file.as_deref().and_then(state::load);
-        let (owner, routing, owner_task) =
-            owner::start(masters.clone(), policy(&config), remembered.as_deref());
+        let (owner, routing, owner_task) = owner::start(
+            masters.clone(),
+            policy(&config),
+            owner_settings(&config),
+            remembered.as_deref(),
+        );
         let probes = health::spawn_probes(&masters, &config.health, owner.events());
         let mut background = JoinSet::new();
         let drain = background.spawn(drain::run(
@@ -294,6 +300,7 @@ impl Daemon {
             .control(Control::Reload {
                 masters: masters.clone(),
                 policy: policy(&new),
+                settings: owner_settings(&new),
             })
             .await
             .map_err(|error| error.to_string())?;
@@ -367,6 +374,33 @@ impl Daemon {
     }
 }
 
+/// Promotion settings and hooks; Jenkins credentials are read from their file here
+/// (an unreadable file is logged, and REST calls then go without auth and fail).
+fn owner_settings(config: &Config) -> OwnerSettings {
+    let jenkins = &config.jenkins;
+    let credentials = match (&jenkins.user, &jenkins.api_token_file) {
+        (Some(user), Some(file)) => match Credentials::load(user, file) {
+            Ok(credentials) => Some(credentials),
+            Err(error) => {
+                tracing::error!("{error}: hot promotion REST calls will fail until it is fixed");
+                None
+            }
+        },
+        _ => None,
+    };
+    OwnerSettings {
+        promotion: Arc::new(PromotionSettings {
+            require_fence: config.failover.require_fence,
+            promote_timeout: config.failover.promote_timeout,
+            command_timeout: config.failover.command_timeout,
+            call_timeout: jenkins.call_timeout,
+            credentials,
+            health: config.health.clone(),
+        }),
+        hooks: config.hooks.clone(),
+    }
+}
+
 fn policy(config: &Config) -> Policy {
     Policy {
         rise: config.health.rise,
@@ -389,13 +423,22 @@ fn build_masters(config: &Config, previous: &[Arc<Master>]) -> Vec<Arc<Master>> 
                 config.proxy.pool_idle_timeout,
             );
             let reusable = previous.iter().find(|m| {
-                m.name == backend.name && m.url == backend.url && m.upstream.same_settings(&fresh)
+                m.name == backend.name
+                    && m.url == backend.url
+                    && m.standby == backend.standby
+                    && m.start_command == backend.start_command
+                    && m.fence_command == backend.fence_command
+                    && m.upstream.same_settings(&fresh)
             });
             match reusable {
                 Some(master) => Arc::clone(master),
                 None => Arc::new(Master {
                     name: backend.name.clone(),
                     url: backend.url.clone(),
+                    host: backend.host.clone(),
+                    standby: backend.standby,
+                    start_command: backend.start_command.clone(),
+                    fence_command: backend.fence_command.clone(),
                     upstream: fresh,
                 }),
             }
@@ -409,6 +452,7 @@ fn proxy_settings(config: &Config, tcp_listeners: &[TcpListener]) -> ProxySettin
         tunnel_idle_timeout: config.proxy.tunnel_idle_timeout,
         response_idle_timeout: config.proxy.response_idle_timeout,
         access_log: config.proxy.access_log,
+        hold_timeout: config.failover.hold_timeout,
         // Port 0 in the config means "the port we got".
         advertised: advertised_for(&config.tcp, |index| {
             tcp_listeners

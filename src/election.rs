@@ -63,6 +63,10 @@ pub enum Observation {
     TrafficConnectFailed {
         error: String,
     },
+    /// Making this master ready (reload, start, health after it) failed.
+    PromotionFailed {
+        error: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -321,7 +325,8 @@ impl Election {
                     )
                 };
             }
-            Observation::TrafficConnectFailed { error } => {
+            Observation::TrafficConnectFailed { error }
+            | Observation::PromotionFailed { error } => {
                 state.consecutive_passed = 0;
                 state.consecutive_failed = state.consecutive_failed.max(policy.fall);
                 state.last_error = Some(error.clone());
@@ -329,10 +334,11 @@ impl Election {
                     return Some(None);
                 }
                 state.health = Health::Down;
-                reason = format!(
-                    "{} down: connection for a client request failed: {error}",
-                    state.name
-                );
+                let what = match observation {
+                    Observation::PromotionFailed { .. } => "promotion failed",
+                    _ => "connection for a client request failed",
+                };
+                reason = format!("{} down: {what}: {error}", state.name);
             }
         }
         Some(Some(HealthChange {
@@ -710,6 +716,7 @@ mod tests {
                     assert!(a.consecutive_failed >= policy.fall)
                 }
                 (Health::Up, Health::Down, Observation::TrafficConnectFailed { .. }) => {}
+                (Health::Up, Health::Down, Observation::PromotionFailed { .. }) => {}
                 other => panic!("illegal health change {other:?}"),
             }
         }

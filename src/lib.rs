@@ -24,9 +24,12 @@
 //! - [`upstream`]: connections to masters: connect with deadline, a small idle pool.
 //! - [`drain`]: per-master connection gauges, and closing what is left on a demoted master.
 //! - [`tunnel`]: byte pipes for upgraded connections and TCP forwards, with idle timeout.
+//! - [`promotion`]: fence the old master, reload or start the new one, wait until ready.
 //! - [`proxy`]: the client-facing HTTP/1.1 + h2c listener and request forwarding.
 //! - [`tcp`]: raw TCP listeners (agent port) that follow the active master.
 //! - [`metrics`]: Prometheus metrics, fed by the request path and by snapshots.
+//! - [`commands`]: fence/start/hook commands: no shell, placeholders, timeout.
+//! - [`jenkins`]: the Jenkins REST calls promotion needs (quietDown, reload, ...).
 //! - [`admin`]: the admin listener (`/status`).
 //! - [`daemon`]: wires it all together: [`daemon::run`] takes bound listeners and a shutdown future.
 //! - [`cli`]: the command line (`run`, `check`, `status`, `demo`); `main.rs` only calls it.
@@ -37,13 +40,16 @@
 
 pub mod admin;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod drain;
 pub mod election;
 pub mod health;
+pub mod jenkins;
 pub mod metrics;
 pub mod owner;
+pub mod promotion;
 pub mod proxy;
 pub mod routing;
 pub mod sample;

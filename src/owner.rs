@@ -14,10 +14,14 @@ use std::time::SystemTime;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use crate::commands::{self, Vars};
+use crate::config::{HookConfig, HookEvent, Standby};
 use crate::election::{Election, Health, Observation, Outcome, Policy, Refusal, Transition};
 use crate::health::ProbeReport;
+use crate::promotion::{self, Progress, PromotionSettings, Step};
 use crate::routing::{
-    Master, MasterStatus, RoutingHandle, Snapshot, TransitionRecord, TRANSITION_HISTORY,
+    Master, MasterStatus, PromotionView, RoutingHandle, Snapshot, StepRecord, TransitionRecord,
+    TRANSITION_HISTORY,
 };
 
 /// Room for a burst of reports (every in-flight request failing at once).
@@ -35,6 +39,11 @@ pub enum Event {
         master: Arc<Master>,
         error: String,
         reply: oneshot::Sender<Arc<Snapshot>>,
+    },
+    /// Progress of the promotion of `target`.
+    Promotion {
+        target: Arc<Master>,
+        progress: Progress,
     },
     /// An operator's command (admin API, reload).
     Control {
@@ -54,7 +63,15 @@ pub enum Control {
     Reload {
         masters: Vec<Arc<Master>>,
         policy: Policy,
+        settings: OwnerSettings,
     },
+}
+
+/// What the owner needs besides the election policy.
+#[derive(Debug, Clone)]
+pub struct OwnerSettings {
+    pub promotion: Arc<PromotionSettings>,
+    pub hooks: Vec<HookConfig>,
 }
 
 /// Why a command was not carried out. Display is what the admin API answers.
@@ -128,6 +145,7 @@ impl OwnerHandle {
 pub fn start(
     masters: Vec<Arc<Master>>,
     policy: Policy,
+    settings: OwnerSettings,
     remembered: Option<&str>,
 ) -> (OwnerHandle, RoutingHandle, JoinHandle<()>) {
     let now = SystemTime::now();
@@ -136,6 +154,7 @@ pub fn start(
         tracing::info!(master = %masters[index].name, "remembered as active before the restart: keeping it if healthy");
         election.remember(index);
     }
+    let (events, inbox) = mpsc::channel(EVENT_QUEUE);
     let state = OwnerState {
         statuses: masters.iter().map(fresh_status).collect(),
         election,
@@ -144,9 +163,16 @@ pub fn start(
         failovers: 0,
         transitions: Arc::new(VecDeque::new()),
         started_at: now,
+        settings,
+        own_events: events.clone(),
+        ready: None,
+        ever_ready: false,
+        last_served: None,
+        promotion: None,
+        quieted: Vec::new(),
+        alarms: Vec::new(),
     };
     let (publisher, receiver) = watch::channel(Arc::new(state.snapshot()));
-    let (events, inbox) = mpsc::channel(EVENT_QUEUE);
     let task = tokio::spawn(run(state, inbox, publisher));
     (OwnerHandle { events }, RoutingHandle::new(receiver), task)
 }
@@ -173,6 +199,37 @@ struct OwnerState {
     failovers: u64,
     transitions: Arc<VecDeque<TransitionRecord>>,
     started_at: SystemTime,
+    settings: OwnerSettings,
+    /// For the promoter tasks' reports.
+    own_events: mpsc::Sender<Event>,
+    /// The master cleared for traffic: the election's active master once its
+    /// promotion (if any) has completed. Traffic goes only here.
+    ready: Option<Arc<Master>>,
+    /// Whether any master was ever ready: the first election needs no promotion (that
+    /// master is already serving).
+    ever_ready: bool,
+    /// The master that had traffic last and may still run: fenced before the next
+    /// promotion.
+    last_served: Option<Arc<Master>>,
+    promotion: Option<InFlight>,
+    /// Hot standbys already put into quiet-down (by name).
+    quieted: Vec<String>,
+    /// Current alarms (two masters up), for /status.
+    alarms: Vec<String>,
+}
+
+/// A promotion under way.
+struct InFlight {
+    target: Arc<Master>,
+    task: JoinHandle<()>,
+    started: SystemTime,
+    waiting_on_fence: Option<String>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.task.abort(); // superseded or finished: never two promoters at once
+    }
 }
 
 async fn run(
@@ -182,6 +239,7 @@ async fn run(
 ) {
     while let Some(event) = inbox.recv().await {
         let reply = state.handle(event);
+        state.reconcile();
         let snapshot = Arc::new(state.snapshot());
         publisher.send_replace(Arc::clone(&snapshot));
         match reply {
@@ -239,6 +297,235 @@ impl OwnerState {
                 let outcome = self.command(command, now);
                 Reply::Control(reply, outcome)
             }
+            Event::Promotion { target, progress } => {
+                self.progress(&target, progress, now);
+                Reply::None
+            }
+        }
+    }
+
+    /// A report from the promoter of `target` (stale reports are ignored).
+    fn progress(&mut self, target: &Arc<Master>, progress: Progress, now: SystemTime) {
+        let current = self
+            .promotion
+            .as_ref()
+            .is_some_and(|p| Arc::ptr_eq(&p.target, target));
+        if !current {
+            return;
+        }
+        match progress {
+            Progress::Step(step) => {
+                let level_ok = step.ok;
+                if level_ok {
+                    tracing::info!(master = %target.name, step = %step.step, took = ?step.took, "promotion step: {}", step.detail);
+                } else {
+                    tracing::warn!(master = %target.name, step = %step.step, took = ?step.took, "promotion step failed: {}", step.detail);
+                }
+                self.add_step(&target.name, step, now);
+            }
+            Progress::WaitingOnFence(why) => {
+                tracing::error!(master = %target.name, "promotion waits on fencing: {why}");
+                if let Some(promotion) = self.promotion.as_mut() {
+                    promotion.waiting_on_fence = Some(why);
+                }
+            }
+            Progress::Done(Ok(())) => {
+                let took = self
+                    .promotion
+                    .take()
+                    .and_then(|p| now.duration_since(p.started).ok())
+                    .unwrap_or_default();
+                self.add_step(
+                    &target.name,
+                    Step {
+                        step: "traffic moved".into(),
+                        ok: true,
+                        took,
+                        detail: format!("{} receives traffic", target.name),
+                    },
+                    now,
+                );
+                tracing::info!(master = %target.name, ?took, "promotion complete: traffic moves");
+                self.make_ready(Arc::clone(target));
+            }
+            Progress::Done(Err(error)) => {
+                self.promotion = None;
+                if let Some(index) = self.index_of(target) {
+                    self.observe(index, &Observation::PromotionFailed { error }, now);
+                }
+            }
+        }
+    }
+
+    /// Appends a step to the newest transition towards `name`.
+    fn add_step(&mut self, name: &str, step: Step, now: SystemTime) {
+        let transitions = Arc::make_mut(&mut self.transitions);
+        if let Some(record) = transitions
+            .iter_mut()
+            .rev()
+            .find(|t| t.to.as_deref() == Some(name))
+        {
+            record.steps.push(StepRecord {
+                at: now,
+                step: step.step,
+                ok: step.ok,
+                took: step.took,
+                detail: step.detail,
+            });
+        }
+    }
+
+    fn make_ready(&mut self, master: Arc<Master>) {
+        self.quieted.retain(|name| name != &master.name);
+        self.run_hooks(HookEvent::Promote, &master, "promoted");
+        self.ready = Some(master);
+        self.ever_ready = true;
+        self.last_served = None;
+    }
+
+    /// Brings traffic in line with the election: the ready master is the election's
+    /// active one, after a promotion where one is needed. Also keeps hot standbys in
+    /// quiet-down and raises the two-masters-up alarm.
+    fn reconcile(&mut self) {
+        let target = self
+            .election
+            .active()
+            .map(|i| Arc::clone(&self.statuses[i].master));
+        let steady = match (&target, &self.ready) {
+            (Some(target), Some(ready)) => Arc::ptr_eq(target, ready),
+            _ => false,
+        };
+        let in_progress = match (&target, &self.promotion) {
+            (Some(target), Some(promotion)) => Arc::ptr_eq(target, &promotion.target),
+            _ => false,
+        };
+        if !steady && !in_progress {
+            self.promotion = None;
+            if let Some(previous) = self.ready.take() {
+                self.run_hooks(HookEvent::Demote, &previous, "demoted");
+                self.last_served = Some(previous);
+            }
+            if let Some(target) = target {
+                self.begin(target);
+            }
+        }
+        self.keep_standbys_quiet();
+        self.check_two_up();
+    }
+
+    /// Starts making `target` ready, or makes it ready at once when nothing is needed.
+    fn begin(&mut self, target: Arc<Master>) {
+        let needed = self.ever_ready
+            && self
+                .settings
+                .promotion
+                .needed(self.last_served.as_ref(), &target);
+        if !needed {
+            self.make_ready(target);
+            return;
+        }
+        let reason = self
+            .transitions
+            .back()
+            .map_or_else(String::new, |t| t.reason.clone());
+        tracing::info!(master = %target.name, "promotion starts: traffic is held until it is ready");
+        let task = tokio::spawn(promotion::run(
+            self.last_served.clone(),
+            Arc::clone(&target),
+            reason,
+            Arc::clone(&self.settings.promotion),
+            self.own_events.clone(),
+        ));
+        self.promotion = Some(InFlight {
+            target,
+            task,
+            started: SystemTime::now(),
+            waiting_on_fence: None,
+        });
+    }
+
+    /// A hot standby that is up and not serving is put into quiet-down once, so it
+    /// starts no builds of its own on the shared home.
+    fn keep_standbys_quiet(&mut self) {
+        let serving = |m: &Arc<Master>| {
+            self.ready.as_ref().is_some_and(|r| Arc::ptr_eq(r, m))
+                || self
+                    .promotion
+                    .as_ref()
+                    .is_some_and(|p| Arc::ptr_eq(&p.target, m))
+        };
+        let mut calls = Vec::new();
+        for status in &self.statuses {
+            let master = &status.master;
+            let name = &master.name;
+            if status.health != Health::Up {
+                self.quieted.retain(|q| q != name);
+                continue;
+            }
+            if master.standby == Standby::Hot && !serving(master) && !self.quieted.contains(name) {
+                calls.push(Arc::clone(master));
+            }
+        }
+        for master in calls {
+            self.quieted.push(master.name.clone());
+            let settings = Arc::clone(&self.settings.promotion);
+            tokio::spawn(async move {
+                let outcome = crate::jenkins::post(
+                    master.upstream.authority(),
+                    "/quietDown",
+                    settings.credentials.as_ref(),
+                    settings.call_timeout,
+                )
+                .await;
+                if let Err(error) = outcome {
+                    tracing::error!(master = %master.name, %error, "cannot put the hot standby into quiet-down");
+                }
+            });
+        }
+    }
+
+    /// A cold standby answering health checks while another master serves means two
+    /// JVMs may run on one home: alarm at once.
+    fn check_two_up(&mut self) {
+        let Some(ready) = &self.ready else {
+            self.alarms.clear();
+            return;
+        };
+        let alarms: Vec<String> = self
+            .statuses
+            .iter()
+            .filter(|s| {
+                s.master.standby == Standby::Cold && s.health == Health::Up && !Arc::ptr_eq(&s.master, ready)
+            })
+            .map(|s| {
+                format!(
+                    "two masters up: {} (cold standby) answers while {} is active; stop it or fence it",
+                    s.master.name, ready.name
+                )
+            })
+            .collect();
+        for alarm in alarms.iter().filter(|a| !self.alarms.contains(a)) {
+            tracing::error!("{alarm}");
+        }
+        self.alarms = alarms;
+    }
+
+    fn run_hooks(&self, event: HookEvent, master: &Arc<Master>, reason: &str) {
+        for hook in self.settings.hooks.iter().filter(|h| h.on == event) {
+            let hook = hook.clone();
+            let master = Arc::clone(master);
+            let reason = reason.to_owned();
+            tokio::spawn(async move {
+                let vars = Vars {
+                    name: &master.name,
+                    url: &master.url,
+                    host: &master.host,
+                    reason: &reason,
+                };
+                if let Err(error) = commands::run(&hook.command, &vars, hook.timeout).await {
+                    tracing::warn!(hook = hook.on.as_str(), %error, "hook failed");
+                }
+            });
         }
     }
 
@@ -282,7 +569,14 @@ impl OwnerState {
                     self.record(transition, "maintenance", now);
                 }
             }
-            Control::Reload { masters, policy } => self.reload(masters, policy, now),
+            Control::Reload {
+                masters,
+                policy,
+                settings,
+            } => {
+                self.settings = settings;
+                self.reload(masters, policy, now);
+            }
         }
         Ok(())
     }
@@ -319,8 +613,14 @@ impl OwnerState {
         } = self.election.apply(master, observation);
         self.sync_statuses();
         if let Some(change) = health_change {
-            tracing::info!(master = %self.statuses[change.master].master.name,
+            let master = Arc::clone(&self.statuses[change.master].master);
+            tracing::info!(master = %master.name,
                 from = change.from.as_str(), to = change.to.as_str(), "{}", change.reason);
+            match change.to {
+                Health::Down => self.run_hooks(HookEvent::MasterDown, &master, &change.reason),
+                Health::Up => self.run_hooks(HookEvent::MasterUp, &master, &change.reason),
+                Health::Unknown => {}
+            }
         }
         if let Some(transition) = transition {
             let cause = self.cause(&transition, observation);
@@ -338,13 +638,20 @@ impl OwnerState {
             to: name(transition.to),
             cause,
             reason: transition.reason,
+            steps: Vec::new(),
         };
         let from = record.from.as_deref().unwrap_or("none");
         match &record.to {
             Some(to) => {
                 tracing::info!(from, to = %to, cause, "active master changed: {}", record.reason)
             }
-            None => tracing::warn!(from, cause, "no active master: {}", record.reason),
+            None => {
+                tracing::warn!(from, cause, "no active master: {}", record.reason);
+                if let Some(index) = transition.from {
+                    let master = Arc::clone(&self.statuses[index].master);
+                    self.run_hooks(HookEvent::NoMaster, &master, &record.reason);
+                }
+            }
         }
         // A failover is any demotion of an active master: replaced or lost.
         if record.from.is_some() {
@@ -377,6 +684,7 @@ impl OwnerState {
             (Some(from), Some(_)) if self.election.masters()[from].electable() => "failback",
             (Some(_), Some(_)) => match observation {
                 Observation::TrafficConnectFailed { .. } => "connect_failed",
+                Observation::PromotionFailed { .. } => "promotion_failed",
                 _ => "health_check",
             },
         }
@@ -394,9 +702,21 @@ impl OwnerState {
     }
 
     fn snapshot(&self) -> Snapshot {
+        // Traffic goes only to the ready master (promotion done).
+        let active = self.election.active().filter(|&index| {
+            self.ready
+                .as_ref()
+                .is_some_and(|ready| Arc::ptr_eq(ready, &self.statuses[index].master))
+        });
         Snapshot {
             generation: self.generation,
-            active: self.election.active(),
+            active,
+            promotion: self.promotion.as_ref().map(|p| PromotionView {
+                to: p.target.name.clone(),
+                since: p.started,
+                waiting_on_fence: p.waiting_on_fence.clone(),
+            }),
+            alarms: self.alarms.clone(),
             active_since: self.active_since,
             failovers: self.failovers,
             masters: self.statuses.clone(),

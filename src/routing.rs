@@ -19,6 +19,12 @@ pub struct Master {
     pub name: String,
     /// `http://host:port`.
     pub url: String,
+    /// Host as configured, for `{host}` in commands.
+    pub host: String,
+    /// How it is made ready before it gets traffic (`standby`).
+    pub standby: crate::config::Standby,
+    pub start_command: Option<Vec<String>>,
+    pub fence_command: Option<Vec<String>>,
     /// Connections to this master (connect, idle pool).
     pub upstream: Upstream,
 }
@@ -48,6 +54,29 @@ pub struct TransitionRecord {
     /// A short machine-readable label of the reason (metrics label, scripts):
     /// "initial", "health_check", "connect_failed", "failback", "recovered", "no_master".
     pub cause: &'static str,
+    /// Steps of the promotion that followed (fence, reload or start, ready, traffic
+    /// moved), with timings; empty when none was needed.
+    pub steps: Vec<StepRecord>,
+}
+
+/// One step of a promotion.
+#[derive(Debug, Clone)]
+pub struct StepRecord {
+    pub at: SystemTime,
+    pub step: String,
+    pub ok: bool,
+    pub took: Duration,
+    pub detail: String,
+}
+
+/// A promotion under way: traffic is held until it completes.
+#[derive(Debug, Clone)]
+pub struct PromotionView {
+    /// The master being made ready.
+    pub to: String,
+    pub since: SystemTime,
+    /// Set while `require_fence` holds the promotion (fencing failed; retried).
+    pub waiting_on_fence: Option<String>,
 }
 
 /// How many transitions a snapshot keeps (the `/status` contract asks for at least 20).
@@ -58,8 +87,13 @@ pub const TRANSITION_HISTORY: usize = 50;
 pub struct Snapshot {
     /// Increases by one on every change of the active master (not on every probe).
     pub generation: u64,
-    /// Index into `masters` of the active master; None when no master is healthy.
+    /// Index into `masters` of the active master (the one receiving traffic); None
+    /// when no master is healthy or one is still being promoted.
     pub active: Option<usize>,
+    /// A promotion under way, if any: requests are held meanwhile.
+    pub promotion: Option<PromotionView>,
+    /// Two-masters-up alarms, for /status.
+    pub alarms: Vec<String>,
     /// When the current `active` value (including None) took effect.
     pub active_since: SystemTime,
     /// Number of times an active master was demoted (replaced or lost) since start.

@@ -17,6 +17,10 @@ pub struct Status {
     pub failback: &'static str,
     pub started_at: String,
     pub backends: Vec<BackendStatus>,
+    /// A promotion under way (requests are held meanwhile), or null.
+    pub promotion: Option<PromotionStatus>,
+    /// Alarms that need a person now, e.g. two masters up on one home.
+    pub alarms: Vec<String>,
     /// Newest first.
     pub transitions: Vec<TransitionStatus>,
 }
@@ -36,6 +40,8 @@ pub struct BackendStatus {
     pub consecutive_failed: u32,
     /// Taken out of the election for maintenance (`POST /backends/NAME/disable`).
     pub disabled: bool,
+    /// "none", "hot" or "cold".
+    pub standby: &'static str,
     /// Open HTTP connections to this master (busy or idle in the pool).
     pub open_connections: usize,
     /// Open upgraded connections (WebSocket agents, CLI).
@@ -53,6 +59,26 @@ pub struct TransitionStatus {
     /// Machine-readable label: initial, health_check, connect_failed, failback,
     /// recovered, no_master (more may be added).
     pub cause: &'static str,
+    /// The promotion's steps with their timings (empty when none was needed).
+    pub steps: Vec<StepStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StepStatus {
+    pub at: String,
+    pub step: String,
+    pub ok: bool,
+    pub took_ms: f64,
+    pub detail: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PromotionStatus {
+    pub to: String,
+    pub since: String,
+    /// Set while failover.require_fence holds the promotion: fencing the old master
+    /// failed and is being retried. Nothing is promoted until it succeeds.
+    pub waiting_on_fence: Option<String>,
 }
 
 fn rfc3339(at: SystemTime) -> String {
@@ -86,12 +112,19 @@ impl Status {
                         consecutive_passed: status.consecutive_passed,
                         consecutive_failed: status.consecutive_failed,
                         disabled: status.disabled,
+                        standby: status.master.standby.as_str(),
                         open_connections: open.http,
                         tunnels: open.tunnels,
                         tcp_connections: open.tcp,
                     }
                 })
                 .collect(),
+            promotion: snapshot.promotion.as_ref().map(|p| PromotionStatus {
+                to: p.to.clone(),
+                since: rfc3339(p.since),
+                waiting_on_fence: p.waiting_on_fence.clone(),
+            }),
+            alarms: snapshot.alarms.clone(),
             transitions: snapshot
                 .transitions
                 .iter()
@@ -102,6 +135,17 @@ impl Status {
                     to: t.to.clone(),
                     reason: t.reason.clone(),
                     cause: t.cause,
+                    steps: t
+                        .steps
+                        .iter()
+                        .map(|s| StepStatus {
+                            at: rfc3339(s.at),
+                            step: s.step.clone(),
+                            ok: s.ok,
+                            took_ms: s.took.as_secs_f64() * 1000.0,
+                            detail: s.detail.clone(),
+                        })
+                        .collect(),
                 })
                 .collect(),
         }

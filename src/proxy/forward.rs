@@ -31,7 +31,7 @@ use super::jnlp::{self, Advertised};
 use super::session::{Check, CliSessions};
 use super::upgrade;
 use crate::owner::OwnerHandle;
-use crate::routing::{Master, RoutingHandle};
+use crate::routing::{Master, RoutingHandle, Snapshot};
 use crate::upstream::UpstreamBody;
 
 /// Body of a response to the client: the master's, streamed, or one of ours.
@@ -63,6 +63,8 @@ pub struct ProxySettings {
     pub advertised: Vec<Advertised>,
     /// `proxy.access_log`.
     pub access_log: bool,
+    /// `failover.hold_timeout`: how long a request waits for a promotion in progress.
+    pub hold_timeout: Duration,
 }
 
 impl ProxyContext {
@@ -262,7 +264,13 @@ async fn send_with_retries(
     let mut fresh_only = false;
     loop {
         let Some(master) = snapshot.active_master().cloned() else {
-            return unavailable(ctx);
+            match hold(ctx, &snapshot).await {
+                Some(next) => {
+                    snapshot = next;
+                    continue;
+                }
+                None => return unavailable(ctx),
+            }
         };
         if let Some(refusal) = check_cli_session(ctx, &exchange, &master) {
             return refusal;
@@ -365,6 +373,26 @@ fn respond(
         .extensions_mut()
         .insert(ServedBy(Arc::clone(master)));
     response.map(|body| Either::Left(Streamed::new(body, settings.response_idle_timeout)))
+}
+
+/// While a master is being promoted (fenced, reloaded, started), requests wait for it
+/// rather than fail: returns the snapshot with the new active master, or None when
+/// there is no promotion or `hold_timeout` ran out (then: 503).
+async fn hold(ctx: &ProxyContext, snapshot: &Snapshot) -> Option<Arc<Snapshot>> {
+    snapshot.promotion.as_ref()?;
+    let mut snapshots = ctx.routing.subscribe();
+    let deadline = tokio::time::Instant::now() + ctx.settings().hold_timeout;
+    loop {
+        let current = Arc::clone(&snapshots.borrow_and_update());
+        if current.active.is_some() {
+            return Some(current);
+        }
+        current.promotion.as_ref()?;
+        tokio::select! {
+            changed = snapshots.changed() => changed.ok()?,
+            () = tokio::time::sleep_until(deadline) => return None,
+        }
+    }
 }
 
 /// Refuses the second request of a CLI call whose first went to another master.

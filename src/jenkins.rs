@@ -1,0 +1,152 @@
+//! The few Jenkins REST calls promotion needs (`quietDown`, `cancelQuietDown`,
+//! `reload`), with HTTP basic auth from an API token (no crumb needed).
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper::client::conn::http1;
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+
+use crate::upstream::open_stream;
+
+/// Credentials for REST calls; Debug never shows the token.
+#[derive(Clone)]
+pub struct Credentials {
+    header: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credentials(..)")
+    }
+}
+
+impl Credentials {
+    /// `user` and the API token read from `token_file`.
+    pub fn load(user: &str, token_file: &Path) -> Result<Credentials, String> {
+        let token = std::fs::read_to_string(token_file).map_err(|error| {
+            format!(
+                "cannot read jenkins.api_token_file {}: {error}",
+                token_file.display()
+            )
+        })?;
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(format!(
+                "jenkins.api_token_file {} is empty",
+                token_file.display()
+            ));
+        }
+        Ok(Credentials {
+            header: format!("Basic {}", base64(format!("{user}:{token}").as_bytes())),
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("{path} on {authority}: {message}")]
+    Failed {
+        path: String,
+        authority: String,
+        message: String,
+    },
+}
+
+/// `POST path` on the master at `authority`; 2xx and 3xx (Jenkins redirects after
+/// these calls) count as success.
+pub async fn post(
+    authority: &str,
+    path: &str,
+    credentials: Option<&Credentials>,
+    timeout: Duration,
+) -> Result<StatusCode, CallError> {
+    let failed = |message: String| CallError::Failed {
+        path: path.to_owned(),
+        authority: authority.to_owned(),
+        message,
+    };
+    let call = async {
+        let stream = open_stream(authority, timeout)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (mut sender, connection) = http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        let driver = tokio::spawn(connection);
+        let mut request = Request::post(path)
+            .header(hyper::header::HOST, authority)
+            .header(hyper::header::USER_AGENT, "jenkins-ha-proxy");
+        if let Some(credentials) = credentials {
+            request = request.header(hyper::header::AUTHORIZATION, credentials.header.as_str());
+        }
+        let request = request.body(Empty::new()).map_err(|e| e.to_string())?;
+        let outcome = sender
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string());
+        driver.abort();
+        outcome.map(|response| response.status())
+    };
+    let status = tokio::time::timeout(timeout, call)
+        .await
+        .map_err(|_| {
+            failed(format!(
+                "no answer within {}",
+                humantime::format_duration(timeout)
+            ))
+        })?
+        .map_err(failed)?;
+    tracing::info!(%authority, path, %status, "Jenkins REST call");
+    if status.is_success() || status.is_redirection() {
+        Ok(status)
+    } else {
+        Err(failed(format!("HTTP {status}")))
+    }
+}
+
+/// Standard base64 (RFC 4648) with padding: all basic auth needs.
+fn base64(input: &[u8]) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let bytes = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(bytes[0]) << 16) | (u32::from(bytes[1]) << 8) | u32::from(bytes[2]);
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(char::from(TABLE[((n >> shift) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc_4648_vectors() {
+        for (input, expected) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+            ("admin:11aa", "YWRtaW46MTFhYQ=="),
+        ] {
+            assert_eq!(base64(input.as_bytes()), expected, "{input}");
+        }
+    }
+}

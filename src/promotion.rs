@@ -1,0 +1,240 @@
+//! Making a master ready before it gets traffic, on a shared JENKINS_HOME:
+//! fence the master that had traffic, then reload (hot standby) or start (cold
+//! standby) the new one and wait until it answers healthy. Only then does the owner
+//! move traffic. Each step is reported with its timing for the transition record.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::commands::{self, Vars};
+use crate::config::{HealthConfig, Standby};
+use crate::jenkins::{self, Credentials};
+use crate::owner::Event;
+use crate::routing::Master;
+
+/// How long to wait before fencing again when `require_fence` holds a promotion.
+const FENCE_RETRY: Duration = Duration::from_secs(2);
+
+/// What promotion needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct PromotionSettings {
+    pub require_fence: bool,
+    pub promote_timeout: Duration,
+    pub command_timeout: Duration,
+    pub call_timeout: Duration,
+    /// None: REST calls go without auth (and Jenkins will likely refuse them).
+    pub credentials: Option<Credentials>,
+    pub health: HealthConfig,
+}
+
+impl PromotionSettings {
+    /// Whether moving traffic from `from` to `to` needs steps first.
+    pub fn needed(&self, from: Option<&Arc<Master>>, to: &Master) -> bool {
+        let fence = from.is_some_and(|old| old.fence_command.is_some() || self.require_fence);
+        fence || to.standby != Standby::None
+    }
+}
+
+/// One step of a promotion, as /status shows it.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub step: String,
+    pub ok: bool,
+    pub took: Duration,
+    pub detail: String,
+}
+
+/// What the promoter reports to the owner.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    Step(Step),
+    /// `require_fence` holds the promotion: fencing failed and is retried.
+    WaitingOnFence(String),
+    /// Ready for traffic, or failed (the owner marks the master down).
+    Done(Result<(), String>),
+}
+
+/// Promotes `to` (fencing `from` first), reporting progress as owner events.
+pub async fn run(
+    from: Option<Arc<Master>>,
+    to: Arc<Master>,
+    reason: String,
+    settings: Arc<PromotionSettings>,
+    events: mpsc::Sender<Event>,
+) {
+    let report = |progress: Progress| {
+        let events = events.clone();
+        let target = Arc::clone(&to);
+        async move {
+            let _ = events.send(Event::Promotion { target, progress }).await;
+        }
+    };
+    if let Some(old) = from.as_ref().filter(|old| !Arc::ptr_eq(old, &to)) {
+        fence(old, &reason, &settings, &report).await;
+    }
+    let outcome = prepare(&to, &settings, &report).await;
+    report(Progress::Done(outcome)).await;
+}
+
+async fn fence<F, Fut>(old: &Arc<Master>, reason: &str, settings: &PromotionSettings, report: &F)
+where
+    F: Fn(Progress) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let Some(command) = &old.fence_command else {
+        if settings.require_fence {
+            let why = format!(
+                "failover.require_fence is set but {} has no fence_command: add one",
+                old.name
+            );
+            report(Progress::WaitingOnFence(why)).await;
+            std::future::pending::<()>().await;
+        }
+        return;
+    };
+    loop {
+        let started = Instant::now();
+        let vars = Vars {
+            name: &old.name,
+            url: &old.url,
+            host: &old.host,
+            reason,
+        };
+        let outcome = commands::run(command, &vars, settings.command_timeout).await;
+        let ok = outcome.is_ok();
+        let detail = match &outcome {
+            Ok(output) => output.clone(),
+            Err(error) => error.to_string(),
+        };
+        report(Progress::Step(Step {
+            step: format!("fence {}", old.name),
+            ok,
+            took: started.elapsed(),
+            detail: detail.clone(),
+        }))
+        .await;
+        if ok || !settings.require_fence {
+            return;
+        }
+        report(Progress::WaitingOnFence(format!(
+            "fencing {} failed: {detail}; retrying",
+            old.name
+        )))
+        .await;
+        tokio::time::sleep(FENCE_RETRY).await;
+    }
+}
+
+/// Reload (hot) or start (cold) the master, then wait until it answers healthy.
+async fn prepare<F, Fut>(
+    to: &Arc<Master>,
+    settings: &PromotionSettings,
+    report: &F,
+) -> Result<(), String>
+where
+    F: Fn(Progress) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    match to.standby {
+        Standby::None => return Ok(()),
+        Standby::Hot => {
+            for path in ["/reload", "/cancelQuietDown"] {
+                let started = Instant::now();
+                let outcome = jenkins::post(
+                    to.upstream.authority(),
+                    path,
+                    settings.credentials.as_ref(),
+                    settings.call_timeout,
+                )
+                .await;
+                let step = Step {
+                    step: format!("POST {path} on {}", to.name),
+                    ok: outcome.is_ok(),
+                    took: started.elapsed(),
+                    detail: outcome
+                        .as_ref()
+                        .map_or_else(|e| e.to_string(), |s| s.to_string()),
+                };
+                report(Progress::Step(step)).await;
+                outcome.map_err(|error| error.to_string())?;
+            }
+        }
+        Standby::Cold => {
+            let Some(command) = &to.start_command else {
+                return Err(format!(
+                    "{} is a cold standby without start_command",
+                    to.name
+                ));
+            };
+            let started = Instant::now();
+            let vars = Vars {
+                name: &to.name,
+                url: &to.url,
+                host: &to.host,
+                reason: "promotion",
+            };
+            let outcome = commands::run(command, &vars, settings.command_timeout).await;
+            report(Progress::Step(Step {
+                step: format!("start {}", to.name),
+                ok: outcome.is_ok(),
+                took: started.elapsed(),
+                detail: outcome
+                    .as_ref()
+                    .map_or_else(|e| e.to_string(), Clone::clone),
+            }))
+            .await;
+            outcome.map_err(|error| error.to_string())?;
+        }
+    }
+    wait_healthy(to, settings, report).await
+}
+
+async fn wait_healthy<F, Fut>(
+    to: &Arc<Master>,
+    settings: &PromotionSettings,
+    report: &F,
+) -> Result<(), String>
+where
+    F: Fn(Progress) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let started = Instant::now();
+    let poll = settings.health.interval.min(Duration::from_millis(200));
+    let mut last_error = String::from("not checked yet");
+    while started.elapsed() < settings.promote_timeout {
+        match crate::health::check(
+            to.upstream.authority(),
+            &settings.health.path,
+            settings.health.timeout,
+        )
+        .await
+        {
+            Ok(()) => {
+                report(Progress::Step(Step {
+                    step: format!("{} ready", to.name),
+                    ok: true,
+                    took: started.elapsed(),
+                    detail: "answers healthy".into(),
+                }))
+                .await;
+                return Ok(());
+            }
+            Err(error) => last_error = error.to_string(),
+        }
+        tokio::time::sleep(poll).await;
+    }
+    let detail = format!(
+        "not healthy within failover.promote_timeout {}: {last_error}",
+        humantime::format_duration(settings.promote_timeout)
+    );
+    report(Progress::Step(Step {
+        step: format!("{} ready", to.name),
+        ok: false,
+        took: started.elapsed(),
+        detail: detail.clone(),
+    }))
+    .await;
+    Err(detail)
+}
