@@ -78,12 +78,18 @@ pub struct MasterState {
     pub last_error: Option<String>,
     /// Taken out of the election for maintenance (admin API).
     pub disabled: bool,
+    /// A cold standby: its JVM is stopped, so its checks fail, yet it can be started.
+    pub cold: bool,
+    /// Starting it (cold) or making it ready failed; cleared when it passes a check.
+    pub promotion_failed: bool,
 }
 
 impl MasterState {
-    /// Could receive traffic now.
+    /// Can be chosen: up, or a cold standby that can be started; never disabled. The
+    /// owner moves traffic to it only once it answers healthy.
     pub fn electable(&self) -> bool {
-        self.health == Health::Up && !self.disabled
+        let startable = self.cold && self.health == Health::Down && !self.promotion_failed;
+        (self.health == Health::Up || startable) && !self.disabled
     }
 }
 
@@ -148,6 +154,8 @@ impl Election {
                 consecutive_failed: 0,
                 last_error: None,
                 disabled: false,
+                cold: false,
+                promotion_failed: false,
             })
             .collect();
         Election {
@@ -156,6 +164,13 @@ impl Election {
             policy,
             pinned: false,
             remembered: None,
+        }
+    }
+
+    /// Marks a master as a cold standby (see [`MasterState::cold`]).
+    pub fn mark_cold(&mut self, master: usize) {
+        if let Some(state) = self.masters.get_mut(master) {
+            state.cold = true;
         }
     }
 
@@ -172,7 +187,10 @@ impl Election {
     pub fn reconfigured_from(mut self, previous: &Election) -> (Election, Option<Transition>) {
         for master in &mut self.masters {
             if let Some(old) = previous.masters.iter().find(|m| m.name == master.name) {
+                // Standby mode comes from the new configuration, the rest carries over.
+                let cold = master.cold;
                 *master = old.clone();
+                master.cold = cold;
             }
         }
         let previous_active = previous.active.map(|i| previous.masters[i].name.as_str());
@@ -192,7 +210,8 @@ impl Election {
         if target.disabled {
             return Err(Refusal::Disabled(target.name.clone()));
         }
-        if target.health != Health::Up {
+        // A stopped cold standby is fine: it is started before traffic moves.
+        if !target.electable() {
             return Err(Refusal::NotHealthy(
                 target.name.clone(),
                 target.health.as_str(),
@@ -256,11 +275,13 @@ impl Election {
         let Some(health_change) = self.observe(master, observation) else {
             return Outcome::default();
         };
-        let health_change = health_change.filter(|change| change.from != change.to);
+        // A failed promotion of a master already down changes no health, but explains
+        // the election that follows.
         let cause = health_change
             .as_ref()
             .map_or("election", |c| c.reason.as_str())
             .to_owned();
+        let health_change = health_change.filter(|change| change.from != change.to);
         let transition = self.elect_with(self.active, &cause);
         Outcome {
             health_change,
@@ -283,6 +304,7 @@ impl Election {
             Observation::CheckPassed => {
                 state.consecutive_passed = state.consecutive_passed.saturating_add(1);
                 state.consecutive_failed = 0;
+                state.promotion_failed = false;
                 let rises = match before {
                     Health::Unknown => true,
                     Health::Down => state.consecutive_passed >= policy.rise,
@@ -327,10 +349,14 @@ impl Election {
             }
             Observation::TrafficConnectFailed { error }
             | Observation::PromotionFailed { error } => {
+                if matches!(observation, Observation::PromotionFailed { .. }) {
+                    state.promotion_failed = true;
+                }
                 state.consecutive_passed = 0;
                 state.consecutive_failed = state.consecutive_failed.max(policy.fall);
                 state.last_error = Some(error.clone());
-                if before == Health::Down {
+                let promotion_failed = matches!(observation, Observation::PromotionFailed { .. });
+                if before == Health::Down && !promotion_failed {
                     return Some(None);
                 }
                 state.health = Health::Down;
@@ -401,9 +427,9 @@ impl Election {
         for (index, master) in self.masters.iter().enumerate() {
             match master.health {
                 _ if master.disabled => {}
-                Health::Up => return Some(index),
+                _ if master.electable() => return Some(index),
                 Health::Unknown => return None,
-                Health::Down => {}
+                Health::Up | Health::Down => {}
             }
         }
         None
@@ -596,7 +622,7 @@ mod tests {
             _ => first_electable.filter(|&up| {
                 masters[..up]
                     .iter()
-                    .all(|m| m.disabled || m.health == Health::Down)
+                    .all(|m| m.disabled || m.health != Health::Unknown)
             }),
         }
     }
@@ -630,6 +656,12 @@ mod tests {
                     Step::Observe(m, PASS),
                     Step::Observe(m, fail()),
                     Step::Observe(m, refused()),
+                    Step::Observe(
+                        m,
+                        Observation::PromotionFailed {
+                            error: "start failed".into(),
+                        },
+                    ),
                     Step::Switchover(m),
                     Step::Disable(m),
                     Step::Enable(m),
@@ -644,7 +676,9 @@ mod tests {
                     fall,
                     failback,
                 };
-                let start = Election::new(["a", "b", "c"], policy);
+                let mut start = Election::new(["a", "b", "c"], policy);
+                // The last master is a cold standby: a candidate while stopped.
+                start.mark_cold(2);
                 walk(&start, &steps, 4, &mut count);
             }
         }
@@ -791,6 +825,36 @@ mod tests {
             Some(0),
             "a down remembered master is not waited for"
         );
+    }
+
+    #[test]
+    fn a_stopped_cold_standby_is_a_candidate_until_its_promotion_fails() {
+        let mut election = two(Failback::Never);
+        election.mark_cold(1);
+        election.apply(0, &PASS);
+        election.apply(1, &fail());
+        assert_eq!(election.active(), Some(0));
+        election.apply(0, &refused());
+        assert_eq!(
+            election.active(),
+            Some(1),
+            "the cold standby is chosen: it can be started"
+        );
+        let outcome = election.apply(
+            1,
+            &Observation::PromotionFailed {
+                error: "start_command failed".into(),
+            },
+        );
+        assert_eq!(election.active(), None);
+        assert!(outcome
+            .transition
+            .expect("lost")
+            .reason
+            .contains("promotion failed"));
+        election.apply(1, &PASS);
+        election.apply(1, &PASS);
+        assert_eq!(election.active(), Some(1), "it answers now: up");
     }
 
     #[test]

@@ -149,7 +149,7 @@ pub fn start(
     remembered: Option<&str>,
 ) -> (OwnerHandle, RoutingHandle, JoinHandle<()>) {
     let now = SystemTime::now();
-    let mut election = Election::new(masters.iter().map(|m| m.name.clone()), policy);
+    let mut election = new_election(&masters, policy);
     if let Some(index) = remembered.and_then(|name| masters.iter().position(|m| m.name == name)) {
         tracing::info!(master = %masters[index].name, "remembered as active before the restart: keeping it if healthy");
         election.remember(index);
@@ -175,6 +175,17 @@ pub fn start(
     let (publisher, receiver) = watch::channel(Arc::new(state.snapshot()));
     let task = tokio::spawn(run(state, inbox, publisher));
     (OwnerHandle { events }, RoutingHandle::new(receiver), task)
+}
+
+/// An election over `masters`, cold standbys marked.
+fn new_election(masters: &[Arc<Master>], policy: Policy) -> Election {
+    let mut election = Election::new(masters.iter().map(|m| m.name.clone()), policy);
+    for (index, master) in masters.iter().enumerate() {
+        if master.standby == Standby::Cold {
+            election.mark_cold(index);
+        }
+    }
+    election
 }
 
 fn fresh_status(master: &Arc<Master>) -> MasterStatus {
@@ -415,11 +426,16 @@ impl OwnerState {
 
     /// Starts making `target` ready, or makes it ready at once when nothing is needed.
     fn begin(&mut self, target: Arc<Master>) {
-        let needed = self.ever_ready
+        // A stopped cold standby must be started even as the first master ever.
+        let stopped = self
+            .index_of(&target)
+            .is_some_and(|i| self.statuses[i].health != Health::Up);
+        let needed = (self.ever_ready
             && self
                 .settings
                 .promotion
-                .needed(self.last_served.as_ref(), &target);
+                .needed(self.last_served.as_ref(), &target))
+            || (target.standby == Standby::Cold && stopped);
         if !needed {
             self.make_ready(target);
             return;
@@ -584,8 +600,8 @@ impl OwnerState {
     /// Swaps in a new pool: state is kept by name, the active master stays active if
     /// it is still in the pool.
     fn reload(&mut self, masters: Vec<Arc<Master>>, policy: Policy, now: SystemTime) {
-        let names = masters.iter().map(|m| m.name.clone());
-        let (election, transition) = Election::new(names, policy).reconfigured_from(&self.election);
+        let (election, transition) =
+            new_election(&masters, policy).reconfigured_from(&self.election);
         self.statuses = masters
             .iter()
             .map(
