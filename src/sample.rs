@@ -10,26 +10,42 @@
 //! - `/headers`: the request headers as `name: value\n` lines.
 //! - anything else: 200 `hello from <name>\n`.
 //!
-//! Every response carries `X-Master: <name>` and `X-Jenkins: 2.sample`.
+//! Jenkins REST calls, POST only (other methods get 405), each logged in
+//! [`SampleMaster::rest_calls`] with its `Authorization` header, and answered
+//! `302 Location: /` like Jenkins:
+//! - `/quietDown`, `/cancelQuietDown`: turn quiet-down ([`SampleMaster::is_quiet`]) on, off.
+//! - `/reload`: answers at once and, like Jenkins reloading from disk, is "starting"
+//!   for [`SampleMaster::set_reload_duration`] (default 0: not at all) from then on.
+//!
+//! "Starting" mode ([`SampleMaster::set_starting`], [`SampleMaster::restart_jvm`]):
+//! every path, the health path and the REST calls included, answers 503
+//! `Jenkins is getting ready to work`, as Jenkins does while it starts up. A REST
+//! call answered 503 is still logged (with that status) but has no effect.
+//!
+//! Every response carries `X-Master: <name>`, `X-Jenkins: 2.sample` and
+//! `X-Jenkins-Session: <session>`, a hex id made when the master starts and renewed
+//! by [`SampleMaster::restart_jvm`], as Jenkins renews it on every JVM start.
 
 use std::borrow::Cow;
+use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -41,6 +57,9 @@ use tokio_util::task::TaskTracker;
 
 /// The path the proxy probes; Jenkins answers `/login` even before it is fully up.
 pub const SAMPLE_HEALTH_PATH: &str = "/login";
+
+/// What Jenkins answers on every path while it starts up (and the health path while unhealthy).
+const STARTING_BODY: &str = "Jenkins is getting ready to work";
 
 /// Oldest records are dropped beyond this, so long benches do not grow memory.
 const MAX_RECORDED: usize = 10_000;
@@ -70,6 +89,46 @@ pub struct RecordedRequest {
     pub headers: Vec<(String, String)>,
     /// e.g. `HTTP/1.1`.
     pub version: String,
+}
+
+/// One Jenkins REST call (`POST /quietDown`, `/cancelQuietDown`, `/reload`) as received.
+#[derive(Clone, Debug)]
+pub struct RestCall {
+    /// e.g. `/quietDown` (the path only, without a query).
+    pub path: String,
+    /// The `Authorization` header exactly as received, if any.
+    pub authorization: Option<String>,
+    /// When the call arrived.
+    pub at: std::time::Instant,
+    /// What the master answered: 302 when it took effect, 503 while starting.
+    pub status: u16,
+}
+
+/// The REST endpoints the sample master implements, by path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RestAction {
+    QuietDown,
+    CancelQuietDown,
+    Reload,
+}
+
+impl RestAction {
+    fn from_path(path: &str) -> Option<RestAction> {
+        match path {
+            "/quietDown" => Some(RestAction::QuietDown),
+            "/cancelQuietDown" => Some(RestAction::CancelQuietDown),
+            "/reload" => Some(RestAction::Reload),
+            _ => None,
+        }
+    }
+
+    fn path(self) -> &'static str {
+        match self {
+            RestAction::QuietDown => "/quietDown",
+            RestAction::CancelQuietDown => "/cancelQuietDown",
+            RestAction::Reload => "/reload",
+        }
+    }
 }
 
 impl RecordedRequest {
@@ -107,6 +166,23 @@ struct Shared {
     upload_bytes: AtomicU64,
     /// The TCP agent port advertised on `/tcpSlaveAgentListener/`.
     agent_port: AtomicU16,
+    /// `X-Jenkins-Session`; replaced by restart_jvm().
+    session: Mutex<HeaderValue>,
+    /// Written by set_starting(), restart_jvm() and `/reload` (and its timer).
+    starting: Mutex<Starting>,
+    /// Quiet-down, written by the REST calls.
+    quiet: AtomicBool,
+    /// How long `/reload` keeps the master starting.
+    reload_duration: Mutex<Duration>,
+    /// REST calls received, oldest first (capped like `requests`).
+    rest_calls: Mutex<VecDeque<RestCall>>,
+}
+
+/// Starting mode; `epoch` counts changes, so a `/reload` timer ends only its own.
+#[derive(Default)]
+struct Starting {
+    on: bool,
+    epoch: u64,
 }
 
 /// One accept loop and its connections; cancelling the token ends them all.
@@ -125,6 +201,7 @@ impl SampleMaster {
             )
         })?;
         let listener = bind(addr)?;
+        let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             name: name.to_owned(),
             master_header,
@@ -133,9 +210,14 @@ impl SampleMaster {
             traffic: AtomicUsize::new(0),
             upload_bytes: AtomicU64::new(0),
             agent_port: AtomicU16::new(50000),
+            session: Mutex::new(new_session(addr.port(), None)),
+            starting: Mutex::new(Starting::default()),
+            quiet: AtomicBool::new(false),
+            reload_duration: Mutex::new(Duration::ZERO),
+            rest_calls: Mutex::new(VecDeque::new()),
         });
         let inner = Inner {
-            addr: listener.local_addr()?,
+            addr,
             run: Mutex::new(Some(Run::spawn(listener, shared.clone()))),
             shared,
         };
@@ -197,12 +279,67 @@ impl SampleMaster {
         lock(&self.inner.run).is_some()
     }
 
+    /// Like a restart of the Jenkins JVM: stop(), then a new session id and starting
+    /// mode on and quiet-down off (Jenkins keeps it in memory only), then serve again
+    /// on the same port. Starting mode stays on until `set_starting(false)`.
+    /// If the port cannot be bound again (see restart()), the master stays stopped,
+    /// `is_running()` is false and the error is logged.
+    pub async fn restart_jvm(&self) {
+        self.stop().await;
+        let shared = &self.inner.shared;
+        shared.quiet.store(false, Ordering::SeqCst);
+        {
+            let mut session = lock(&shared.session);
+            *session = new_session(self.inner.addr.port(), Some(&session));
+        }
+        shared.set_starting(true);
+        if let Err(error) = self.restart().await {
+            tracing::error!(master = %shared.name, %error, "sample master could not restart");
+        }
+    }
+
+    /// The current `X-Jenkins-Session` value.
+    pub fn session(&self) -> String {
+        let session = lock(&self.inner.shared.session);
+        String::from_utf8_lossy(session.as_bytes()).into_owned()
+    }
+
+    /// While on, every path answers 503 `Jenkins is getting ready to work`.
+    /// Also cancels the end of a `/reload` in progress.
+    pub fn set_starting(&self, starting: bool) {
+        self.inner.shared.set_starting(starting);
+    }
+
+    pub fn is_starting(&self) -> bool {
+        self.inner.shared.is_starting()
+    }
+
+    /// How long `POST /reload` keeps the master starting (default 0: not at all).
+    pub fn set_reload_duration(&self, duration: Duration) {
+        *lock(&self.inner.shared.reload_duration) = duration;
+    }
+
+    /// Whether quiet-down is on (`POST /quietDown` received and not cancelled).
+    pub fn is_quiet(&self) -> bool {
+        self.inner.shared.quiet.load(Ordering::SeqCst)
+    }
+
+    /// The REST calls received so far, oldest first, including those answered 503.
+    pub fn rest_calls(&self) -> Vec<RestCall> {
+        lock(&self.inner.shared.rest_calls)
+            .iter()
+            .cloned()
+            .collect()
+    }
+
     /// Requests served so far (all paths, including health checks), oldest first.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         lock(&self.inner.shared.requests).iter().cloned().collect()
     }
 
-    /// Count of requests to paths other than the health path (not capped).
+    /// Count of client traffic (not capped): requests to paths other than the health
+    /// path and the REST paths (`/quietDown`, `/cancelQuietDown`, `/reload`), including
+    /// those answered 503 while starting.
     pub fn traffic_count(&self) -> usize {
         // Acquire pairs with the Release in record(): a counted request is also in requests().
         self.inner.shared.traffic.load(Ordering::Acquire)
@@ -323,11 +460,40 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<ResBody>, Infallible> {
     shared.record(&req);
-    let mut res = route(&shared, req).await;
+    let rest = match *req.method() {
+        Method::POST => RestAction::from_path(req.uri().path()),
+        _ => None,
+    };
+    let authorization = req.headers().get(AUTHORIZATION).map(lossy);
+    let mut res = if shared.is_starting() {
+        text(StatusCode::SERVICE_UNAVAILABLE, STARTING_BODY)
+    } else if let Some(action) = rest {
+        rest_call(&shared, action)
+    } else {
+        route(&shared, req).await
+    };
+    if let Some(action) = rest {
+        shared.log_rest_call(action, authorization, res.status());
+    }
+    let session = lock(&shared.session).clone();
     let headers = res.headers_mut();
     headers.insert("x-master", shared.master_header.clone());
     headers.insert("x-jenkins", HeaderValue::from_static("2.sample"));
+    headers.insert("x-jenkins-session", session);
     Ok(res)
+}
+
+/// Applies a REST call (the master is not starting) and answers like Jenkins.
+fn rest_call(shared: &Arc<Shared>, action: RestAction) -> Response<ResBody> {
+    match action {
+        RestAction::QuietDown => shared.quiet.store(true, Ordering::SeqCst),
+        RestAction::CancelQuietDown => shared.quiet.store(false, Ordering::SeqCst),
+        RestAction::Reload => shared.start_reload(),
+    }
+    let mut res = text(StatusCode::FOUND, "");
+    res.headers_mut()
+        .insert(LOCATION, HeaderValue::from_static("/"));
+    res
 }
 
 async fn route(shared: &Shared, req: Request<Incoming>) -> Response<ResBody> {
@@ -343,6 +509,7 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Response<ResBody> {
         "/bytes" => bytes(&query),
         "/headers" => headers(&req),
         "/tcpSlaveAgentListener/" => agent_listener(shared),
+        path if RestAction::from_path(path).is_some() => post_required(),
         _ => text(StatusCode::OK, format!("hello from {}\n", shared.name)),
     }
 }
@@ -369,8 +536,7 @@ fn health(shared: &Shared) -> Response<ResBody> {
     if shared.healthy.load(Ordering::SeqCst) {
         text(StatusCode::OK, "ok")
     } else {
-        let body = "Jenkins is getting ready to work";
-        text(StatusCode::SERVICE_UNAVAILABLE, body)
+        text(StatusCode::SERVICE_UNAVAILABLE, STARTING_BODY)
     }
 }
 
@@ -425,6 +591,14 @@ fn method_not_allowed() -> Response<ResBody> {
     res
 }
 
+/// Jenkins answers 405 to a GET on a `@RequirePOST` action.
+fn post_required() -> Response<ResBody> {
+    let mut res = text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n");
+    res.headers_mut()
+        .insert(ALLOW, HeaderValue::from_static("POST"));
+    res
+}
+
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<ResBody> {
     respond(status, TEXT, never_fails(Full::new(body.into())))
 }
@@ -448,6 +622,29 @@ where
 fn header_pairs<B>(req: &Request<B>) -> impl Iterator<Item = (&str, Cow<'_, str>)> {
     let headers = req.headers().iter();
     headers.map(|(name, value)| (name.as_str(), String::from_utf8_lossy(value.as_bytes())))
+}
+
+fn lossy(value: &HeaderValue) -> String {
+    String::from_utf8_lossy(value.as_bytes()).into_owned()
+}
+
+/// A session id in hex, from the clock, the port and a per-process random seed;
+/// never equal to `previous`.
+fn new_session(port: u16, previous: Option<&HeaderValue>) -> HeaderValue {
+    let seed = RandomState::new();
+    let mut attempt: u32 = 0;
+    loop {
+        let mut hasher = seed.build_hasher();
+        SystemTime::now().hash(&mut hasher);
+        port.hash(&mut hasher);
+        attempt.hash(&mut hasher);
+        // Eight hex digits, like Jenkins' own session ids.
+        let id = format!("{:08x}", hasher.finish() as u32);
+        if previous.map_or(true, |previous| previous.as_bytes() != id.as_bytes()) {
+            return HeaderValue::from_str(&id).expect("hex digits are a valid header value");
+        }
+        attempt = attempt.wrapping_add(1);
+    }
 }
 
 /// `key`'s value in a query string as a number; None when absent or malformed.
@@ -486,10 +683,63 @@ impl Shared {
             }
             requests.push_back(recorded);
         }
-        if uri.path() != SAMPLE_HEALTH_PATH {
+        let path = uri.path();
+        if path != SAMPLE_HEALTH_PATH && RestAction::from_path(path).is_none() {
             // Release: whoever sees the new count also sees the record above.
             self.traffic.fetch_add(1, Ordering::Release);
         }
+    }
+
+    fn is_starting(&self) -> bool {
+        lock(&self.starting).on
+    }
+
+    fn set_starting(&self, on: bool) {
+        let mut starting = lock(&self.starting);
+        starting.on = on;
+        starting.epoch += 1;
+    }
+
+    /// `/reload`: starting from now for reload_duration, then not, unless starting
+    /// mode was changed meanwhile. Set before the answer, so any request sent after
+    /// the answer sees it.
+    fn start_reload(self: &Arc<Self>) {
+        let duration = *lock(&self.reload_duration);
+        if duration.is_zero() {
+            return;
+        }
+        let epoch = {
+            let mut starting = lock(&self.starting);
+            starting.on = true;
+            starting.epoch += 1;
+            starting.epoch
+        };
+        // Weak: a pending reload does not keep a dropped master's state alive.
+        let shared: Weak<Shared> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            sleep(duration).await;
+            if let Some(shared) = shared.upgrade() {
+                let mut starting = lock(&shared.starting);
+                if starting.epoch == epoch {
+                    starting.on = false;
+                    starting.epoch += 1;
+                }
+            }
+        });
+    }
+
+    fn log_rest_call(&self, action: RestAction, authorization: Option<String>, status: StatusCode) {
+        let call = RestCall {
+            path: action.path().to_owned(),
+            authorization,
+            at: std::time::Instant::now(),
+            status: status.as_u16(),
+        };
+        let mut calls = lock(&self.rest_calls);
+        if calls.len() >= MAX_RECORDED {
+            calls.pop_front();
+        }
+        calls.push_back(call);
     }
 }
 

@@ -10,7 +10,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use jenkins_ha_proxy::sample::{SampleMaster, SAMPLE_HEALTH_PATH};
+use jenkins_ha_proxy::sample::{RestCall, SampleMaster, SAMPLE_HEALTH_PATH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -65,7 +65,28 @@ fn get_request(path: &str) -> Request<Empty<Bytes>> {
 
 /// GET `path`; returns the status, the response and its whole body as text.
 async fn get(master: &SampleMaster, path: &str) -> (StatusCode, Response<()>, String) {
-    let res = send(master.addr(), get_request(path)).await;
+    call(master, get_request(path)).await
+}
+
+/// POST `path` without a body, with `authorization` if given.
+async fn post(
+    master: &SampleMaster,
+    path: &str,
+    authorization: Option<&str>,
+) -> (StatusCode, Response<()>, String) {
+    let mut req = Request::post(path).header("host", "sample");
+    if let Some(authorization) = authorization {
+        req = req.header("authorization", authorization);
+    }
+    call(master, req.body(Empty::new()).expect("request")).await
+}
+
+/// Sends `req`; returns the status, the response and its whole body as text.
+async fn call(
+    master: &SampleMaster,
+    req: Request<Empty<Bytes>>,
+) -> (StatusCode, Response<()>, String) {
+    let res = send(master.addr(), req).await;
     let (parts, body) = res.into_parts();
     let body = within("response body", body.collect())
         .await
@@ -342,4 +363,193 @@ async fn headers_endpoint_lists_request_headers() {
     let (status, _, body) = get(&master, "/headers").await;
     assert_eq!(status, StatusCode::OK);
     assert!(body.lines().any(|l| l == "host: sample"), "{body}");
+}
+
+const STARTING: &str = "Jenkins is getting ready to work";
+
+fn paths(calls: &[RestCall]) -> Vec<&str> {
+    calls.iter().map(|c| c.path.as_str()).collect()
+}
+
+#[tokio::test]
+async fn every_response_carries_the_session_and_restart_jvm_renews_it() {
+    let master = start("alpha", "127.0.0.2").await;
+    let addr = master.addr();
+    let session = master.session();
+    assert_eq!(session.len(), 8, "{session}");
+    assert!(session.chars().all(|c| c.is_ascii_hexdigit()), "{session}");
+    for path in [
+        "/",
+        SAMPLE_HEALTH_PATH,
+        "/bytes?n=3",
+        "/tcpSlaveAgentListener/",
+    ] {
+        let (_, res, _) = get(&master, path).await;
+        assert_eq!(
+            header(&res, "x-jenkins-session"),
+            Some(session.as_str()),
+            "{path}"
+        );
+    }
+    let (_, res, _) = post(&master, "/quietDown", None).await;
+    assert_eq!(header(&res, "x-jenkins-session"), Some(session.as_str()));
+    assert!(master.is_quiet());
+
+    // An open connection is cut, like a killed JVM.
+    let mut open = TcpStream::connect(addr).await.expect("connect");
+    master.restart_jvm().await;
+    let mut buf = [0u8; 64];
+    match within("EOF on the open connection", open.read(&mut buf)).await {
+        Ok(0) | Err(_) => {}
+        Ok(n) => panic!("expected EOF/RST, read {n} bytes"),
+    }
+
+    assert!(master.is_running());
+    assert_eq!(master.addr(), addr);
+    assert!(master.is_starting());
+    assert!(
+        !master.is_quiet(),
+        "quiet-down does not survive a JVM restart"
+    );
+    let renewed = master.session();
+    assert_ne!(renewed, session);
+    for path in ["/", SAMPLE_HEALTH_PATH] {
+        let (status, res, body) = get(&master, path).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert_eq!(body, STARTING, "{path}");
+        assert_eq!(header(&res, "x-jenkins-session"), Some(renewed.as_str()));
+        assert_eq!(header(&res, "x-master"), Some("alpha"));
+    }
+
+    master.set_starting(false);
+    let (status, res, body) = get(&master, "/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "hello from alpha\n");
+    assert_eq!(header(&res, "x-jenkins-session"), Some(renewed.as_str()));
+}
+
+#[tokio::test]
+async fn starting_answers_503_on_every_path_and_rest_calls_have_no_effect() {
+    let master = start("alpha", "127.0.0.3").await;
+    master.set_starting(true);
+    assert!(master.is_starting());
+    for path in ["/", SAMPLE_HEALTH_PATH, "/job/x/api/json", "/headers"] {
+        let (status, _, body) = get(&master, path).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert_eq!(body, STARTING, "{path}");
+    }
+    let (status, _, body) = post(&master, "/quietDown", Some("Basic dTp0")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body, STARTING);
+    assert!(!master.is_quiet(), "a 503 REST call has no effect");
+
+    let calls = master.rest_calls();
+    assert_eq!(paths(&calls), ["/quietDown"], "logged even when refused");
+    assert_eq!(calls[0].status, 503);
+    assert_eq!(calls[0].authorization.as_deref(), Some("Basic dTp0"));
+    // Client requests answered 503 still reached the master: they count.
+    assert_eq!(master.traffic_count(), 3);
+
+    master.set_starting(false);
+    assert!(!master.is_starting());
+    let (status, _, body) = get(&master, SAMPLE_HEALTH_PATH).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "ok"));
+}
+
+#[tokio::test]
+async fn rest_calls_are_logged_with_their_authorization_and_are_not_traffic() {
+    let master = start("alpha", "127.0.0.2").await;
+    let before = std::time::Instant::now();
+    let auth = "Basic YWRtaW46dG9rZW4=";
+
+    let (status, res, _) = post(&master, "/quietDown", Some(auth)).await;
+    assert_eq!(status, StatusCode::FOUND);
+    assert_eq!(header(&res, "location"), Some("/"));
+    assert!(master.is_quiet());
+    let (status, _, _) = post(&master, "/cancelQuietDown", None).await;
+    assert_eq!(status, StatusCode::FOUND);
+    assert!(!master.is_quiet());
+    let (status, _, _) = post(&master, "/reload", Some(auth)).await;
+    assert_eq!(status, StatusCode::FOUND);
+    // The default reload takes no time: ready again at once.
+    assert!(!master.is_starting());
+    let (status, _, _) = get(&master, SAMPLE_HEALTH_PATH).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Only POST is a REST call; a GET is refused, is not logged and changes nothing.
+    let (status, res, _) = get(&master, "/quietDown").await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(header(&res, "allow"), Some("POST"));
+    assert!(!master.is_quiet());
+
+    let calls = master.rest_calls();
+    assert_eq!(paths(&calls), ["/quietDown", "/cancelQuietDown", "/reload"]);
+    let auths: Vec<_> = calls.iter().map(|c| c.authorization.as_deref()).collect();
+    assert_eq!(auths, [Some(auth), None, Some(auth)]);
+    assert!(calls.iter().all(|c| c.status == 302));
+    assert!(calls[0].at >= before);
+    assert!(calls.windows(2).all(|w| w[0].at <= w[1].at));
+    assert_eq!(
+        master.traffic_count(),
+        0,
+        "REST calls and health are not traffic"
+    );
+    assert_eq!(master.requests().len(), 5, "but every request is recorded");
+}
+
+#[tokio::test]
+async fn reload_is_starting_for_the_reload_duration_then_ready_by_itself() {
+    let master = start("alpha", "127.0.0.2").await;
+    let duration = Duration::from_millis(600);
+    master.set_reload_duration(duration);
+
+    let sent = Instant::now();
+    let (status, _, _) = post(&master, "/reload", None).await;
+    assert_eq!(status, StatusCode::FOUND, "answered at once");
+    assert!(sent.elapsed() < duration, "took {:?}", sent.elapsed());
+    // Starting from the answer on: a check sent right after it sees 503.
+    let (status, _, body) = get(&master, SAMPLE_HEALTH_PATH).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, STARTING)
+    );
+    let (status, _, _) = post(&master, "/cancelQuietDown", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+
+    wait_until("reload to end", || !master.is_starting()).await;
+    assert!(
+        sent.elapsed() >= duration,
+        "ready after {:?}",
+        sent.elapsed()
+    );
+    let (status, _, _) = get(&master, SAMPLE_HEALTH_PATH).await;
+    assert_eq!(status, StatusCode::OK);
+    let statuses: Vec<_> = master.rest_calls().iter().map(|c| c.status).collect();
+    assert_eq!(statuses, [302, 503]);
+}
+
+#[tokio::test]
+async fn set_starting_during_a_reload_is_not_undone_by_its_end() {
+    let master = start("alpha", "127.0.0.3").await;
+    let duration = Duration::from_millis(100);
+    master.set_reload_duration(duration);
+    let (status, _, _) = post(&master, "/reload", None).await;
+    assert_eq!(status, StatusCode::FOUND);
+    assert!(master.is_starting());
+    master.set_starting(true);
+    // A negative can only be shown by waiting past the reload's end.
+    tokio::time::sleep(duration * 3).await;
+    assert!(
+        master.is_starting(),
+        "the reload timer ended a later starting mode"
+    );
+
+    master.set_starting(false);
+    let (status, _, _) = post(&master, "/reload", None).await;
+    assert_eq!(status, StatusCode::FOUND);
+    master.set_starting(false);
+    assert!(
+        !master.is_starting(),
+        "set_starting(false) ends a reload early"
+    );
 }
