@@ -291,6 +291,15 @@ impl OwnerState {
                 };
                 self.statuses[index].last_check = Some(report.at);
                 self.statuses[index].latency = Some(report.latency);
+                // A master being promoted answers 503 while it reloads or starts: that
+                // is expected, and the promoter bounds it with promote_timeout.
+                let promoting = self
+                    .promotion
+                    .as_ref()
+                    .is_some_and(|p| Arc::ptr_eq(&p.target, &report.master));
+                if promoting && report.result.is_err() {
+                    return Reply::None;
+                }
                 self.observe(index, &observation, now);
                 Reply::None
             }

@@ -127,7 +127,38 @@ where
     }
 }
 
-/// Reload (hot) or start (cold) the master, then wait until it answers healthy.
+/// One Jenkins REST call on `to`, reported as a step.
+async fn rest_call<F, Fut>(
+    to: &Arc<Master>,
+    path: &str,
+    settings: &PromotionSettings,
+    report: &F,
+) -> Result<(), String>
+where
+    F: Fn(Progress) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let started = Instant::now();
+    let outcome = jenkins::post(
+        to.upstream.authority(),
+        path,
+        settings.credentials.as_ref(),
+        settings.call_timeout,
+    )
+    .await;
+    report(Progress::Step(Step {
+        step: format!("POST {path} on {}", to.name),
+        ok: outcome.is_ok(),
+        took: started.elapsed(),
+        detail: outcome
+            .as_ref()
+            .map_or_else(|e| e.to_string(), |s| s.to_string()),
+    }))
+    .await;
+    outcome.map(|_| ()).map_err(|error| error.to_string())
+}
+
+/// Hot: reload, wait until healthy, cancel quiet-down. Cold: start, wait until healthy.
 async fn prepare<F, Fut>(
     to: &Arc<Master>,
     settings: &PromotionSettings,
@@ -140,26 +171,11 @@ where
     match to.standby {
         Standby::None => return Ok(()),
         Standby::Hot => {
-            for path in ["/reload", "/cancelQuietDown"] {
-                let started = Instant::now();
-                let outcome = jenkins::post(
-                    to.upstream.authority(),
-                    path,
-                    settings.credentials.as_ref(),
-                    settings.call_timeout,
-                )
-                .await;
-                let step = Step {
-                    step: format!("POST {path} on {}", to.name),
-                    ok: outcome.is_ok(),
-                    took: started.elapsed(),
-                    detail: outcome
-                        .as_ref()
-                        .map_or_else(|e| e.to_string(), |s| s.to_string()),
-                };
-                report(Progress::Step(step)).await;
-                outcome.map_err(|error| error.to_string())?;
-            }
+            // Reload first (it picks up what the old master changed on the shared home);
+            // Jenkins answers 503 while it reloads, so wait for it before resuming it.
+            rest_call(to, "/reload", settings, report).await?;
+            wait_healthy(to, settings, report).await?;
+            return rest_call(to, "/cancelQuietDown", settings, report).await;
         }
         Standby::Cold => {
             let Some(command) = &to.start_command else {
