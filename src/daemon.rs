@@ -398,6 +398,7 @@ fn owner_settings(config: &Config) -> OwnerSettings {
             health: config.health.clone(),
         }),
         hooks: config.hooks.clone(),
+        starting_grace: config.failover.starting_grace,
     }
 }
 

@@ -28,6 +28,9 @@ pub enum ProbeError {
     Timeout(Duration),
     #[error("HTTP {0}")]
     Status(StatusCode),
+    /// 503 "Jenkins is getting ready to work": the JVM is starting or reloading.
+    #[error("Jenkins is starting (503: getting ready to work)")]
+    Starting,
     #[error("HTTP error: {0}")]
     Http(#[from] hyper::Error),
     #[error("bad health request: {0}")]
@@ -43,6 +46,16 @@ pub struct ProbeReport {
     pub latency: Duration,
     /// `Err` holds the failure as text for /status and the logs.
     pub result: Result<(), String>,
+    /// Jenkins answered that it is starting (a failure, but a restart, not a crash).
+    pub starting: bool,
+    /// The `X-Jenkins-Session` header: a new value means the JVM restarted.
+    pub session: Option<String>,
+}
+
+/// What a passed check learned.
+#[derive(Debug, Clone, Default)]
+pub struct CheckInfo {
+    pub session: Option<String>,
 }
 
 /// Starts one probe task per master; they run until the set is dropped or aborted.
@@ -69,7 +82,7 @@ async fn probe_loop(master: Arc<Master>, settings: HealthConfig, events: mpsc::S
     loop {
         ticks.tick().await;
         let started = Instant::now();
-        let outcome = check(
+        let outcome = check_detailed(
             master.upstream.authority(),
             &settings.path,
             settings.timeout,
@@ -77,14 +90,16 @@ async fn probe_loop(master: Arc<Master>, settings: HealthConfig, events: mpsc::S
         .await;
         let latency = started.elapsed();
         match &outcome {
-            Ok(()) => tracing::debug!(?latency, "check passed"),
+            Ok(_) => tracing::debug!(?latency, "check passed"),
             Err(error) => tracing::debug!(?latency, %error, "check failed"),
         }
         let report = ProbeReport {
             master: Arc::clone(&master),
             at: SystemTime::now(),
             latency,
-            result: outcome.map_err(|error| error.to_string()),
+            starting: matches!(outcome, Err(ProbeError::Starting)),
+            session: outcome.as_ref().ok().and_then(|info| info.session.clone()),
+            result: outcome.map(|_| ()).map_err(|error| error.to_string()),
         };
         if events.send(Event::Probe(report)).await.is_err() {
             return; // the owner has stopped: so do we
@@ -95,13 +110,29 @@ async fn probe_loop(master: Arc<Master>, settings: HealthConfig, events: mpsc::S
 /// One check: connect, `GET path`, read the status line. Passes on 200-399 except 503
 /// (what Jenkins answers while it starts). The whole check is bounded by `timeout`.
 pub async fn check(authority: &str, path: &str, timeout: Duration) -> Result<(), ProbeError> {
+    check_detailed(authority, path, timeout).await.map(|_| ())
+}
+
+/// [`check`], also returning what a passed check learned (the Jenkins session).
+pub async fn check_detailed(
+    authority: &str,
+    path: &str,
+    timeout: Duration,
+) -> Result<CheckInfo, ProbeError> {
     match tokio::time::timeout(timeout, check_unbounded(authority, path, timeout)).await {
         Ok(outcome) => outcome,
         Err(_) => Err(ProbeError::Timeout(timeout)),
     }
 }
 
-async fn check_unbounded(authority: &str, path: &str, timeout: Duration) -> Result<(), ProbeError> {
+/// How much of a 503 page is read to tell "starting" from other trouble.
+const STARTING_PAGE_LIMIT: usize = 16 * 1024;
+
+async fn check_unbounded(
+    authority: &str,
+    path: &str,
+    timeout: Duration,
+) -> Result<CheckInfo, ProbeError> {
     let stream = open_stream(authority, timeout).await?;
     let (mut sender, connection) =
         http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream)).await?;
@@ -111,13 +142,42 @@ async fn check_unbounded(authority: &str, path: &str, timeout: Duration) -> Resu
         .header(hyper::header::USER_AGENT, "jenkins-ha-proxy-health-check")
         .header(hyper::header::CONNECTION, "close")
         .body(Empty::new())?;
-    let outcome = sender.send_request(request).await;
-    driver.abort(); // we only need the status line; dropping closes the socket
-    let status = outcome?.status();
-    if passes(status) {
-        Ok(())
+    let response = match sender.send_request(request).await {
+        Ok(response) => response,
+        Err(error) => {
+            driver.abort();
+            return Err(error.into());
+        }
+    };
+    let status = response.status();
+    let session = response
+        .headers()
+        .get("x-jenkins-session")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let verdict = if passes(status) {
+        Ok(CheckInfo { session })
+    } else if status == StatusCode::SERVICE_UNAVAILABLE && says_starting(response.into_body()).await
+    {
+        Err(ProbeError::Starting)
     } else {
         Err(ProbeError::Status(status))
+    };
+    driver.abort(); // done with this connection: dropping closes the socket
+    verdict
+}
+
+/// Whether a 503 page is Jenkins' "getting ready to work" (start-up or reload).
+async fn says_starting(body: hyper::body::Incoming) -> bool {
+    use http_body_util::BodyExt;
+    match http_body_util::Limited::new(body, STARTING_PAGE_LIMIT)
+        .collect()
+        .await
+    {
+        Ok(collected) => {
+            String::from_utf8_lossy(&collected.to_bytes()).contains("getting ready to work")
+        }
+        Err(_) => false, // a page over the limit is not Jenkins' start-up page
     }
 }
 

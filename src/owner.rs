@@ -72,6 +72,8 @@ pub enum Control {
 pub struct OwnerSettings {
     pub promotion: Arc<PromotionSettings>,
     pub hooks: Vec<HookConfig>,
+    /// `failover.starting_grace`.
+    pub starting_grace: std::time::Duration,
 }
 
 /// Why a command was not carried out. Display is what the admin API answers.
@@ -171,6 +173,8 @@ pub fn start(
         promotion: None,
         quieted: Vec::new(),
         alarms: Vec::new(),
+        sessions: std::collections::HashMap::new(),
+        restarting: None,
     };
     let (publisher, receiver) = watch::channel(Arc::new(state.snapshot()));
     let task = tokio::spawn(run(state, inbox, publisher));
@@ -193,6 +197,7 @@ fn fresh_status(master: &Arc<Master>) -> MasterStatus {
         master: Arc::clone(master),
         health: Health::Unknown,
         disabled: false,
+        starting: false,
         last_check: None,
         last_error: None,
         latency: None,
@@ -227,6 +232,11 @@ struct OwnerState {
     quieted: Vec<String>,
     /// Current alarms (two masters up), for /status.
     alarms: Vec<String>,
+    /// Last `X-Jenkins-Session` seen per master name: a change means a JVM restart.
+    sessions: std::collections::HashMap<String, String>,
+    /// The serving master that says it is starting, and since when, while
+    /// `starting_grace` holds traffic for it instead of failing over.
+    restarting: Option<(Arc<Master>, SystemTime)>,
 }
 
 /// A promotion under way.
@@ -300,6 +310,11 @@ impl OwnerState {
                 if promoting && report.result.is_err() {
                     return Reply::None;
                 }
+                self.statuses[index].starting = report.starting;
+                self.note_session(&report);
+                if self.within_starting_grace(&report, now) {
+                    return Reply::None;
+                }
                 self.observe(index, &observation, now);
                 Reply::None
             }
@@ -322,6 +337,55 @@ impl OwnerState {
                 Reply::None
             }
         }
+    }
+
+    /// A new `X-Jenkins-Session` means the JVM restarted: a hot standby then left
+    /// quiet-down and must be put back (and the restart is logged).
+    fn note_session(&mut self, report: &ProbeReport) {
+        let Some(session) = &report.session else {
+            return;
+        };
+        let name = &report.master.name;
+        let previous = self.sessions.insert(name.clone(), session.clone());
+        if previous.is_some_and(|previous| &previous != session) {
+            tracing::warn!(master = %name, "Jenkins restarted (new X-Jenkins-Session)");
+            self.quieted.retain(|q| q != name);
+        }
+    }
+
+    /// While the serving master says it is starting, `starting_grace` holds traffic
+    /// for it (requests wait) instead of failing over; true while that holds.
+    fn within_starting_grace(&mut self, report: &ProbeReport, now: SystemTime) -> bool {
+        let serving = self
+            .ready
+            .as_ref()
+            .is_some_and(|r| Arc::ptr_eq(r, &report.master));
+        if !report.starting || !serving || self.settings.starting_grace.is_zero() {
+            if self
+                .restarting
+                .as_ref()
+                .is_some_and(|(m, _)| Arc::ptr_eq(m, &report.master))
+            {
+                self.restarting = None;
+            }
+            return false;
+        }
+        let since = match &self.restarting {
+            Some((master, since)) if Arc::ptr_eq(master, &report.master) => *since,
+            _ => {
+                tracing::warn!(master = %report.master.name, grace = ?self.settings.starting_grace,
+                    "the active master is restarting: holding traffic for it");
+                self.restarting = Some((Arc::clone(&report.master), now));
+                now
+            }
+        };
+        let waited = now.duration_since(since).unwrap_or_default();
+        if waited < self.settings.starting_grace {
+            return true;
+        }
+        tracing::warn!(master = %report.master.name, "starting_grace ran out: failing over");
+        self.restarting = None;
+        false
     }
 
     /// A report from the promoter of `target` (stale reports are ignored).
@@ -727,20 +791,43 @@ impl OwnerState {
     }
 
     fn snapshot(&self) -> Snapshot {
-        // Traffic goes only to the ready master (promotion done).
+        // Traffic goes only to the ready master (promotion done), and not while it
+        // restarts within starting_grace.
         let active = self.election.active().filter(|&index| {
+            let master = &self.statuses[index].master;
             self.ready
                 .as_ref()
-                .is_some_and(|ready| Arc::ptr_eq(ready, &self.statuses[index].master))
+                .is_some_and(|ready| Arc::ptr_eq(ready, master))
+                && !self
+                    .restarting
+                    .as_ref()
+                    .is_some_and(|(m, _)| Arc::ptr_eq(m, master))
         });
+        let restart_hold = self
+            .restarting
+            .as_ref()
+            .map(|(master, since)| PromotionView {
+                to: master.name.clone(),
+                waiting_for: format!(
+                    "{} to finish restarting (failover.starting_grace)",
+                    master.name
+                ),
+                since: *since,
+                waiting_on_fence: None,
+            });
         Snapshot {
             generation: self.generation,
             active,
-            promotion: self.promotion.as_ref().map(|p| PromotionView {
-                to: p.target.name.clone(),
-                since: p.started,
-                waiting_on_fence: p.waiting_on_fence.clone(),
-            }),
+            promotion: self
+                .promotion
+                .as_ref()
+                .map(|p| PromotionView {
+                    to: p.target.name.clone(),
+                    waiting_for: format!("{} to be made ready", p.target.name),
+                    since: p.started,
+                    waiting_on_fence: p.waiting_on_fence.clone(),
+                })
+                .or(restart_hold),
             alarms: self.alarms.clone(),
             active_since: self.active_since,
             failovers: self.failovers,

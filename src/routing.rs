@@ -36,6 +36,8 @@ pub struct MasterStatus {
     pub health: Health,
     /// Out of the election for maintenance.
     pub disabled: bool,
+    /// Its last check said Jenkins is starting (503 "getting ready to work").
+    pub starting: bool,
     pub last_check: Option<SystemTime>,
     pub last_error: Option<String>,
     /// Round-trip time of the last completed check (passed or failed).
@@ -72,8 +74,10 @@ pub struct StepRecord {
 /// A promotion under way: traffic is held until it completes.
 #[derive(Debug, Clone)]
 pub struct PromotionView {
-    /// The master being made ready.
+    /// The master being made ready (or restarting, within `starting_grace`).
     pub to: String,
+    /// What traffic waits for, in words.
+    pub waiting_for: String,
     pub since: SystemTime,
     /// Set while `require_fence` holds the promotion (fencing failed; retried).
     pub waiting_on_fence: Option<String>,

@@ -191,7 +191,9 @@ async fn health_503_fails_over_after_fall_checks() {
         .expect("reason")
         .to_owned();
     assert!(
-        reason.starts_with("master-a down after 3 failed checks: HTTP 503"),
+        reason.starts_with(
+            "master-a down after 3 failed checks: Jenkins is starting (503: getting ready to work)"
+        ),
         "{reason}"
     );
     assert_eq!(

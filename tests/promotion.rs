@@ -301,3 +301,42 @@ async fn hooks_run_with_placeholders() {
     .await;
     daemon.shutdown().await;
 }
+
+#[tokio::test]
+async fn starting_grace_holds_traffic_for_a_restarting_active_master() {
+    let (a, b) = pair().await;
+    let mut config = config_for(&[&a, &b], health(50, 2, 2), Failback::Never);
+    config.failover.starting_grace = Duration::from_secs(5);
+    config.failover.hold_timeout = Duration::from_secs(8);
+    let daemon = TestDaemon::start_with_active(config, "master-a").await;
+    a.set_starting(true);
+    wait_until("master-a shows as starting", || async {
+        daemon.status().await["backends"][0]["state"] == "starting"
+    })
+    .await;
+    let status = daemon.status().await;
+    assert_eq!(
+        status["active"],
+        serde_json::Value::Null,
+        "not servable while starting"
+    );
+    assert!(status["promotion"]["waiting_for"]
+        .as_str()
+        .is_some_and(|w| w.contains("master-a to finish restarting")));
+    // A request now waits for master-a rather than going to master-b or failing.
+    let proxy = daemon.proxy;
+    let held = tokio::spawn(async move { get(proxy, "/job/x/").await });
+    wait_until("a few more checks while held", || async {
+        daemon.status().await["backends"][0]["state"] == "starting"
+    })
+    .await;
+    a.set_starting(false);
+    let reply = held.await.expect("task").expect("reply");
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.master(), Some("master-a"));
+    let status = daemon.status().await;
+    assert_eq!(status["active"], "master-a");
+    assert_eq!(status["failovers"], 0, "no failover within the grace");
+    assert_eq!(b.traffic_count(), 0);
+    daemon.shutdown().await;
+}

@@ -75,6 +75,8 @@ pub struct StepStatus {
 #[derive(Debug, Serialize)]
 pub struct PromotionStatus {
     pub to: String,
+    /// What traffic waits for, in words.
+    pub waiting_for: String,
     pub since: String,
     /// Set while failover.require_fence holds the promotion: fencing the old master
     /// failed and is being retried. Nothing is promoted until it succeeds.
@@ -105,7 +107,11 @@ impl Status {
                         url: status.master.url.clone(),
                         healthy: status.health == crate::election::Health::Up,
                         active: snapshot.active == Some(index),
-                        state: status.health.as_str(),
+                        state: if status.starting {
+                            "starting"
+                        } else {
+                            status.health.as_str()
+                        },
                         last_check: status.last_check.map(rfc3339),
                         last_error: status.last_error.clone(),
                         latency_ms: status.latency.map(|l| l.as_secs_f64() * 1000.0),
@@ -121,6 +127,7 @@ impl Status {
                 .collect(),
             promotion: snapshot.promotion.as_ref().map(|p| PromotionStatus {
                 to: p.to.clone(),
+                waiting_for: p.waiting_for.clone(),
                 since: rfc3339(p.since),
                 waiting_on_fence: p.waiting_on_fence.clone(),
             }),
