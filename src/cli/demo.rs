@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::daemon::{self, Listeners};
 use crate::sample::SampleMaster;
 
-pub async fn run(listen: &str, admin_listen: &str) -> anyhow::Result<()> {
+pub async fn run(listen: &str, admin_listen: &str, standby: &str) -> anyhow::Result<()> {
     let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
     let masters = [
         SampleMaster::start("master-a", loopback)
@@ -21,7 +21,7 @@ pub async fn run(listen: &str, admin_listen: &str) -> anyhow::Result<()> {
             .await
             .context("starting sample master-b on 127.0.0.1")?,
     ];
-    let text = demo_config(listen, admin_listen, &masters);
+    let text = demo_config(listen, admin_listen, standby, &masters);
     let config = Config::parse(&text, "<demo config>")
         .context("check --listen and --admin-listen (IP:port, e.g. 127.0.0.1:8080)")?;
     let listeners = Listeners::bind(&config)
@@ -52,7 +52,18 @@ pub async fn run(listen: &str, admin_listen: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn demo_config(listen: &str, admin_listen: &str, masters: &[SampleMaster; 2]) -> String {
+fn demo_config(
+    listen: &str,
+    admin_listen: &str,
+    standby: &str,
+    masters: &[SampleMaster; 2],
+) -> String {
+    // Cold: the "start" command only logs; type `start b` to bring the JVM up.
+    let promotion = match standby {
+        "hot" => "standby = \"hot\"\n".to_owned(),
+        "cold" => "standby = \"cold\"\nstart_command = [\"echo\", \"demo: would start {name} now (type: start a / start b)\"]\n".to_owned(),
+        _ => String::new(),
+    };
     format!(
         r#"[proxy]
 listen = "{listen}"
@@ -70,10 +81,10 @@ state_file = "off"
 [[backend]]
 name = "master-a"
 url = "{a}"
-[[backend]]
+{promotion}[[backend]]
 name = "master-b"
 url = "{b}"
-"#,
+{promotion}"#,
         a = masters[0].url(),
         b = masters[1].url()
     )

@@ -104,6 +104,10 @@ pub enum Command {
         /// Where the demo admin API listens.
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8404")]
         admin_listen: String,
+        /// Standby mode of both sample masters: none, hot (quiet-down, reload before
+        /// traffic) or cold (started by a command before traffic).
+        #[arg(long, value_name = "MODE", default_value = "none")]
+        standby: String,
     },
 }
 
@@ -160,7 +164,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Demo {
             listen,
             admin_listen,
-        } => demo::run(&listen, &admin_listen).await,
+            standby,
+        } => demo::run(&listen, &admin_listen, &standby).await,
     }
 }
 

@@ -164,6 +164,23 @@ pub fn render(status: &Value) -> String {
             detail
         );
     }
+    if let Some(promotion) = status.get("promotion").filter(|p| !p.is_null()) {
+        out += &format!(
+            "\ntraffic is held: waiting for {}\n",
+            text(promotion, "waiting_for")
+        );
+        if let Some(why) = promotion.get("waiting_on_fence").and_then(Value::as_str) {
+            out += &format!("  WAITING ON FENCING: {why}\n");
+        }
+    }
+    for alarm in status
+        .get("alarms")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        out += &format!("\nALARM: {}\n", alarm.as_str().unwrap_or("-"));
+    }
     let transitions = status.get("transitions").and_then(Value::as_array);
     let transitions: Vec<&Value> = transitions.into_iter().flatten().take(10).collect();
     if !transitions.is_empty() {
@@ -177,6 +194,26 @@ pub fn render(status: &Value) -> String {
                 side("to"),
                 text(t, "reason")
             );
+            for step in t
+                .get("steps")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let ok = if step.get("ok").and_then(Value::as_bool) == Some(true) {
+                    "ok"
+                } else {
+                    "FAILED"
+                };
+                let took = step.get("took_ms").and_then(Value::as_f64).unwrap_or(0.0);
+                out += &format!(
+                    "      {:<36} {:>6} {:>9.1} ms  {}\n",
+                    text(step, "step"),
+                    ok,
+                    took,
+                    text(step, "detail")
+                );
+            }
         }
     }
     out
