@@ -454,6 +454,7 @@ fn proxy_settings(config: &Config, tcp_listeners: &[TcpListener]) -> ProxySettin
         response_idle_timeout: config.proxy.response_idle_timeout,
         access_log: config.proxy.access_log,
         hold_timeout: config.failover.hold_timeout,
+        request_timeout: config.proxy.request_timeout,
         // Port 0 in the config means "the port we got".
         advertised: advertised_for(&config.tcp, |index| {
             tcp_listeners

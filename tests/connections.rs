@@ -195,3 +195,105 @@ async fn a_post_that_fails_mid_request_gets_502_and_is_never_replayed() {
     );
     daemon.shutdown().await;
 }
+
+/// A master that answers everything with 200 until frozen; then it reads requests
+/// and never answers, like a SIGSTOPped JVM whose kernel still accepts connections.
+async fn freezable_master() -> (
+    SocketAddr,
+    Arc<std::sync::atomic::AtomicBool>,
+    Arc<AtomicUsize>,
+) {
+    let listener = TcpListener::bind("127.0.0.2:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let frozen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stuck = Arc::new(AtomicUsize::new(0));
+    let (flag, count) = (frozen.clone(), stuck.clone());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let (flag, count) = (flag.clone(), count.clone());
+            tokio::spawn(async move {
+                loop {
+                    if read_head(&mut stream).await.is_none() {
+                        return;
+                    }
+                    if flag.load(Ordering::SeqCst) {
+                        count.fetch_add(1, Ordering::SeqCst);
+                        // Hold the connection, answer nothing.
+                        std::future::pending::<()>().await;
+                    }
+                    let body = "hello from frozen-a\n";
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-master: frozen-a\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if stream.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, frozen, stuck)
+}
+
+#[tokio::test]
+async fn requests_waiting_on_a_frozen_master_are_rescued_or_get_504() {
+    let (addr, frozen, stuck) = freezable_master().await;
+    let standby = SampleMaster::start("master-b", "127.0.0.3:0".parse().expect("addr"))
+        .await
+        .expect("standby");
+    let mut config = config_for(&[&standby], health(50, 2, 2), Failback::Never);
+    config
+        .backends
+        .insert(0, support::backends(&[("frozen-a", addr)]).remove(0));
+    config.proxy.request_timeout = Some(std::time::Duration::from_millis(1500));
+    config.failover.drain_timeout = std::time::Duration::from_secs(20);
+    let daemon = TestDaemon::start_with_active(config, "frozen-a").await;
+    assert_eq!(
+        get(daemon.proxy, "/").await.expect("reply").master(),
+        Some("frozen-a")
+    );
+
+    frozen.store(true, Ordering::SeqCst);
+    let proxy = daemon.proxy;
+    let waiting_get = tokio::spawn(async move { get(proxy, "/job/x/api/json").await });
+    let waiting_post = tokio::spawn(async move {
+        let request = hyper::Request::post("/job/x/build")
+            .header("host", "proxy")
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(b"x")))
+            .expect("request");
+        support::send(proxy, request).await
+    });
+    support::wait_until("both requests are stuck on the frozen master", || async {
+        stuck.load(Ordering::SeqCst) >= 2
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let reply = waiting_get
+        .await
+        .expect("task")
+        .expect("the GET is answered");
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(
+        reply.master(),
+        Some("master-b"),
+        "rescued to the new active master"
+    );
+    let reply = waiting_post
+        .await
+        .expect("task")
+        .expect("the POST is answered");
+    assert_eq!(
+        reply.status,
+        StatusCode::GATEWAY_TIMEOUT,
+        "{}",
+        reply.text()
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(
+        standby.traffic_count(),
+        1,
+        "the POST is never replayed elsewhere"
+    );
+    daemon.shutdown().await;
+}

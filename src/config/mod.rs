@@ -39,6 +39,7 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Relative to the working directory (the systemd unit sets /var/lib/jenkins-ha-proxy).
 pub const DEFAULT_STATE_FILE: &str = "state.json";
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_HOLD_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_PROMOTE_TIMEOUT: Duration = Duration::from_secs(120);
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -95,6 +96,10 @@ pub struct ProxyConfig {
     /// `jenkins_ha_proxy::access` (time, client, method, path, status, bytes, duration,
     /// master). Default false.
     pub access_log: bool,
+    /// `proxy.request_timeout`: how long a request waits for the master's response
+    /// head (not the body: streams are never cut by it), then 504. Default
+    /// [`DEFAULT_REQUEST_TIMEOUT`]; "off" disables it.
+    pub request_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -55,6 +55,7 @@ pub(super) struct RawProxy {
     pub(super) tunnel_idle_timeout: Field<String>,
     pub(super) response_idle_timeout: Field<String>,
     pub(super) access_log: Field<bool>,
+    pub(super) request_timeout: Field<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -123,6 +124,7 @@ pub(super) const DURATION_KEYS: &[&str] = &[
     "timeout",
     "drain_timeout",
     "idle_timeout",
+    "request_timeout",
     "hold_timeout",
     "promote_timeout",
     "starting_grace",
@@ -132,6 +134,7 @@ pub(super) const DURATION_KEYS: &[&str] = &[
 
 /// The duration keys that "off" (or zero) disables.
 pub(super) const OFF_KEYS: &[&str] = &[
+    "request_timeout",
     "tunnel_idle_timeout",
     "response_idle_timeout",
     "idle_timeout",

@@ -203,6 +203,12 @@ fn proxy_config(
             None,
         )?,
         access_log: raw.access_log.as_ref().is_some_and(|on| *on.get_ref()),
+        request_timeout: optional_duration(
+            src,
+            "proxy.request_timeout",
+            &raw.request_timeout,
+            Some(super::DEFAULT_REQUEST_TIMEOUT),
+        )?,
     })
 }
 

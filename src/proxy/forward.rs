@@ -65,6 +65,8 @@ pub struct ProxySettings {
     pub access_log: bool,
     /// `failover.hold_timeout`: how long a request waits for a promotion in progress.
     pub hold_timeout: Duration,
+    /// `proxy.request_timeout`: how long to wait for a response head.
+    pub request_timeout: Option<Duration>,
 }
 
 impl ProxyContext {
@@ -242,6 +244,10 @@ impl Replay {
         Replay { head }
     }
 
+    fn can_replay(&self) -> bool {
+        self.head.is_some()
+    }
+
     /// The request to send again, once.
     fn take(&mut self) -> Option<Request<UpstreamBody>> {
         let (method, uri, headers) = self.head.take()?;
@@ -296,7 +302,23 @@ async fn send_with_retries(
                 continue;
             }
         };
-        match connection.sender.try_send_request(request).await {
+        let sent = connection.sender.try_send_request(request);
+        let outcome = match wait_for_head(ctx, &master, sent, exchange.replay.can_replay()).await {
+            Waited::Head(outcome) => outcome,
+            Waited::Rescued => {
+                // Dropping the request cancelled it there (hyper closes that connection).
+                let Some(again) = exchange.replay.take() else {
+                    return gateway_timeout(&master);
+                };
+                tracing::info!(master = %master.name, "request rescued from a demoted master; sending it to the new active master");
+                request = again;
+                snapshot = ctx.routing.current();
+                fresh_only = true;
+                continue;
+            }
+            Waited::TimedOut => return gateway_timeout(&master),
+        };
+        match outcome {
             Ok(response) => return respond(ctx, &master, connection.sender, response, exchange),
             Err(mut failure) => {
                 if let Some(unsent) = failure.take_message() {
@@ -331,6 +353,64 @@ async fn send_with_retries(
             }
         }
     }
+}
+
+/// How waiting for a response head ended.
+enum Waited<T> {
+    Head(T),
+    /// The master was demoted while the (replayable) request waited: resend it.
+    Rescued,
+    /// No response head within `proxy.request_timeout`.
+    TimedOut,
+}
+
+/// Waits for the response head, bounded by `proxy.request_timeout`. A replayable
+/// request (idempotent, no body) waiting on a master that gets demoted (it froze, was
+/// switched away from) is rescued rather than left hanging.
+async fn wait_for_head<F: std::future::Future>(
+    ctx: &ProxyContext,
+    master: &Arc<Master>,
+    sent: F,
+    replayable: bool,
+) -> Waited<F::Output> {
+    let timeout = ctx.settings().request_timeout;
+    let deadline = async {
+        match timeout {
+            Some(timeout) => tokio::time::sleep(timeout).await,
+            None => std::future::pending().await,
+        }
+    };
+    let mut snapshots = ctx.routing.subscribe();
+    let demoted = async {
+        loop {
+            if snapshots.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+            let still_active = snapshots
+                .borrow_and_update()
+                .active_master()
+                .is_some_and(|active| Arc::ptr_eq(active, master));
+            if !still_active {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        outcome = sent => Waited::Head(outcome),
+        () = demoted, if replayable => Waited::Rescued,
+        () = deadline => Waited::TimedOut,
+    }
+}
+
+fn gateway_timeout(master: &Master) -> Response<ProxyBody> {
+    tracing::warn!(master = %master.name, "no response head in time: 504");
+    plain(
+        StatusCode::GATEWAY_TIMEOUT,
+        &format!(
+            "jenkins-ha-proxy: master {} did not answer in time\n",
+            master.name
+        ),
+    )
 }
 
 /// The master's response, streamed, without its hop-by-hop headers; a 101 to an

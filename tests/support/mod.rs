@@ -80,6 +80,7 @@ pub fn config_for(masters: &[&SampleMaster], health: HealthConfig, failback: Fai
             tunnel_idle_timeout: Some(config::DEFAULT_TUNNEL_IDLE_TIMEOUT),
             response_idle_timeout: None,
             access_log: false,
+            request_timeout: Some(Duration::from_secs(30)),
         },
         admin: AdminConfig {
             listen: loopback,
