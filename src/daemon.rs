@@ -219,6 +219,8 @@ impl Daemon {
         ServerSettings {
             header_read_timeout: self.config.proxy.header_read_timeout,
             shutdown_timeout: self.config.proxy.shutdown_timeout,
+            max_header_bytes: self.config.proxy.max_header_bytes,
+            max_headers: self.config.proxy.max_headers,
         }
     }
 

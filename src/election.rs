@@ -193,12 +193,29 @@ impl Election {
                 master.cold = cold;
             }
         }
+        let find = |name: &str| self.masters.iter().position(|m| m.name == name);
         let previous_active = previous.active.map(|i| previous.masters[i].name.as_str());
-        self.active =
-            previous_active.and_then(|name| self.masters.iter().position(|m| m.name == name));
+        self.active = previous_active.and_then(find);
+        // Before the first election after a restart, keep waiting for the remembered one.
+        self.remembered = previous
+            .remembered
+            .and_then(|i| find(&previous.masters[i].name));
         self.pinned = previous.pinned && self.active.is_some();
         let from = self.active;
-        let transition = self.elect_with(from, "configuration reloaded");
+        let removed = previous_active.filter(|_| from.is_none());
+        let cause = match removed {
+            Some(name) => format!("configuration reloaded: {name} is no longer in the pool"),
+            None => "configuration reloaded".to_owned(),
+        };
+        let mut transition = self.elect_with(from, &cause);
+        if transition.is_none() && removed.is_some() {
+            // The active master is gone and nobody could replace it: still a change.
+            transition = Some(Transition {
+                from: None,
+                to: None,
+                reason: format!("{cause}; no healthy master: answering 503"),
+            });
+        }
         (self, transition)
     }
 
@@ -217,6 +234,8 @@ impl Election {
                 target.health.as_str(),
             ));
         }
+        // A deliberate choice replaces the one remembered from before a restart.
+        self.remembered = None;
         if self.active == Some(to) {
             self.pinned = true;
             return Ok(None);

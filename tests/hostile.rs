@@ -205,29 +205,62 @@ async fn smuggle(setup: &Setup, marker: &str, head_and_body: &str, also: &[u16])
     setup.assert_still_serving(marker).await;
 }
 
+/// Content-Length and Transfer-Encoding together. hyper's parser handles this as RFC
+/// 9112 section 6.3 allows: Transfer-Encoding alone frames the message, Content-Length
+/// is dropped, and the connection is closed after the response. So the proxy and the
+/// master parse the same message: either it is refused (400), or exactly one request
+/// reaches the master, framed by chunked encoding only, the connection is closed, and
+/// the smuggled request behind it never arrives.
+async fn framed_two_ways(setup: &Setup, marker: &str, head_and_body: &str) {
+    let request = format!(
+        "POST /smuggle-{marker} HTTP/1.1\r\nHost: proxy\r\n{head_and_body}\
+         GET /smuggled-{marker} HTTP/1.1\r\nHost: proxy\r\n\r\n"
+    );
+    let reply = raw(setup.daemon.proxy, request.as_bytes()).await;
+    setup.assert_nothing_reached(&format!("smuggled-{marker}"), marker);
+    match reply.status {
+        Some(400) => setup.assert_nothing_reached(&format!("smuggle-{marker}"), marker),
+        Some(_) => {
+            assert!(
+                reply.closed,
+                "{marker}: the connection must be closed: {reply:#?}"
+            );
+            let seen = setup.reached(&format!("smuggle-{marker}"));
+            assert_eq!(seen.len(), 1, "{marker}: {}", summary(&seen));
+            assert_eq!(seen[0].header("content-length"), None, "{}", summary(&seen));
+            assert_eq!(
+                seen[0].header("transfer-encoding"),
+                Some("chunked"),
+                "{}",
+                summary(&seen)
+            );
+        }
+        None => assert!(reply.closed, "{marker}: {reply:#?}"),
+    }
+    setup.assert_still_serving(marker).await;
+}
+
 /// CL.TE: a front end that honours Content-Length would forward 6 bytes
 /// ("0\r\n\r\nG") and leave "ET /smuggled..." for the next request.
 #[tokio::test]
-async fn content_length_then_transfer_encoding_is_refused() {
+async fn content_length_then_transfer_encoding_cannot_smuggle() {
     let setup = setup(|_| {}).await;
-    smuggle(
+    framed_two_ways(
         &setup,
         "cl-te",
         "Content-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-        &[],
     )
     .await;
 }
 
 /// TE.CL: the same two headers the other way round.
 #[tokio::test]
-async fn transfer_encoding_then_content_length_is_refused() {
+async fn transfer_encoding_then_content_length_cannot_smuggle() {
     let setup = setup(|_| {}).await;
-    smuggle(
+    framed_two_ways(
         &setup,
         "te-cl",
         "Transfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n8\r\nSMUGGLED\r\n0\r\n\r\n",
-        &[],
     )
     .await;
 }

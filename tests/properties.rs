@@ -293,6 +293,11 @@ impl Model {
     fn switchover(&mut self, to: usize) -> Result<Option<Transition>, TestCaseError> {
         let before = self.election.clone();
         let result = self.election.switchover(to);
+        if result.is_ok() && before.masters().get(to).is_some() {
+            // A planned switchover is a deliberate choice: it replaces the master
+            // remembered from before a restart.
+            self.remembered = None;
+        }
         if !self.on(Rules::Operations) {
             return Ok(result.unwrap_or(None));
         }

@@ -39,6 +39,8 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Relative to the working directory (the systemd unit sets /var/lib/jenkins-ha-proxy).
 pub const DEFAULT_STATE_FILE: &str = "state.json";
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+pub const DEFAULT_MAX_HEADERS: usize = 100;
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_HOLD_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_PROMOTE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -100,6 +102,11 @@ pub struct ProxyConfig {
     /// head (not the body: streams are never cut by it), then 504. Default
     /// [`DEFAULT_REQUEST_TIMEOUT`]; "off" disables it.
     pub request_timeout: Option<Duration>,
+    /// `proxy.max_header_bytes`: largest request head accepted (431 beyond). Default
+    /// [`DEFAULT_MAX_HEADER_BYTES`]; at least 8192.
+    pub max_header_bytes: usize,
+    /// `proxy.max_headers`: most header fields in a request. Default [`DEFAULT_MAX_HEADERS`].
+    pub max_headers: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]

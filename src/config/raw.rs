@@ -56,6 +56,8 @@ pub(super) struct RawProxy {
     pub(super) response_idle_timeout: Field<String>,
     pub(super) access_log: Field<bool>,
     pub(super) request_timeout: Field<String>,
+    pub(super) max_header_bytes: Field<i64>,
+    pub(super) max_headers: Field<i64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -203,6 +203,22 @@ fn proxy_config(
             None,
         )?,
         access_log: raw.access_log.as_ref().is_some_and(|on| *on.get_ref()),
+        max_header_bytes: bounded(
+            src,
+            "proxy.max_header_bytes",
+            &raw.max_header_bytes,
+            super::DEFAULT_MAX_HEADER_BYTES,
+            8192,
+            16 << 20,
+        )?,
+        max_headers: bounded(
+            src,
+            "proxy.max_headers",
+            &raw.max_headers,
+            super::DEFAULT_MAX_HEADERS,
+            8,
+            10_000,
+        )?,
         request_timeout: optional_duration(
             src,
             "proxy.request_timeout",
@@ -448,6 +464,28 @@ fn check_name(name: &str, example: &str) -> Result<(), String> {
             "{name:?} contains {bad:?}; use only letters, digits, '.', '_' and '-' (names appear in logs and metrics)"
         )),
         None => Ok(()),
+    }
+}
+
+/// An optional whole number within `min..=max`.
+fn bounded(
+    src: &Source<'_>,
+    key: &str,
+    field: &Field<i64>,
+    default: usize,
+    min: usize,
+    max: usize,
+) -> Result<usize, ConfigError> {
+    let Some(field) = field else {
+        return Ok(default);
+    };
+    match usize::try_from(*field.get_ref()) {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(src.error(
+            field.span(),
+            key,
+            format!("must be between {min} and {max}; the default is {default}"),
+        )),
     }
 }
 

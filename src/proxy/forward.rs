@@ -189,6 +189,9 @@ struct Upgrade {
 }
 
 /// This is a reverse proxy: no CONNECT, no absolute-form targets over HTTP/1.
+/// (Requests framed two ways, Content-Length with Transfer-Encoding, never get here
+/// as such: hyper's parser keeps Transfer-Encoding alone, as RFC 9112 section 6.3
+/// allows, and closes the connection after the response.)
 fn refuse_target(request: &Request<Incoming>) -> Option<Response<ProxyBody>> {
     let absolute_form = request.version() < Version::HTTP_2 && request.uri().scheme().is_some();
     (request.method() == Method::CONNECT || absolute_form).then(|| {
@@ -340,6 +343,14 @@ async fn send_with_retries(
                     continue;
                 }
                 let error = failure.into_error();
+                if error.is_user() {
+                    // The client's own body failed (bad chunk, aborted upload): not the master.
+                    tracing::debug!(%error, "client request body failed");
+                    return plain(
+                        StatusCode::BAD_REQUEST,
+                        "jenkins-ha-proxy: malformed or incomplete request body\n",
+                    );
+                }
                 match exchange.replay.take() {
                     Some(again) => {
                         tracing::debug!(master = %master.name, %error, reused = connection.reused,

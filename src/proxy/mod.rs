@@ -11,6 +11,7 @@ pub mod upgrade;
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +29,8 @@ pub use forward::{ProxyBody, ProxyContext, ProxySettings};
 pub struct ServerSettings {
     pub header_read_timeout: Duration,
     pub shutdown_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
 }
 
 /// Serves `listener` until `shutdown` completes, then stops accepting and lets
@@ -42,7 +45,9 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout);
+        .header_read_timeout(settings.header_read_timeout)
+        .max_buf_size(settings.max_header_bytes)
+        .max_headers(settings.max_headers);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -65,8 +70,13 @@ pub async fn serve(
         };
         let peer = forward::Peer { client, local };
         let ctx = Arc::clone(&ctx);
+        // Set by the first request: until then the connection may not even have said
+        // which protocol it speaks, and hyper's header timeout has not started.
+        let spoke = Arc::new(AtomicBool::new(false));
+        let first_request = Arc::clone(&spoke);
         let service = service_fn(move |request| {
             let ctx = Arc::clone(&ctx);
+            first_request.store(true, Ordering::Relaxed);
             async move { Ok::<_, Infallible>(forward::forward(&ctx, request, peer).await) }
         });
         let connection = builder
@@ -74,10 +84,21 @@ pub async fn serve(
             .into_owned();
         let connection = graceful.watch(connection);
         let span = tracing::debug_span!("client", %client);
+        let silence_limit = settings.header_read_timeout;
         tokio::spawn(
             async move {
-                if let Err(error) = connection.await {
-                    tracing::debug!(%error, "client connection ended with an error");
+                let silent = async {
+                    tokio::time::sleep(silence_limit).await;
+                    if spoke.load(Ordering::Relaxed) {
+                        std::future::pending::<()>().await;
+                    }
+                };
+                tokio::select! {
+                    ended = connection => if let Err(error) = ended {
+                        tracing::debug!(%error, "client connection ended with an error");
+                    },
+                    // Slowloris before the first request (or a trickled HTTP/2 preface).
+                    () = silent => tracing::debug!("no request within header_read_timeout: closing"),
                 }
             }
             .instrument(span),

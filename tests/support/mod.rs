@@ -81,6 +81,8 @@ pub fn config_for(masters: &[&SampleMaster], health: HealthConfig, failback: Fai
             response_idle_timeout: None,
             access_log: false,
             request_timeout: Some(Duration::from_secs(30)),
+            max_header_bytes: config::DEFAULT_MAX_HEADER_BYTES,
+            max_headers: config::DEFAULT_MAX_HEADERS,
         },
         admin: AdminConfig {
             listen: loopback,
