@@ -35,6 +35,9 @@ pub enum ProbeError {
     Http(#[from] hyper::Error),
     #[error("bad health request: {0}")]
     Request(#[from] hyper::http::Error),
+    /// The answer is not the expected one (expect_header / expect_body).
+    #[error("{0}")]
+    Unexpected(String),
 }
 
 /// The outcome of one check of one master.
@@ -82,12 +85,7 @@ async fn probe_loop(master: Arc<Master>, settings: HealthConfig, events: mpsc::S
     loop {
         ticks.tick().await;
         let started = Instant::now();
-        let outcome = check_detailed(
-            master.upstream.authority(),
-            &settings.path,
-            settings.timeout,
-        )
-        .await;
+        let outcome = check_detailed(master.upstream.authority(), &settings).await;
         let latency = started.elapsed();
         match &outcome {
             Ok(_) => tracing::debug!(?latency, "check passed"),
@@ -109,17 +107,17 @@ async fn probe_loop(master: Arc<Master>, settings: HealthConfig, events: mpsc::S
 
 /// One check: connect, `GET path`, read the status line. Passes on 200-399 except 503
 /// (what Jenkins answers while it starts). The whole check is bounded by `timeout`.
-pub async fn check(authority: &str, path: &str, timeout: Duration) -> Result<(), ProbeError> {
-    check_detailed(authority, path, timeout).await.map(|_| ())
+pub async fn check(authority: &str, settings: &HealthConfig) -> Result<(), ProbeError> {
+    check_detailed(authority, settings).await.map(|_| ())
 }
 
 /// [`check`], also returning what a passed check learned (the Jenkins session).
 pub async fn check_detailed(
     authority: &str,
-    path: &str,
-    timeout: Duration,
+    settings: &HealthConfig,
 ) -> Result<CheckInfo, ProbeError> {
-    match tokio::time::timeout(timeout, check_unbounded(authority, path, timeout)).await {
+    let timeout = settings.timeout;
+    match tokio::time::timeout(timeout, check_unbounded(authority, settings)).await {
         Ok(outcome) => outcome,
         Err(_) => Err(ProbeError::Timeout(timeout)),
     }
@@ -130,10 +128,10 @@ const STARTING_PAGE_LIMIT: usize = 16 * 1024;
 
 async fn check_unbounded(
     authority: &str,
-    path: &str,
-    timeout: Duration,
+    settings: &HealthConfig,
 ) -> Result<CheckInfo, ProbeError> {
-    let stream = open_stream(authority, timeout).await?;
+    let path = settings.path.as_str();
+    let stream = open_stream(authority, settings.timeout).await?;
     let (mut sender, connection) =
         http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream)).await?;
     let driver = tokio::spawn(connection);
@@ -156,7 +154,9 @@ async fn check_unbounded(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let verdict = if passes(status) {
-        Ok(CheckInfo { session })
+        expected(response, settings)
+            .await
+            .map(|()| CheckInfo { session })
     } else if status == StatusCode::SERVICE_UNAVAILABLE && says_starting(response.into_body()).await
     {
         Err(ProbeError::Starting)
@@ -166,6 +166,39 @@ async fn check_unbounded(
     driver.abort(); // done with this connection: dropping closes the socket
     verdict
 }
+
+/// `health.expect_header` and `health.expect_body`: is it Jenkins that answered?
+async fn expected(
+    response: hyper::Response<hyper::body::Incoming>,
+    settings: &HealthConfig,
+) -> Result<(), ProbeError> {
+    if let Some(header) = &settings.expect_header {
+        if !response.headers().contains_key(header.as_str()) {
+            return Err(ProbeError::Unexpected(format!(
+                "no {header} header in the answer: not Jenkins?"
+            )));
+        }
+    }
+    let Some(needle) = &settings.expect_body else {
+        return Ok(());
+    };
+    use http_body_util::BodyExt;
+    let page = http_body_util::Limited::new(response.into_body(), EXPECT_BODY_LIMIT)
+        .collect()
+        .await
+        .map_err(|error| ProbeError::Unexpected(format!("reading the body: {error}")))?
+        .to_bytes();
+    if String::from_utf8_lossy(&page).contains(needle.as_str()) {
+        Ok(())
+    } else {
+        Err(ProbeError::Unexpected(format!(
+            "the body does not contain {needle:?}: not Jenkins?"
+        )))
+    }
+}
+
+/// How much of a health page is searched for `health.expect_body`.
+const EXPECT_BODY_LIMIT: usize = 256 * 1024;
 
 /// Whether a 503 page is Jenkins' "getting ready to work" (start-up or reload).
 async fn says_starting(body: hyper::body::Incoming) -> bool {

@@ -220,13 +220,7 @@ where
     let poll = settings.health.interval.min(Duration::from_millis(200));
     let mut last_error = String::from("not checked yet");
     while started.elapsed() < settings.promote_timeout {
-        match crate::health::check(
-            to.upstream.authority(),
-            &settings.health.path,
-            settings.health.timeout,
-        )
-        .await
-        {
+        match crate::health::check(to.upstream.authority(), &settings.health).await {
             Ok(()) => {
                 report(Progress::Step(Step {
                     step: format!("{} ready", to.name),

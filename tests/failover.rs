@@ -307,3 +307,56 @@ async fn a_master_down_at_start_is_skipped() {
     );
     daemon.shutdown().await;
 }
+
+/// Something that is not Jenkins answers 200 on the health path (a default web page).
+async fn impostor() -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.2:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 2048];
+                let _ = stream.read(&mut buf).await;
+                let page = "<h1>Welcome to nginx!</h1>";
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{page}",
+                    page.len()
+                );
+                let _ = stream.write_all(head.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn health_that_lies_is_not_taken_for_jenkins() {
+    let fake = impostor().await;
+    let b = SampleMaster::start("master-b", addr("127.0.0.3"))
+        .await
+        .expect("master-b");
+    for (header, body, why) in [
+        (Some("X-Jenkins"), None, "no X-Jenkins header"),
+        (None, Some("ok"), "does not contain \"ok\""),
+    ] {
+        let mut config = config_for(&[&b], health(50, 2, 2), Failback::Never);
+        config
+            .backends
+            .insert(0, support::backends(&[("impostor", fake)]).remove(0));
+        config.health.expect_header = header.map(str::to_owned);
+        config.health.expect_body = body.map(str::to_owned);
+        let daemon = TestDaemon::start_with_active(config, "master-b").await;
+        let status = daemon.status().await;
+        assert_eq!(status["backends"][0]["healthy"], false);
+        let error = status["backends"][0]["last_error"]
+            .as_str()
+            .expect("error")
+            .to_owned();
+        assert!(error.contains(why), "{error}");
+        assert_eq!(served_by(&daemon).await, "master-b");
+        daemon.shutdown().await;
+    }
+}

@@ -130,6 +130,11 @@ pub struct HealthConfig {
     pub rise: u32,
     /// Consecutive failures for a healthy master to become unhealthy (>= 1).
     pub fall: u32,
+    /// `health.expect_header`: a response header that must be present (e.g.
+    /// `X-Jenkins`), so a port answered by something else is not taken for Jenkins.
+    pub expect_header: Option<String>,
+    /// `health.expect_body`: a substring the response body must contain.
+    pub expect_body: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -76,6 +76,8 @@ pub(super) struct RawHealth {
     // Signed so that `rise = -1` gets our "at least 1" message, not a serde one.
     pub(super) rise: Field<i64>,
     pub(super) fall: Field<i64>,
+    pub(super) expect_header: Field<String>,
+    pub(super) expect_body: Field<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

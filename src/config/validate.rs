@@ -309,6 +309,12 @@ fn health_config(src: &Source<'_>, raw: &RawHealth) -> Result<HealthConfig, Conf
             DEFAULT_FALL,
             "failed probes before a master counts as down",
         )?,
+        expect_header: expect_header(src, &raw.expect_header)?,
+        expect_body: raw
+            .expect_body
+            .as_ref()
+            .map(|b| b.get_ref().clone())
+            .filter(|b| !b.is_empty()),
     })
 }
 
@@ -464,6 +470,24 @@ fn check_name(name: &str, example: &str) -> Result<(), String> {
             "{name:?} contains {bad:?}; use only letters, digits, '.', '_' and '-' (names appear in logs and metrics)"
         )),
         None => Ok(()),
+    }
+}
+
+/// `health.expect_header`: a valid header name.
+fn expect_header(src: &Source<'_>, field: &Field<String>) -> Result<Option<String>, ConfigError> {
+    let Some(name) = field else {
+        return Ok(None);
+    };
+    match hyper::header::HeaderName::from_bytes(name.get_ref().as_bytes()) {
+        Ok(_) => Ok(Some(name.get_ref().clone())),
+        Err(_) => Err(src.error(
+            name.span(),
+            "health.expect_header",
+            format!(
+                "{:?} is not a header name; e.g. \"X-Jenkins\"",
+                name.get_ref()
+            ),
+        )),
     }
 }
 

@@ -48,6 +48,8 @@ pub fn health(interval_ms: u64, rise: u32, fall: u32) -> HealthConfig {
         timeout: Duration::from_millis(interval_ms * 4 / 5),
         rise,
         fall,
+        expect_header: None,
+        expect_body: None,
     }
 }
 
