@@ -401,6 +401,7 @@ fn owner_settings(config: &Config) -> OwnerSettings {
         }),
         hooks: config.hooks.clone(),
         starting_grace: config.failover.starting_grace,
+        min_active_time: config.failover.min_active_time,
     }
 }
 

@@ -23,6 +23,8 @@
 //!   the next failover.
 //! - The active master is always `Up` and enabled, or there is none.
 
+use std::time::Duration;
+
 use crate::config::Failback;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,6 +138,12 @@ pub struct Election {
     pinned: bool,
     /// The master active before the proxy restarted, until the first election.
     remembered: Option<usize>,
+    /// The caller's clock (time since start), passed in: the rules read no clock.
+    now: Duration,
+    /// When the active master (or none) took over, on the same clock.
+    active_since: Duration,
+    /// Failback waits until the active master has been active this long (flapping).
+    min_active: Duration,
 }
 
 impl Election {
@@ -164,7 +172,23 @@ impl Election {
             policy,
             pinned: false,
             remembered: None,
+            now: Duration::ZERO,
+            active_since: Duration::ZERO,
+            min_active: Duration::ZERO,
         }
+    }
+
+    /// `failover.min_active_time`: a failback (moving away from a healthy active
+    /// master) waits until it has been active this long, so a flapping master causes
+    /// at most one such switch per period. Failing over from a master that is down
+    /// never waits.
+    pub fn set_min_active(&mut self, min_active: Duration) {
+        self.min_active = min_active;
+    }
+
+    /// Moves the clock the rules see (time since start, never backwards).
+    pub fn advance(&mut self, now: Duration) {
+        self.now = self.now.max(now);
     }
 
     /// Marks a master as a cold standby (see [`MasterState::cold`]).
@@ -201,6 +225,7 @@ impl Election {
             .remembered
             .and_then(|i| find(&previous.masters[i].name));
         self.pinned = previous.pinned && self.active.is_some();
+        (self.now, self.active_since) = (previous.now, previous.active_since);
         let from = self.active;
         let removed = previous_active.filter(|_| from.is_none());
         let cause = match removed {
@@ -242,6 +267,7 @@ impl Election {
         }
         let from = self.active;
         self.active = Some(to);
+        self.active_since = self.now;
         self.pinned = true;
         let reason = match from {
             Some(from) => format!(
@@ -402,6 +428,7 @@ impl Election {
             return None;
         }
         self.active = to;
+        self.active_since = self.now;
         if to.is_some() {
             // Keeping the master from before a restart is a deliberate choice: pin it.
             self.pinned = to == self.remembered;
@@ -428,8 +455,9 @@ impl Election {
     fn choose(&self) -> Option<usize> {
         if let Some(active) = self.active {
             if self.masters[active].electable() {
+                let settled = self.now.saturating_sub(self.active_since) >= self.min_active;
                 return match self.policy.failback {
-                    Failback::Auto if !self.pinned => self.first_up(),
+                    Failback::Auto if !self.pinned && settled => self.first_up(),
                     _ => Some(active),
                 };
             }
@@ -874,6 +902,30 @@ mod tests {
         election.apply(1, &PASS);
         election.apply(1, &PASS);
         assert_eq!(election.active(), Some(1), "it answers now: up");
+    }
+
+    #[test]
+    fn min_active_time_limits_failback_of_a_flapping_master() {
+        let mut election = started(Failback::Auto);
+        election.set_min_active(Duration::from_secs(30));
+        election.advance(Duration::from_secs(1));
+        election.apply(0, &refused());
+        assert_eq!(
+            election.active(),
+            Some(1),
+            "a master that is down is left at once"
+        );
+        // master-a flaps back up at once: failback waits for min_active_time.
+        election.advance(Duration::from_secs(2));
+        election.apply(0, &PASS);
+        election.apply(0, &PASS);
+        assert_eq!(election.active(), Some(1));
+        election.advance(Duration::from_secs(30));
+        election.apply(0, &PASS);
+        assert_eq!(election.active(), Some(1), "29 s active: still waiting");
+        election.advance(Duration::from_secs(31));
+        let transition = election.apply(0, &PASS).transition.expect("failback");
+        assert_eq!(transition.to, Some(0));
     }
 
     #[test]

@@ -74,6 +74,8 @@ pub struct OwnerSettings {
     pub hooks: Vec<HookConfig>,
     /// `failover.starting_grace`.
     pub starting_grace: std::time::Duration,
+    /// `failover.min_active_time`.
+    pub min_active_time: std::time::Duration,
 }
 
 /// Why a command was not carried out. Display is what the admin API answers.
@@ -152,6 +154,7 @@ pub fn start(
 ) -> (OwnerHandle, RoutingHandle, JoinHandle<()>) {
     let now = SystemTime::now();
     let mut election = new_election(&masters, policy);
+    election.set_min_active(settings.min_active_time);
     if let Some(index) = remembered.and_then(|name| masters.iter().position(|m| m.name == name)) {
         tracing::info!(master = %masters[index].name, "remembered as active before the restart: keeping it if healthy");
         election.remember(index);
@@ -258,7 +261,9 @@ async fn run(
     mut inbox: mpsc::Receiver<Event>,
     publisher: watch::Sender<Arc<Snapshot>>,
 ) {
+    let clock = std::time::Instant::now();
     while let Some(event) = inbox.recv().await {
+        state.election.advance(clock.elapsed());
         let reply = state.handle(event);
         state.reconcile();
         let snapshot = Arc::new(state.snapshot());
@@ -673,8 +678,9 @@ impl OwnerState {
     /// Swaps in a new pool: state is kept by name, the active master stays active if
     /// it is still in the pool.
     fn reload(&mut self, masters: Vec<Arc<Master>>, policy: Policy, now: SystemTime) {
-        let (election, transition) =
-            new_election(&masters, policy).reconfigured_from(&self.election);
+        let mut fresh = new_election(&masters, policy);
+        fresh.set_min_active(self.settings.min_active_time);
+        let (election, transition) = fresh.reconfigured_from(&self.election);
         self.statuses = masters
             .iter()
             .map(

@@ -41,6 +41,7 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_STATE_FILE: &str = "state.json";
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 pub const DEFAULT_MAX_HEADERS: usize = 100;
+pub const DEFAULT_MIN_ACTIVE_TIME: Duration = Duration::from_secs(30);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_HOLD_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_PROMOTE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -178,6 +179,10 @@ pub struct FailoverConfig {
     pub starting_grace: Duration,
     /// `failover.command_timeout`: deadline of fence and start commands.
     pub command_timeout: Duration,
+    /// `failover.min_active_time`: a failback waits until the active master has been
+    /// active this long, so a flapping master cannot cause a storm of switches.
+    /// Default [`DEFAULT_MIN_ACTIVE_TIME`].
+    pub min_active_time: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -91,6 +91,7 @@ pub(super) struct RawFailover {
     pub(super) promote_timeout: Field<String>,
     pub(super) starting_grace: Field<String>,
     pub(super) command_timeout: Field<String>,
+    pub(super) min_active_time: Field<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -133,6 +134,7 @@ pub(super) const DURATION_KEYS: &[&str] = &[
     "promote_timeout",
     "starting_grace",
     "command_timeout",
+    "min_active_time",
     "call_timeout",
 ];
 

@@ -90,6 +90,12 @@ pub(super) fn validate(src: &Source<'_>, raw: &RawConfig) -> Result<Config, Conf
                 &raw.failover.command_timeout,
                 DEFAULT_COMMAND_TIMEOUT,
             )?,
+            min_active_time: duration(
+                src,
+                "failover.min_active_time",
+                &raw.failover.min_active_time,
+                super::DEFAULT_MIN_ACTIVE_TIME,
+            )?,
         },
         backends: backend::backends(src, &raw.backend)?,
         jenkins: promotion::jenkins(src, &raw.jenkins)?,

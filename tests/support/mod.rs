@@ -101,6 +101,8 @@ pub fn config_for(masters: &[&SampleMaster], health: HealthConfig, failback: Fai
             promote_timeout: Duration::from_secs(10),
             starting_grace: Duration::ZERO,
             command_timeout: Duration::from_secs(5),
+            // Tests that fail back want it at once.
+            min_active_time: Duration::ZERO,
         },
         backends: backends(
             &masters
