@@ -1,45 +1,639 @@
-//! Prometheus metrics (`GET /metrics` on the admin listener).
+//! Prometheus metrics (`GET /metrics` on the admin listener), in the OpenMetrics text
+//! format of the `prometheus-client` crate.
 //!
-//! Written by the request path (`observe_request`), the reload path (`reload`) and the
-//! snapshot follower (`follow`, which turns published snapshots into gauges and
-//! counts transitions by cause); read by the admin listener (`render`).
+//! Two kinds of metric, kept apart on purpose:
+//! - counters and the request histogram, fed by events: the request path
+//!   (`observe_request`), the reload path (`reload`) and the snapshot follower
+//!   (`follow`, which counts new transitions by cause). They live in `registry`.
+//! - per-master gauges (active, health, state, check latency, open connections), which
+//!   are a pure function of one snapshot: `render` builds them fresh from the snapshot
+//!   it is given, so they can never disagree with `/status` or keep a removed master.
 
-use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
 use tokio::sync::watch;
 
-use crate::routing::Snapshot;
+use crate::election::Health;
+use crate::routing::{Snapshot, TransitionRecord};
+
+/// Every metric name starts with `jenkins_ha_proxy_`.
+pub const PREFIX: &str = "jenkins_ha_proxy";
+
+/// What `render` produces. Prometheus asks for OpenMetrics first and parses it.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Upper bounds of the request duration buckets, 1 ms to 60 s: Jenkins answers most
+/// pages in milliseconds, but a slow master (GC pause, plugin startup) takes seconds.
+const DURATION_BUCKETS: [f64; 16] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
+];
+
+/// Transition causes created at 0 at start, so `increase()` sees the first one (a
+/// series born at 1 looks like no change). Causes added later appear when they happen.
+const KNOWN_CAUSES: [&str; 6] = [
+    "initial",
+    "health_check",
+    "connect_failed",
+    "failback",
+    "recovered",
+    "no_master",
+];
+
+/// The master states, all exported per master (1 for the current one) so that a
+/// change of state never leaves a stale series behind.
+const STATES: [Health; 3] = [Health::Unknown, Health::Up, Health::Down];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MasterLabel {
+    master: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    master: String,
+    class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CauseLabel {
+    cause: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    master: String,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConnectionLabels {
+    master: String,
+    kind: &'static str,
+}
 
 /// All metrics of one daemon.
-#[derive(Debug, Default)]
-pub struct Metrics {}
+#[derive(Debug)]
+pub struct Metrics {
+    /// The event-fed metrics below, registered once.
+    registry: Registry,
+    /// Written by the request path; read by `render`.
+    requests: Family<RequestLabels, Counter>,
+    /// Written by the request path; read by `render`.
+    request_duration: Histogram,
+    /// Changes of active master that demoted one (what `/status` counts as
+    /// `failovers`). Written by `count_transitions`.
+    failovers: Family<CauseLabel, Counter>,
+    /// Every change of active master, including the first election. Written by
+    /// `count_transitions`.
+    transitions: Family<CauseLabel, Counter>,
+    /// Written by the reload path.
+    reloads: Family<ResultLabel, Counter>,
+    /// Generation of the newest snapshot whose transitions are counted. Written by
+    /// `follow` and `render` (whichever sees a snapshot first counts it).
+    counted_generation: Mutex<u64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
 
 impl Metrics {
     pub fn new() -> Metrics {
-        Metrics {}
+        let requests = Family::<RequestLabels, Counter>::default();
+        let request_duration = Histogram::new(DURATION_BUCKETS);
+        let failovers = Family::<CauseLabel, Counter>::default();
+        let transitions = Family::<CauseLabel, Counter>::default();
+        let reloads = Family::<ResultLabel, Counter>::default();
+        for cause in KNOWN_CAUSES {
+            create_at_zero(&transitions, CauseLabel { cause });
+            // The first election and a recovery from "no master" demote nobody.
+            if !matches!(cause, "initial" | "recovered") {
+                create_at_zero(&failovers, CauseLabel { cause });
+            }
+        }
+        for result in ["success", "failure"] {
+            create_at_zero(&reloads, ResultLabel { result });
+        }
+
+        let mut registry = Registry::with_prefix(PREFIX);
+        registry.register(
+            "requests",
+            "Proxied requests by the master that answered (\"none\" when none could) and status class",
+            requests.clone(),
+        );
+        registry.register_with_unit(
+            "request_duration",
+            "Time from a request's arrival to its response head",
+            Unit::Seconds,
+            request_duration.clone(),
+        );
+        registry.register(
+            "failovers",
+            "Changes of active master that demoted one (replaced or lost), by cause",
+            failovers.clone(),
+        );
+        registry.register(
+            "transitions",
+            "Every change of active master, including the first election, by cause",
+            transitions.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "Configuration reloads by result",
+            reloads.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            request_duration,
+            failovers,
+            transitions,
+            reloads,
+            counted_generation: Mutex::new(0),
+        }
     }
 
     /// One proxied request: the master that answered (`"none"` when none could),
     /// its status code, and the time to the response head.
     pub fn observe_request(&self, master: &str, status: u16, duration: Duration) {
-        let _ = (master, status, duration);
+        let labels = RequestLabels {
+            master: master.to_owned(),
+            class: status_class(status),
+        };
+        self.requests.get_or_create(&labels).inc();
+        self.request_duration.observe(duration.as_secs_f64());
     }
 
     /// A configuration reload was attempted.
     pub fn reload(&self, succeeded: bool) {
-        let _ = succeeded;
+        let result = if succeeded { "success" } else { "failure" };
+        self.reloads.get_or_create(&ResultLabel { result }).inc();
     }
 
-    /// The Prometheus text exposition of everything, with per-master gauges read from
-    /// `snapshot` (active, health, check latency, open connections and tunnels).
+    /// The OpenMetrics text exposition of everything ([`CONTENT_TYPE`]), with
+    /// per-master gauges read from `snapshot` (active, health, check latency, open
+    /// connections and tunnels).
     pub fn render(&self, snapshot: &Snapshot) -> String {
-        let _ = snapshot;
-        String::new()
+        // The follower may not have seen this snapshot yet: count its transitions
+        // now, so /metrics never lags behind /status.
+        self.count_transitions(snapshot);
+        let pool = pool_registry(snapshot);
+        let mut text = String::new();
+        let encoded = encode_registry(&mut text, &pool)
+            .and_then(|()| encode_registry(&mut text, &self.registry))
+            .and_then(|()| encode_eof(&mut text));
+        // Writing to a String does not fail; should the encoder ever refuse, say so.
+        if let Err(error) = encoded {
+            tracing::warn!(%error, "cannot encode metrics");
+        }
+        text
     }
 
     /// Follows published snapshots and counts new transitions by cause.
     pub async fn follow(self: Arc<Self>, mut snapshots: watch::Receiver<Arc<Snapshot>>) {
-        while snapshots.changed().await.is_ok() {}
+        loop {
+            let snapshot = Arc::clone(&snapshots.borrow_and_update());
+            self.count_transitions(&snapshot);
+            if snapshots.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Counts the transitions of `snapshot` that no earlier snapshot counted.
+    fn count_transitions(&self, snapshot: &Snapshot) {
+        let mut counted = match self.counted_generation.lock() {
+            Ok(counted) => counted,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for record in new_transitions(snapshot, *counted) {
+            let cause = CauseLabel {
+                cause: record.cause,
+            };
+            self.transitions.get_or_create(&cause).inc();
+            if record.from.is_some() {
+                self.failovers.get_or_create(&cause).inc();
+            }
+        }
+        // An older snapshot (render racing the follower) must not move it back.
+        *counted = (*counted).max(snapshot.generation);
+    }
+}
+
+/// The transitions of `snapshot` newer than generation `counted`. The generation
+/// grows by one per transition, so the difference says how many of the newest are
+/// new; more than the history holds cannot be recovered (and would need over 50
+/// transitions between two snapshots the follower sees).
+fn new_transitions(
+    snapshot: &Snapshot,
+    counted: u64,
+) -> impl Iterator<Item = &TransitionRecord> + '_ {
+    let history = snapshot.transitions.len();
+    let new = usize::try_from(snapshot.generation.saturating_sub(counted))
+        .unwrap_or(usize::MAX)
+        .min(history);
+    snapshot.transitions.iter().skip(history - new)
+}
+
+/// Makes the series exist (at 0) before its first event.
+fn create_at_zero<S: Clone + Eq + std::hash::Hash>(family: &Family<S, Counter>, labels: S) {
+    family.get_or_create(&labels).inc_by(0);
+}
+
+/// "2xx" for 200..=299 and so on; hyper allows codes up to 999, which are "other".
+fn status_class(status: u16) -> &'static str {
+    match status / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        5 => "5xx",
+        _ => "other",
+    }
+}
+
+/// The per-master gauges of one snapshot, in a registry of their own.
+fn pool_registry(snapshot: &Snapshot) -> Registry {
+    let active = Family::<MasterLabel, Gauge>::default();
+    let healthy = Family::<MasterLabel, Gauge>::default();
+    let state = Family::<StateLabels, Gauge>::default();
+    let latency = Family::<MasterLabel, Gauge<f64, AtomicU64>>::default();
+    let open = Family::<ConnectionLabels, Gauge>::default();
+    for (index, status) in snapshot.masters.iter().enumerate() {
+        let name = &status.master.name;
+        let master = MasterLabel {
+            master: name.clone(),
+        };
+        active
+            .get_or_create(&master)
+            .set(i64::from(snapshot.active == Some(index)));
+        healthy
+            .get_or_create(&master)
+            .set(i64::from(status.health == Health::Up));
+        for candidate in STATES {
+            let labels = StateLabels {
+                master: name.clone(),
+                state: candidate.as_str(),
+            };
+            state
+                .get_or_create(&labels)
+                .set(i64::from(status.health == candidate));
+        }
+        // No series before the first check: 0 would claim an instant answer.
+        if let Some(last) = status.latency {
+            latency.get_or_create(&master).set(last.as_secs_f64());
+        }
+        let counts = status.master.upstream.attachments().counts();
+        for (kind, count) in [
+            ("http", counts.http),
+            ("tunnel", counts.tunnels),
+            ("tcp", counts.tcp),
+        ] {
+            let labels = ConnectionLabels {
+                master: name.clone(),
+                kind,
+            };
+            open.get_or_create(&labels)
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+    }
+
+    let mut registry = Registry::with_prefix(PREFIX);
+    registry.register(
+        "active_master",
+        "1 for the master that receives traffic, 0 for the others",
+        active,
+    );
+    registry.register(
+        "master_healthy",
+        "1 when the master's state is up, else 0",
+        healthy,
+    );
+    registry.register(
+        "master_state",
+        "1 for the master's current state (unknown before the first check, up, down)",
+        state,
+    );
+    registry.register_with_unit(
+        "health_check_latency",
+        "Duration of the master's last completed health check",
+        Unit::Seconds,
+        latency,
+    );
+    registry.register(
+        "open_connections",
+        "Connections open to the master now, by kind (http, tunnel, tcp)",
+        open,
+    );
+    registry
+}
+
+#[cfg(test)]
+#[path = "../tests/support/exposition.rs"]
+mod exposition;
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::time::SystemTime;
+
+    use super::exposition::Exposition;
+    use super::*;
+    use crate::drain::Kind;
+    use crate::routing::{Master, MasterStatus};
+    use crate::upstream::Upstream;
+
+    fn master(index: usize, name: &str) -> Arc<Master> {
+        Arc::new(Master {
+            index,
+            name: name.to_owned(),
+            url: format!("http://127.0.0.{}:8080", index + 2),
+            upstream: Upstream::new(
+                &format!("127.0.0.{}", index + 2),
+                8080,
+                Duration::from_secs(1),
+                Duration::from_secs(3),
+            ),
+        })
+    }
+
+    fn status(master: Arc<Master>, health: Health, latency_ms: Option<u64>) -> MasterStatus {
+        MasterStatus {
+            master,
+            health,
+            last_check: latency_ms.map(|_| SystemTime::now()),
+            last_error: None,
+            latency: latency_ms.map(Duration::from_millis),
+            consecutive_passed: 0,
+            consecutive_failed: 0,
+        }
+    }
+
+    fn transition(from: Option<&str>, to: Option<&str>, cause: &'static str) -> TransitionRecord {
+        TransitionRecord {
+            at: SystemTime::now(),
+            from: from.map(str::to_owned),
+            to: to.map(str::to_owned),
+            reason: format!("{from:?} -> {to:?}"),
+            cause,
+        }
+    }
+
+    /// A pool of master-a (up) and master-b (unknown), master-a active, with
+    /// `transitions` as history (the generation is its length, as from a fresh owner).
+    fn snapshot(masters: &[Arc<Master>], transitions: Vec<TransitionRecord>) -> Snapshot {
+        Snapshot {
+            generation: transitions.len() as u64,
+            active: Some(0),
+            active_since: SystemTime::now(),
+            failovers: 0,
+            masters: vec![
+                status(Arc::clone(&masters[0]), Health::Up, Some(3)),
+                status(Arc::clone(&masters[1]), Health::Unknown, None),
+            ],
+            transitions: Arc::new(VecDeque::from(transitions)),
+            started_at: SystemTime::now(),
+        }
+    }
+
+    fn pool() -> Vec<Arc<Master>> {
+        vec![master(0, "master-a"), master(1, "master-b")]
+    }
+
+    fn parse(metrics: &Metrics, snapshot: &Snapshot) -> Exposition {
+        let text = metrics.render(snapshot);
+        if std::env::var_os("SHOW_METRICS").is_some() {
+            println!("{text}");
+        }
+        Exposition::parse(&text).unwrap_or_else(|error| panic!("{error}\n{text}"))
+    }
+
+    #[test]
+    fn render_is_valid_openmetrics_with_per_master_gauges() {
+        let masters = pool();
+        let _tunnel = masters[0].upstream.attachments().attach(Kind::Tunnel);
+        let metrics = Metrics::new();
+        let initial = transition(None, Some("master-a"), "initial");
+        let parsed = parse(&metrics, &snapshot(&masters, vec![initial]));
+
+        let a = [("master", "master-a")];
+        let b = [("master", "master-b")];
+        assert_eq!(
+            parsed.value("jenkins_ha_proxy_active_master", &a),
+            Some(1.0)
+        );
+        assert_eq!(
+            parsed.value("jenkins_ha_proxy_active_master", &b),
+            Some(0.0)
+        );
+        assert_eq!(
+            parsed.value("jenkins_ha_proxy_master_healthy", &a),
+            Some(1.0)
+        );
+        assert_eq!(
+            parsed.value("jenkins_ha_proxy_master_healthy", &b),
+            Some(0.0)
+        );
+        let state = |master, state| {
+            parsed.value(
+                "jenkins_ha_proxy_master_state",
+                &[("master", master), ("state", state)],
+            )
+        };
+        assert_eq!(state("master-a", "up"), Some(1.0));
+        assert_eq!(state("master-a", "down"), Some(0.0));
+        assert_eq!(state("master-b", "unknown"), Some(1.0));
+        assert_eq!(
+            parsed.value("jenkins_ha_proxy_health_check_latency_seconds", &a),
+            Some(0.003)
+        );
+        assert_eq!(
+            parsed.value("jenkins_ha_proxy_health_check_latency_seconds", &b),
+            None,
+            "no latency before the first check"
+        );
+        let open = |kind| {
+            parsed.value(
+                "jenkins_ha_proxy_open_connections",
+                &[("master", "master-a"), ("kind", kind)],
+            )
+        };
+        assert_eq!(open("tunnel"), Some(1.0));
+        assert_eq!(open("http"), Some(0.0));
+        assert_eq!(open("tcp"), Some(0.0));
+        let initial = [("cause", "initial")];
+        assert_eq!(
+            parsed.value("jenkins_ha_proxy_transitions_total", &initial),
+            Some(1.0)
+        );
+        assert_eq!(
+            parsed.value("jenkins_ha_proxy_failovers_total", &initial),
+            None,
+            "the first election is not a failover"
+        );
+    }
+
+    #[test]
+    fn requests_and_reloads_are_counted() {
+        let masters = pool();
+        let metrics = Metrics::new();
+        let empty = snapshot(&masters, Vec::new());
+        let before = parse(&metrics, &empty);
+        let ok = [("master", "master-a"), ("class", "2xx")];
+        assert_eq!(before.value("jenkins_ha_proxy_requests_total", &ok), None);
+        assert_eq!(
+            before.value(
+                "jenkins_ha_proxy_config_reloads_total",
+                &[("result", "failure")]
+            ),
+            Some(0.0)
+        );
+
+        metrics.observe_request("master-a", 200, Duration::from_millis(2));
+        metrics.observe_request("master-a", 204, Duration::from_millis(40));
+        metrics.observe_request("none", 503, Duration::from_micros(300));
+        metrics.reload(false);
+        let after = parse(&metrics, &empty);
+        assert_eq!(
+            after.value("jenkins_ha_proxy_requests_total", &ok),
+            Some(2.0)
+        );
+        assert_eq!(
+            after.value(
+                "jenkins_ha_proxy_requests_total",
+                &[("master", "none"), ("class", "5xx")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            after.value(
+                "jenkins_ha_proxy_config_reloads_total",
+                &[("result", "failure")]
+            ),
+            Some(1.0)
+        );
+        let count = "jenkins_ha_proxy_request_duration_seconds_count";
+        assert_eq!(after.value(count, &[]), Some(3.0));
+        let bucket = "jenkins_ha_proxy_request_duration_seconds_bucket";
+        assert_eq!(after.value(bucket, &[("le", "0.001")]), Some(1.0));
+        assert_eq!(after.value(bucket, &[("le", "0.0025")]), Some(2.0));
+        assert_eq!(after.value(bucket, &[("le", "0.05")]), Some(3.0));
+    }
+
+    #[test]
+    fn only_new_transitions_are_counted_once() {
+        let masters = pool();
+        let metrics = Metrics::new();
+        let mut history = vec![transition(None, Some("master-a"), "initial")];
+        metrics.count_transitions(&snapshot(&masters, history.clone()));
+        history.push(transition(
+            Some("master-a"),
+            Some("master-b"),
+            "health_check",
+        ));
+        history.push(transition(Some("master-b"), None, "no_master"));
+        let newer = snapshot(&masters, history);
+        metrics.count_transitions(&newer);
+        metrics.count_transitions(&newer);
+        // An older snapshot arriving late changes nothing.
+        let parsed = parse(&metrics, &snapshot(&masters, Vec::new()));
+        let failovers =
+            |cause| parsed.value("jenkins_ha_proxy_failovers_total", &[("cause", cause)]);
+        assert_eq!(failovers("health_check"), Some(1.0));
+        assert_eq!(failovers("no_master"), Some(1.0));
+        assert_eq!(failovers("connect_failed"), Some(0.0));
+        assert_eq!(
+            parsed.value(
+                "jenkins_ha_proxy_transitions_total",
+                &[("cause", "initial")]
+            ),
+            Some(1.0)
+        );
+    }
+
+    #[test]
+    fn a_burst_longer_than_the_history_counts_what_the_history_holds() {
+        let masters = pool();
+        let records: Vec<_> = (0..3)
+            .map(|_| transition(Some("master-a"), Some("master-b"), "health_check"))
+            .collect();
+        let mut burst = snapshot(&masters, records);
+        burst.generation = 10;
+        assert_eq!(new_transitions(&burst, 0).count(), 3);
+        assert_eq!(new_transitions(&burst, 9).count(), 1);
+        assert_eq!(new_transitions(&burst, 10).count(), 0);
+        assert_eq!(new_transitions(&burst, 12).count(), 0);
+    }
+
+    #[test]
+    fn the_exposition_checker_rejects_broken_text() {
+        let valid = "# HELP x Things.\n# TYPE x counter\nx_total{a=\"q\\\"\"} 1\n# EOF\n";
+        let parsed = Exposition::parse(valid).expect("valid");
+        assert_eq!(parsed.value("x_total", &[("a", "q\"")]), Some(1.0));
+        for broken in [
+            "# TYPE x counter\nx_total 1\n",                          // no EOF
+            "# TYPE x counter\nx 1\n# EOF\n",                         // counter without _total
+            "# TYPE x gauge\nx 1\nx 2\n# EOF\n",                      // duplicate series
+            "# TYPE x gauge\nx{a=\"1\"} 1\nx 2\n# EOF\n",             // label sets differ
+            "# TYPE x gauge\nx 1\n# TYPE y gauge\ny 1\nx 2\n# EOF\n", // interleaved
+            "# TYPE x gauge\nx one\n# EOF\n",                         // not a number
+            "# TYPE x gauge\nx{a=1} 1\n# EOF\n",                      // unquoted label value
+            "# TYPE h histogram\nh_bucket{le=\"1\"} 2\nh_bucket{le=\"+Inf\"} 1\nh_count 1\n# EOF\n",
+        ] {
+            assert!(Exposition::parse(broken).is_err(), "accepted: {broken}");
+        }
+    }
+
+    #[test]
+    fn status_classes() {
+        assert_eq!(status_class(101), "1xx");
+        assert_eq!(status_class(200), "2xx");
+        assert_eq!(status_class(302), "3xx");
+        assert_eq!(status_class(404), "4xx");
+        assert_eq!(status_class(599), "5xx");
+        assert_eq!(status_class(999), "other");
+    }
+
+    #[tokio::test]
+    async fn follow_counts_transitions_of_published_snapshots() {
+        let masters = pool();
+        let metrics = Arc::new(Metrics::new());
+        let (publish, snapshots) = watch::channel(Arc::new(snapshot(&masters, Vec::new())));
+        let follower = tokio::spawn(Arc::clone(&metrics).follow(snapshots));
+        let history = vec![
+            transition(None, Some("master-a"), "initial"),
+            transition(Some("master-a"), Some("master-b"), "connect_failed"),
+        ];
+        publish
+            .send(Arc::new(snapshot(&masters, history)))
+            .expect("follower listens");
+        drop(publish);
+        tokio::time::timeout(Duration::from_secs(5), follower)
+            .await
+            .expect("follow ends when the sender is gone")
+            .expect("follow did not panic");
+        let counted = metrics
+            .failovers
+            .get_or_create(&CauseLabel {
+                cause: "connect_failed",
+            })
+            .get();
+        assert_eq!(counted, 1);
     }
 }

@@ -19,6 +19,7 @@ use crate::owner::OwnerHandle;
 use crate::routing::RoutingHandle;
 
 pub mod control;
+mod page;
 pub mod status;
 
 pub use control::{ReloadRequest, Token};
@@ -106,12 +107,13 @@ fn route<B>(ctx: &AdminContext, request: &Request<B>) -> Response<Full<Bytes>> {
                 ),
             }
         }
-        (&Method::GET | &Method::HEAD, "/") => respond(
+        (&Method::GET | &Method::HEAD, "/metrics") => respond(
             StatusCode::OK,
-            "text/plain; charset=utf-8",
-            b"jenkins-ha-proxy admin: GET /status for the pool as JSON\n".to_vec(),
+            crate::metrics::CONTENT_TYPE,
+            ctx.metrics.render(&ctx.routing.current()).into_bytes(),
         ),
-        (_, "/status" | "/") => respond(
+        (&Method::GET | &Method::HEAD, "/") => page::response(),
+        (_, "/status" | "/metrics" | "/") => respond(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain; charset=utf-8",
             b"use GET\n".to_vec(),

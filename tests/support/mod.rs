@@ -2,6 +2,7 @@
 //! a small HTTP client, and waiting on conditions with a deadline (never fixed sleeps).
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod exposition;
 pub mod tcp_master;
 pub mod ws_master;
 
