@@ -9,19 +9,21 @@
 //!   are a pure function of one snapshot: `render` builds them fresh from the snapshot
 //!   it is given, so they can never disagree with `/status` or keep a removed master.
 
-use std::sync::atomic::AtomicU64;
+use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeGaugeValue, EncodeLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 use tokio::sync::watch;
 
+use crate::drain::Counts;
 use crate::election::Health;
 use crate::routing::{Snapshot, TransitionRecord};
 
@@ -53,11 +55,6 @@ const KNOWN_CAUSES: [&str; 6] = [
 const STATES: [Health; 3] = [Health::Unknown, Health::Up, Health::Down];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct MasterLabel {
-    master: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     master: String,
     class: &'static str,
@@ -71,18 +68,6 @@ struct CauseLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StateLabels {
-    master: String,
-    state: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ConnectionLabels {
-    master: String,
-    kind: &'static str,
 }
 
 /// All metrics of one daemon.
@@ -270,78 +255,111 @@ fn status_class(status: u16) -> &'static str {
 
 /// The per-master gauges of one snapshot, in a registry of their own.
 fn pool_registry(snapshot: &Snapshot) -> Registry {
-    let active = Family::<MasterLabel, Gauge>::default();
-    let healthy = Family::<MasterLabel, Gauge>::default();
-    let state = Family::<StateLabels, Gauge>::default();
-    let latency = Family::<MasterLabel, Gauge<f64, AtomicU64>>::default();
-    let open = Family::<ConnectionLabels, Gauge>::default();
-    for (index, status) in snapshot.masters.iter().enumerate() {
-        let name = &status.master.name;
-        let master = MasterLabel {
-            master: name.clone(),
-        };
-        active
-            .get_or_create(&master)
-            .set(i64::from(snapshot.active == Some(index)));
-        healthy
-            .get_or_create(&master)
-            .set(i64::from(status.health == Health::Up));
-        for candidate in STATES {
-            let labels = StateLabels {
-                master: name.clone(),
-                state: candidate.as_str(),
-            };
-            state
-                .get_or_create(&labels)
-                .set(i64::from(status.health == candidate));
-        }
-        // No series before the first check: 0 would claim an instant answer.
-        if let Some(last) = status.latency {
-            latency.get_or_create(&master).set(last.as_secs_f64());
-        }
-        let counts = status.master.upstream.attachments().counts();
-        for (kind, count) in [
-            ("http", counts.http),
-            ("tunnel", counts.tunnels),
-            ("tcp", counts.tcp),
-        ] {
-            let labels = ConnectionLabels {
-                master: name.clone(),
-                kind,
-            };
-            open.get_or_create(&labels)
-                .set(i64::try_from(count).unwrap_or(i64::MAX));
-        }
-    }
-
     let mut registry = Registry::with_prefix(PREFIX);
-    registry.register(
-        "active_master",
-        "1 for the master that receives traffic, 0 for the others",
-        active,
-    );
-    registry.register(
-        "master_healthy",
-        "1 when the master's state is up, else 0",
-        healthy,
-    );
-    registry.register(
-        "master_state",
-        "1 for the master's current state (unknown before the first check, up, down)",
-        state,
-    );
-    registry.register_with_unit(
-        "health_check_latency",
-        "Duration of the master's last completed health check",
-        Unit::Seconds,
-        latency,
-    );
-    registry.register(
-        "open_connections",
-        "Connections open to the master now, by kind (http, tunnel, tcp)",
-        open,
-    );
+    registry.register_collector(Box::new(Pool::of(snapshot)));
     registry
+}
+
+/// What the gauges say about each master, in file order (a collector, rather than
+/// label families, so that the series come out in that order, scrape after scrape).
+#[derive(Debug)]
+struct Pool(Vec<MasterRow>);
+
+#[derive(Debug)]
+struct MasterRow {
+    name: String,
+    active: bool,
+    health: Health,
+    /// Seconds; None before the first check (0 would claim an instant answer).
+    latency: Option<f64>,
+    open: Counts,
+}
+
+impl Pool {
+    fn of(snapshot: &Snapshot) -> Pool {
+        let rows = snapshot
+            .masters
+            .iter()
+            .enumerate()
+            .map(|(index, status)| MasterRow {
+                name: status.master.name.clone(),
+                active: snapshot.active == Some(index),
+                health: status.health,
+                latency: status.latency.map(|l| l.as_secs_f64()),
+                open: status.master.upstream.attachments().counts(),
+            });
+        Pool(rows.collect())
+    }
+}
+
+impl Collector for Pool {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let rows = &self.0;
+        gauge(
+            &mut encoder,
+            ("active_master", None),
+            "1 for the master that receives traffic, 0 for the others.",
+            rows.iter()
+                .map(|r| ([("master", r.name.as_str())], u32::from(r.active))),
+        )?;
+        gauge(
+            &mut encoder,
+            ("master_healthy", None),
+            "1 when the master's state is up, else 0.",
+            rows.iter().map(|r| {
+                (
+                    [("master", r.name.as_str())],
+                    u32::from(r.health == Health::Up),
+                )
+            }),
+        )?;
+        gauge(
+            &mut encoder,
+            ("master_state", None),
+            "1 for the master's current state (unknown before the first check, up, down).",
+            rows.iter().flat_map(|r| {
+                STATES.map(|state| {
+                    let labels = [("master", r.name.as_str()), ("state", state.as_str())];
+                    (labels, u32::from(r.health == state))
+                })
+            }),
+        )?;
+        gauge(
+            &mut encoder,
+            ("health_check_latency", Some(&Unit::Seconds)),
+            "Duration of the master's last completed health check.",
+            rows.iter()
+                .filter_map(|r| Some(([("master", r.name.as_str())], r.latency?))),
+        )?;
+        gauge(
+            &mut encoder,
+            ("open_connections", None),
+            "Connections open to the master now, by kind (http, tunnel, tcp).",
+            rows.iter().flat_map(|r| {
+                [
+                    ("http", r.open.http),
+                    ("tunnel", r.open.tunnels),
+                    ("tcp", r.open.tcp),
+                ]
+                .map(|(kind, count)| ([("master", r.name.as_str()), ("kind", kind)], count))
+            }),
+        )
+    }
+}
+
+/// Encodes one gauge family (name and unit, help) from its series. Help ends with a
+/// period, as the registry writes it for registered metrics.
+fn gauge<S: EncodeLabelSet, V: EncodeGaugeValue>(
+    encoder: &mut DescriptorEncoder,
+    (name, unit): (&str, Option<&Unit>),
+    help: &str,
+    series: impl Iterator<Item = (S, V)>,
+) -> fmt::Result {
+    let mut family = encoder.encode_descriptor(name, help, unit, MetricType::Gauge)?;
+    for (labels, value) in series {
+        family.encode_family(&labels)?.encode_gauge(&value)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -418,9 +436,6 @@ mod tests {
 
     fn parse(metrics: &Metrics, snapshot: &Snapshot) -> Exposition {
         let text = metrics.render(snapshot);
-        if std::env::var_os("SHOW_METRICS").is_some() {
-            println!("{text}");
-        }
         Exposition::parse(&text).unwrap_or_else(|error| panic!("{error}\n{text}"))
     }
 
