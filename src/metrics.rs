@@ -41,13 +41,17 @@ const DURATION_BUCKETS: [f64; 16] = [
 
 /// Transition causes created at 0 at start, so `increase()` sees the first one (a
 /// series born at 1 looks like no change). Causes added later appear when they happen.
-const KNOWN_CAUSES: [&str; 6] = [
+const KNOWN_CAUSES: [&str; 10] = [
     "initial",
     "health_check",
     "connect_failed",
     "failback",
     "recovered",
     "no_master",
+    "promotion_failed",
+    "switchover",
+    "maintenance",
+    "reload",
 ];
 
 /// The master states, all exported per master (1 for the current one) so that a
@@ -260,16 +264,22 @@ fn pool_registry(snapshot: &Snapshot) -> Registry {
     registry
 }
 
-/// What the gauges say about each master, in file order (a collector, rather than
-/// label families, so that the series come out in that order, scrape after scrape).
+/// What the gauges say about the pool and each master, masters in file order (a
+/// collector, rather than label families, so that the series come out in that order,
+/// scrape after scrape).
 #[derive(Debug)]
-struct Pool(Vec<MasterRow>);
+struct Pool {
+    masters: Vec<MasterRow>,
+    promoting: bool,
+    alarms: usize,
+}
 
 #[derive(Debug)]
 struct MasterRow {
     name: String,
     active: bool,
     health: Health,
+    disabled: bool,
     /// Seconds; None before the first check (0 would claim an instant answer).
     latency: Option<f64>,
     open: Counts,
@@ -285,16 +295,33 @@ impl Pool {
                 name: status.master.name.clone(),
                 active: snapshot.active == Some(index),
                 health: status.health,
+                disabled: status.disabled,
                 latency: status.latency.map(|l| l.as_secs_f64()),
                 open: status.master.upstream.attachments().counts(),
             });
-        Pool(rows.collect())
+        Pool {
+            masters: rows.collect(),
+            promoting: snapshot.promotion.is_some(),
+            alarms: snapshot.alarms.len(),
+        }
     }
 }
 
 impl Collector for Pool {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
-        let rows = &self.0;
+        let rows = &self.masters;
+        pool_gauge(
+            &mut encoder,
+            "alarms",
+            "Alarms that need a person now (two masters up on one home); see /status.",
+            self.alarms,
+        )?;
+        pool_gauge(
+            &mut encoder,
+            "promotion_in_progress",
+            "1 while a master is being promoted and requests are held, else 0.",
+            u32::from(self.promoting),
+        )?;
         gauge(
             &mut encoder,
             ("active_master", None),
@@ -312,6 +339,13 @@ impl Collector for Pool {
                     u32::from(r.health == Health::Up),
                 )
             }),
+        )?;
+        gauge(
+            &mut encoder,
+            ("master_disabled", None),
+            "1 while the master is out of the election for maintenance, else 0.",
+            rows.iter()
+                .map(|r| ([("master", r.name.as_str())], u32::from(r.disabled))),
         )?;
         gauge(
             &mut encoder,
@@ -347,6 +381,18 @@ impl Collector for Pool {
     }
 }
 
+/// Encodes a gauge without labels.
+fn pool_gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: impl EncodeGaugeValue,
+) -> fmt::Result {
+    encoder
+        .encode_descriptor(name, help, None, MetricType::Gauge)?
+        .encode_gauge(&value)
+}
+
 /// Encodes one gauge family (name and unit, help) from its series. Help ends with a
 /// period, as the registry writes it for registered metrics.
 fn gauge<S: EncodeLabelSet, V: EncodeGaugeValue>(
@@ -373,15 +419,19 @@ mod tests {
 
     use super::exposition::Exposition;
     use super::*;
+    use crate::config::{Failback, Standby};
     use crate::drain::Kind;
     use crate::routing::{Master, MasterStatus};
     use crate::upstream::Upstream;
 
     fn master(index: usize, name: &str) -> Arc<Master> {
         Arc::new(Master {
-            index,
             name: name.to_owned(),
             url: format!("http://127.0.0.{}:8080", index + 2),
+            host: format!("127.0.0.{}", index + 2),
+            standby: Standby::None,
+            start_command: None,
+            fence_command: None,
             upstream: Upstream::new(
                 &format!("127.0.0.{}", index + 2),
                 8080,
@@ -395,6 +445,7 @@ mod tests {
         MasterStatus {
             master,
             health,
+            disabled: false,
             last_check: latency_ms.map(|_| SystemTime::now()),
             last_error: None,
             latency: latency_ms.map(Duration::from_millis),
@@ -410,6 +461,7 @@ mod tests {
             to: to.map(str::to_owned),
             reason: format!("{from:?} -> {to:?}"),
             cause,
+            steps: Vec::new(),
         }
     }
 
@@ -419,6 +471,8 @@ mod tests {
         Snapshot {
             generation: transitions.len() as u64,
             active: Some(0),
+            promotion: None,
+            alarms: Vec::new(),
             active_since: SystemTime::now(),
             failovers: 0,
             masters: vec![
@@ -427,6 +481,7 @@ mod tests {
             ],
             transitions: Arc::new(VecDeque::from(transitions)),
             started_at: SystemTime::now(),
+            failback: Failback::Never,
         }
     }
 
@@ -445,7 +500,11 @@ mod tests {
         let _tunnel = masters[0].upstream.attachments().attach(Kind::Tunnel);
         let metrics = Metrics::new();
         let initial = transition(None, Some("master-a"), "initial");
-        let parsed = parse(&metrics, &snapshot(&masters, vec![initial]));
+        let mut pool = snapshot(&masters, vec![initial]);
+        pool.masters[1].disabled = true;
+        pool.alarms
+            .push("master-a and master-b are both up".to_owned());
+        let parsed = parse(&metrics, &pool);
 
         let a = [("master", "master-a")];
         let b = [("master", "master-b")];
@@ -463,6 +522,14 @@ mod tests {
         );
         assert_eq!(
             parsed.value("jenkins_ha_proxy_master_healthy", &b),
+            Some(0.0)
+        );
+        let disabled = "jenkins_ha_proxy_master_disabled";
+        assert_eq!(parsed.value(disabled, &a), Some(0.0));
+        assert_eq!(parsed.value(disabled, &b), Some(1.0));
+        assert_eq!(parsed.value("jenkins_ha_proxy_alarms", &[]), Some(1.0));
+        assert_eq!(
+            parsed.value("jenkins_ha_proxy_promotion_in_progress", &[]),
             Some(0.0)
         );
         let state = |master, state| {
