@@ -25,7 +25,7 @@ use tokio::sync::watch;
 
 use crate::drain::Counts;
 use crate::election::Health;
-use crate::routing::{Snapshot, TransitionRecord};
+use crate::routing::{Snapshot, TransitionRecord, STATES};
 
 /// Every metric name starts with `jenkins_ha_proxy_`.
 pub const PREFIX: &str = "jenkins_ha_proxy";
@@ -53,10 +53,6 @@ const KNOWN_CAUSES: [&str; 10] = [
     "maintenance",
     "reload",
 ];
-
-/// The master states, all exported per master (1 for the current one) so that a
-/// change of state never leaves a stale series behind.
-const STATES: [Health; 3] = [Health::Unknown, Health::Up, Health::Down];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -279,6 +275,8 @@ struct MasterRow {
     name: String,
     active: bool,
     health: Health,
+    /// As in /status: the health, or "starting".
+    state: &'static str,
     disabled: bool,
     /// Seconds; None before the first check (0 would claim an instant answer).
     latency: Option<f64>,
@@ -295,6 +293,7 @@ impl Pool {
                 name: status.master.name.clone(),
                 active: snapshot.active == Some(index),
                 health: status.health,
+                state: status.state(),
                 disabled: status.disabled,
                 latency: status.latency.map(|l| l.as_secs_f64()),
                 open: status.master.upstream.attachments().counts(),
@@ -350,11 +349,12 @@ impl Collector for Pool {
         gauge(
             &mut encoder,
             ("master_state", None),
-            "1 for the master's current state (unknown before the first check, up, down).",
+            "1 for the master's state in /status (unknown before the first check, up, down, starting).",
+            // Every state is exported (0 or 1), so a change never leaves a stale series.
             rows.iter().flat_map(|r| {
                 STATES.map(|state| {
-                    let labels = [("master", r.name.as_str()), ("state", state.as_str())];
-                    (labels, u32::from(r.health == state))
+                    let labels = [("master", r.name.as_str()), ("state", state)];
+                    (labels, u32::from(r.state == state))
                 })
             }),
         )?;
@@ -446,6 +446,7 @@ mod tests {
             master,
             health,
             disabled: false,
+            starting: false,
             last_check: latency_ms.map(|_| SystemTime::now()),
             last_error: None,
             latency: latency_ms.map(Duration::from_millis),
@@ -569,6 +570,22 @@ mod tests {
             None,
             "the first election is not a failover"
         );
+    }
+
+    #[test]
+    fn a_starting_master_shows_starting_as_in_status() {
+        let masters = pool();
+        let mut starting = snapshot(&masters, Vec::new());
+        starting.masters[1].starting = true;
+        let parsed = parse(&Metrics::new(), &starting);
+        let state = |state| {
+            parsed.value(
+                "jenkins_ha_proxy_master_state",
+                &[("master", "master-b"), ("state", state)],
+            )
+        };
+        assert_eq!(state("starting"), Some(1.0));
+        assert_eq!(state("unknown"), Some(0.0));
     }
 
     #[test]

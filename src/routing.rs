@@ -46,6 +46,21 @@ pub struct MasterStatus {
     pub consecutive_failed: u32,
 }
 
+/// The states a master is shown in (`/status` `state`, the `master_state` metric).
+pub const STATES: [&str; 4] = ["unknown", "up", "down", "starting"];
+
+impl MasterStatus {
+    /// Its state as shown to people and scripts: the health, except that a master
+    /// whose last check said Jenkins is starting shows "starting". One of [`STATES`].
+    pub fn state(&self) -> &'static str {
+        if self.starting {
+            "starting"
+        } else {
+            self.health.as_str()
+        }
+    }
+}
+
 /// One change of the active master, kept for "why did it fail over?".
 #[derive(Debug, Clone)]
 pub struct TransitionRecord {

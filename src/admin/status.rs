@@ -31,7 +31,7 @@ pub struct BackendStatus {
     pub url: String,
     pub healthy: bool,
     pub active: bool,
-    /// "unknown" (not checked yet), "up" or "down".
+    /// "unknown" (not checked yet), "up", "down" or "starting".
     pub state: &'static str,
     pub last_check: Option<String>,
     pub last_error: Option<String>,
@@ -107,11 +107,7 @@ impl Status {
                         url: status.master.url.clone(),
                         healthy: status.health == crate::election::Health::Up,
                         active: snapshot.active == Some(index),
-                        state: if status.starting {
-                            "starting"
-                        } else {
-                            status.health.as_str()
-                        },
+                        state: status.state(),
                         last_check: status.last_check.map(rfc3339),
                         last_error: status.last_error.clone(),
                         latency_ms: status.latency.map(|l| l.as_secs_f64() * 1000.0),
