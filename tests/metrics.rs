@@ -105,15 +105,18 @@ async fn metrics_follow_traffic_and_failovers() {
     assert_eq!(after.value(active, &master("master-b")), Some(1.0));
     let healthy = "jenkins_ha_proxy_master_healthy";
     assert_eq!(after.value(healthy, &master("master-a")), Some(0.0));
-    let state = "jenkins_ha_proxy_master_state";
-    assert_eq!(
-        after.value(state, &[("master", "master-a"), ("state", "down")]),
-        Some(1.0)
-    );
-    assert_eq!(
-        after.value(state, &[("master", "master-a"), ("state", "up")]),
-        Some(0.0)
-    );
+    // The sample master's 503 says "getting ready to work": the state is "starting",
+    // as in /status, and every other state of master-a is 0.
+    let state = |state| {
+        after.value(
+            "jenkins_ha_proxy_master_state",
+            &[("master", "master-a"), ("state", state)],
+        )
+    };
+    assert_eq!(state("starting"), Some(1.0));
+    for other in ["unknown", "up", "down"] {
+        assert_eq!(state(other), Some(0.0), "{other}");
+    }
 
     let reply = get(daemon.proxy, "/job/x/")
         .await
