@@ -30,7 +30,7 @@
 //! - [`metrics`]: Prometheus metrics, fed by the request path and by snapshots.
 //! - [`commands`]: fence/start/hook commands: no shell, placeholders, timeout.
 //! - [`jenkins`]: the Jenkins REST calls promotion needs (quietDown, reload, ...).
-//! - [`admin`]: the admin listener (`/status`).
+//! - [`admin`]: the admin listener: `/status`, `/metrics`, the status page, control calls.
 //! - [`daemon`]: wires it all together: [`daemon::run`] takes bound listeners and a shutdown future.
 //! - [`cli`]: the command line (`run`, `check`, `status`, `demo`); `main.rs` only calls it.
 //! - [`state`]: the state file that remembers the active master across restarts.

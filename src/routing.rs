@@ -69,7 +69,8 @@ pub struct TransitionRecord {
     pub to: Option<String>,
     pub reason: String,
     /// A short machine-readable label of the reason (metrics label, scripts):
-    /// "initial", "health_check", "connect_failed", "failback", "recovered", "no_master".
+    /// "initial", "health_check", "connect_failed", "failback", "recovered", "no_master",
+    /// "switchover", "maintenance", "reload", "promotion_failed".
     pub cause: &'static str,
     /// Steps of the promotion that followed (fence, reload or start, ready, traffic
     /// moved), with timings; empty when none was needed.
