@@ -190,6 +190,7 @@ impl Upstream {
     /// connection the master closes (or that was upgraded) is dropped instead.
     pub fn release(&self, mut sender: SendRequest<UpstreamBody>) {
         let idle = Arc::clone(&self.idle);
+        let idle_timeout = self.idle_timeout;
         tokio::spawn(async move {
             if sender.ready().await.is_err() {
                 return;
@@ -198,6 +199,8 @@ impl Upstream {
                 Ok(idle) => idle,
                 Err(poisoned) => poisoned.into_inner(),
             };
+            // Drop what expired or was closed, so idle sockets do not pile up.
+            idle.retain(|c| c.idle_since.elapsed() < idle_timeout && !c.sender.is_closed());
             if idle.len() < MAX_IDLE_PER_MASTER {
                 idle.push(IdleConnection {
                     sender,
