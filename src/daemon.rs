@@ -221,6 +221,7 @@ impl Daemon {
             shutdown_timeout: self.config.proxy.shutdown_timeout,
             max_header_bytes: self.config.proxy.max_header_bytes,
             max_headers: self.config.proxy.max_headers,
+            max_connections: self.config.proxy.max_connections,
         }
     }
 

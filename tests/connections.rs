@@ -297,3 +297,57 @@ async fn requests_waiting_on_a_frozen_master_are_rescued_or_get_504() {
     );
     daemon.shutdown().await;
 }
+
+#[tokio::test]
+async fn connections_over_max_connections_are_closed_and_the_rest_served() {
+    let a = SampleMaster::start("master-a", "127.0.0.2:0".parse().expect("addr"))
+        .await
+        .expect("master-a");
+    let mut config = config_for(&[&a], health(100, 2, 3), Failback::Never);
+    config.proxy.max_connections = 5;
+    let daemon = TestDaemon::start_with_active(config, "master-a").await;
+    // Five clients hold their connections open (one request each, kept alive).
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        let mut stream = TcpStream::connect(daemon.proxy).await.expect("connect");
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: proxy\r\n\r\n")
+            .await
+            .expect("write");
+        let mut buf = vec![0u8; 1024];
+        let n = stream.read(&mut buf).await.expect("read");
+        assert!(
+            buf[..n].starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+        held.push(stream);
+    }
+    // The sixth is closed without an answer.
+    let mut extra = TcpStream::connect(daemon.proxy)
+        .await
+        .expect("the kernel accepts");
+    let _ = extra
+        .write_all(b"GET / HTTP/1.1\r\nHost: proxy\r\n\r\n")
+        .await;
+    let mut buf = vec![0u8; 64];
+    let n = tokio::time::timeout(support::DEADLINE, extra.read(&mut buf))
+        .await
+        .expect("closed promptly")
+        .unwrap_or(0);
+    assert_eq!(
+        n,
+        0,
+        "over the limit: closed, got {:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    // One client leaves: a new one is served again.
+    drop(held.pop());
+    support::wait_until("a freed slot serves a new client", || async {
+        get(daemon.proxy, "/")
+            .await
+            .is_ok_and(|r| r.status == StatusCode::OK)
+    })
+    .await;
+    daemon.shutdown().await;
+}

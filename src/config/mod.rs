@@ -41,6 +41,7 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_STATE_FILE: &str = "state.json";
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 pub const DEFAULT_MAX_HEADERS: usize = 100;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
 pub const DEFAULT_MIN_ACTIVE_TIME: Duration = Duration::from_secs(30);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_HOLD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -108,6 +109,9 @@ pub struct ProxyConfig {
     pub max_header_bytes: usize,
     /// `proxy.max_headers`: most header fields in a request. Default [`DEFAULT_MAX_HEADERS`].
     pub max_headers: usize,
+    /// `proxy.max_connections`: client connections served at once; more are closed
+    /// at once (and logged) rather than exhausting file descriptors.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]

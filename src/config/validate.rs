@@ -225,6 +225,14 @@ fn proxy_config(
             8,
             10_000,
         )?,
+        max_connections: bounded(
+            src,
+            "proxy.max_connections",
+            &raw.max_connections,
+            super::DEFAULT_MAX_CONNECTIONS,
+            1,
+            1_000_000,
+        )?,
         request_timeout: optional_duration(
             src,
             "proxy.request_timeout",

@@ -31,6 +31,7 @@ pub struct ServerSettings {
     pub shutdown_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_headers: usize,
+    pub max_connections: usize,
 }
 
 /// Serves `listener` until `shutdown` completes, then stops accepting and lets
@@ -49,6 +50,8 @@ pub async fn serve(
         .max_buf_size(settings.max_header_bytes)
         .max_headers(settings.max_headers);
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(settings.max_connections));
+    let mut last_refusal_log: Option<std::time::Instant> = None;
     tokio::pin!(shutdown);
     loop {
         let (stream, client) = tokio::select! {
@@ -62,6 +65,16 @@ pub async fn serve(
                 }
             },
             () = &mut shutdown => break,
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            // Closing at once is cheaper for everyone than queueing the socket.
+            if last_refusal_log.is_none_or(|at| at.elapsed() > Duration::from_secs(1)) {
+                tracing::warn!(limit = settings.max_connections, %client,
+                    "proxy.max_connections reached: closing new client connections");
+                last_refusal_log = Some(std::time::Instant::now());
+            }
+            drop(stream);
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let local = match stream.local_addr() {
@@ -87,6 +100,7 @@ pub async fn serve(
         let silence_limit = settings.header_read_timeout;
         tokio::spawn(
             async move {
+                let _slot = slot; // held while the connection lives
                 let silent = async {
                     tokio::time::sleep(silence_limit).await;
                     if spoke.load(Ordering::Relaxed) {

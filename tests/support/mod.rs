@@ -86,6 +86,7 @@ pub fn config_for(masters: &[&SampleMaster], health: HealthConfig, failback: Fai
             request_timeout: Some(Duration::from_secs(30)),
             max_header_bytes: config::DEFAULT_MAX_HEADER_BYTES,
             max_headers: config::DEFAULT_MAX_HEADERS,
+            max_connections: config::DEFAULT_MAX_CONNECTIONS,
         },
         admin: AdminConfig {
             listen: loopback,
