@@ -68,7 +68,11 @@ pub async fn serve(
         };
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
             // Closing at once is cheaper for everyone than queueing the socket.
-            if last_refusal_log.is_none_or(|at| at.elapsed() > Duration::from_secs(1)) {
+            let quiet_for_a_second = match last_refusal_log {
+                Some(at) => at.elapsed() > Duration::from_secs(1),
+                None => true,
+            };
+            if quiet_for_a_second {
                 tracing::warn!(limit = settings.max_connections, %client,
                     "proxy.max_connections reached: closing new client connections");
                 last_refusal_log = Some(std::time::Instant::now());
