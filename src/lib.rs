@@ -18,7 +18,8 @@
 //! Modules, one job each:
 //! - [`config`]: TOML schema, validation, errors naming file/line/key.
 //! - [`election`]: the pure election rules (no I/O, no clock), tested exhaustively.
-//! - [`owner`]: the task that owns election state, applies events, publishes snapshots.
+//! - [`owner`]: the task that owns election state, applies events, publishes snapshots;
+//!   its `readiness` part moves traffic only to a master made ready (promotion).
 //! - [`routing`]: the immutable [`routing::Snapshot`] and the read handle over it.
 //! - [`health`]: heartbeat probes, one task per master.
 //! - [`upstream`]: connections to masters: connect with deadline, a small idle pool.
