@@ -2,14 +2,17 @@
 //! masters that share one JENKINS_HOME.
 //!
 //! ```text
-//!   config --> [ election owner task ] <--- events: probe results, "connect failed on live traffic"
+//!   SIGHUP / admin POST            probes (one task per master)      promoter (fence, reload/start)
+//!          |                                  |                                |
+//!          v                                  v                                v
+//!   config --> [ owner task: election rules (pure) + readiness ] <-- "connect failed on live traffic"
 //!                |  (the only writer of election state)
-//!                v  watch::Sender<Arc<Snapshot>>
-//!     +----------+-------------+------------------+
-//!     |                        |                  |
-//!  HTTP proxy              admin /status      (later: TCP listeners, drain, hooks)
-//!  (reads the snapshot,
-//!   never decides)
+//!                v  watch::Sender<Arc<Snapshot>>  (active master, promotion, per-master status)
+//!     +----------+-----------+--------------+-------------+-----------------+
+//!     |                      |              |             |                 |
+//!  HTTP proxy           TCP listeners    admin:       drain of the      state file,
+//!  (reads; holds during (follow the      /status,     demoted master    metrics
+//!   a promotion)         active master)  /metrics, /  (on change)       (on change)
 //! ```
 //!
 //! The invariant every module serves: at most one master receives traffic at any
