@@ -64,6 +64,59 @@ pub async fn open_stream(authority: &str, timeout: Duration) -> Result<TcpStream
     Ok(stream)
 }
 
+/// How long a just-returned connection may take to become ready for the next request.
+const READY_WAIT: Duration = Duration::from_millis(50);
+
+async fn ready_soon(sender: &mut SendRequest<UpstreamBody>) -> bool {
+    matches!(
+        tokio::time::timeout(READY_WAIT, sender.ready()).await,
+        Ok(Ok(()))
+    )
+}
+
+/// Idle keep-alive connections of one master, most recently used last.
+struct Pool {
+    /// Written by `Returner::give_back` (when a response ends) and `take_idle`, read
+    /// by `take_idle`; held only for a push, a pop or a prune, never across an await.
+    idle: Mutex<Vec<IdleConnection>>,
+    idle_timeout: Duration,
+}
+
+impl Pool {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<IdleConnection>> {
+        match self.idle.lock() {
+            Ok(idle) => idle,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+}
+
+/// Puts a connection back into its master's pool when the response on it has been
+/// read to the end: synchronously, so the next request finds it, rather than opening
+/// a new connection while a background task waits for this one.
+pub struct Returner {
+    sender: SendRequest<UpstreamBody>,
+    pool: Arc<Pool>,
+}
+
+impl Returner {
+    pub fn give_back(self) {
+        if self.sender.is_closed() {
+            return;
+        }
+        let mut idle = self.pool.lock();
+        // Drop what expired or was closed, so idle sockets do not pile up.
+        let timeout = self.pool.idle_timeout;
+        idle.retain(|c| c.idle_since.elapsed() < timeout && !c.sender.is_closed());
+        if idle.len() < MAX_IDLE_PER_MASTER {
+            idle.push(IdleConnection {
+                sender: self.sender,
+                idle_since: Instant::now(),
+            });
+        }
+    }
+}
+
 /// `host:port`, with IPv6 hosts in brackets.
 pub fn authority(host: &str, port: u16) -> String {
     if host.contains(':') {
@@ -93,10 +146,7 @@ pub struct Upstream {
     /// `host:port` of the master's HTTP port.
     authority: String,
     connect_timeout: Duration,
-    idle_timeout: Duration,
-    /// Written by `release` (after a response completes) and `connection`; read by
-    /// `connection`. Held only for a push or a pop, never across an await.
-    idle: Arc<Mutex<Vec<IdleConnection>>>,
+    pool: Arc<Pool>,
     /// Everything open to this master, for /status and the drain.
     attachments: Arc<Attachments>,
 }
@@ -120,8 +170,10 @@ impl Upstream {
             host: host.to_owned(),
             authority: authority(host, port),
             connect_timeout,
-            idle_timeout,
-            idle: Arc::new(Mutex::new(Vec::new())),
+            pool: Arc::new(Pool {
+                idle: Mutex::new(Vec::new()),
+                idle_timeout,
+            }),
             attachments: Arc::new(Attachments::default()),
         }
     }
@@ -134,7 +186,7 @@ impl Upstream {
     pub fn same_settings(&self, other: &Upstream) -> bool {
         self.authority == other.authority
             && self.connect_timeout == other.connect_timeout
-            && self.idle_timeout == other.idle_timeout
+            && self.pool.idle_timeout == other.pool.idle_timeout
     }
 
     pub fn attachments(&self) -> &Arc<Attachments> {
@@ -148,13 +200,17 @@ impl Upstream {
 
     /// An idle pooled connection if one is ready, else a new one.
     pub async fn connection(&self) -> Result<Connection, ConnectError> {
-        match self.take_idle() {
-            Some(sender) => Ok(Connection {
-                sender,
-                reused: true,
-            }),
-            None => self.connect().await,
+        while let Some(mut sender) = self.take_idle() {
+            // Returned the moment its last response ended: ready within a poll of its
+            // connection task, or closing (the master said so).
+            if sender.is_ready() || ready_soon(&mut sender).await {
+                return Ok(Connection {
+                    sender,
+                    reused: true,
+                });
+            }
         }
+        self.connect().await
     }
 
     /// Always a new connection.
@@ -188,48 +244,28 @@ impl Upstream {
 
     /// Hands a connection back once its response has been read to the end. A
     /// connection the master closes (or that was upgraded) is dropped instead.
-    pub fn release(&self, mut sender: SendRequest<UpstreamBody>) {
-        let idle = Arc::clone(&self.idle);
-        let idle_timeout = self.idle_timeout;
-        tokio::spawn(async move {
-            if sender.ready().await.is_err() {
-                return;
-            }
-            let mut idle = match idle.lock() {
-                Ok(idle) => idle,
-                Err(poisoned) => poisoned.into_inner(),
-            };
-            // Drop what expired or was closed, so idle sockets do not pile up.
-            idle.retain(|c| c.idle_since.elapsed() < idle_timeout && !c.sender.is_closed());
-            if idle.len() < MAX_IDLE_PER_MASTER {
-                idle.push(IdleConnection {
-                    sender,
-                    idle_since: Instant::now(),
-                });
-            }
-        });
+    /// A handle that puts `sender` back into the pool once its response has been
+    /// read to the end (see [`Returner`]).
+    pub fn returner(&self, sender: SendRequest<UpstreamBody>) -> Returner {
+        Returner {
+            sender,
+            pool: Arc::clone(&self.pool),
+        }
     }
 
     /// Closes every idle connection (their connection tasks end when dropped).
     pub fn clear_idle(&self) -> usize {
-        let mut idle = match self.idle.lock() {
-            Ok(idle) => idle,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut idle = self.pool.lock();
         let count = idle.len();
         idle.clear();
         count
     }
 
     fn take_idle(&self) -> Option<SendRequest<UpstreamBody>> {
-        let mut idle = match self.idle.lock() {
-            Ok(idle) => idle,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut idle = self.pool.lock();
         // Most recently used first: the likeliest to be alive; older ones expire.
         while let Some(candidate) = idle.pop() {
-            if candidate.idle_since.elapsed() < self.idle_timeout
-                && candidate.sender.is_ready()
+            if candidate.idle_since.elapsed() < self.pool.idle_timeout
                 && !candidate.sender.is_closed()
             {
                 return Some(candidate.sender);

@@ -12,6 +12,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
 
 use super::access::AccessEntry;
+use crate::upstream::Returner;
 
 /// Error a streamed response ends with when the master stays silent too long.
 #[derive(Debug, thiserror::Error)]
@@ -25,17 +26,24 @@ pub struct Streamed {
     idle: Option<(Duration, Pin<Box<Sleep>>)>,
     /// Some only when the access log is on; written when the body is dropped.
     access: Option<Box<AccessEntry>>,
+    /// Gives the upstream connection back to the pool once the body has ended.
+    returner: Option<Returner>,
     bytes: u64,
     complete: bool,
 }
 
 impl Streamed {
-    pub fn new(inner: Incoming, idle_timeout: Option<Duration>) -> Streamed {
+    pub fn new(
+        inner: Incoming,
+        idle_timeout: Option<Duration>,
+        returner: Option<Returner>,
+    ) -> Streamed {
         let idle = idle_timeout.map(|timeout| (timeout, Box::pin(tokio::time::sleep(timeout))));
         Streamed {
             inner,
             idle,
             access: None,
+            returner,
             bytes: 0,
             complete: false,
         }
@@ -51,6 +59,12 @@ impl Streamed {
 
 impl Drop for Streamed {
     fn drop(&mut self) {
+        // An empty body (HEAD, 204, 304) may never be polled: its connection is reusable.
+        if self.inner.is_end_stream() {
+            if let Some(returner) = self.returner.take() {
+                returner.give_back();
+            }
+        }
         if let Some(access) = &self.access {
             access.log(self.bytes, self.complete || self.inner.is_end_stream());
         }
@@ -74,7 +88,12 @@ impl Body for Streamed {
                     Some(Ok(data)) => {
                         self.bytes += data.data_ref().map_or(0, |d| d.len() as u64);
                     }
-                    None => self.complete = true,
+                    None => {
+                        self.complete = true;
+                        if let Some(returner) = self.returner.take() {
+                            returner.give_back();
+                        }
+                    }
                     Some(Err(_)) => {}
                 }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))

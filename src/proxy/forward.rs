@@ -434,6 +434,7 @@ fn respond(
     exchange: Exchange,
 ) -> Response<ProxyBody> {
     let settings = ctx.settings();
+    let mut returner = None;
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     match (switching, exchange.upgrade) {
         (true, Some(Upgrade { client, protocol })) => {
@@ -449,7 +450,7 @@ fn respond(
         }
         _ => {
             // The connection goes back to the pool once this response is read.
-            master.upstream.release(sender);
+            returner = Some(master.upstream.returner(sender));
             strip_hop_by_hop(response.headers_mut());
         }
     }
@@ -463,7 +464,13 @@ fn respond(
     response
         .extensions_mut()
         .insert(ServedBy(Arc::clone(master)));
-    response.map(|body| Either::Left(Streamed::new(body, settings.response_idle_timeout)))
+    response.map(|body| {
+        Either::Left(Streamed::new(
+            body,
+            settings.response_idle_timeout,
+            returner,
+        ))
+    })
 }
 
 /// While a master is being promoted (fenced, reloaded, started), requests wait for it
