@@ -105,9 +105,15 @@ impl Returner {
             return;
         }
         let mut idle = self.pool.lock();
-        // Drop what expired or was closed, so idle sockets do not pile up.
+        // The oldest are first: drop those that expired, so idle sockets do not pile
+        // up (closed ones are skipped when taken).
+        let now = Instant::now();
         let timeout = self.pool.idle_timeout;
-        idle.retain(|c| c.idle_since.elapsed() < timeout && !c.sender.is_closed());
+        let expired = idle
+            .iter()
+            .take_while(|c| now.duration_since(c.idle_since) >= timeout)
+            .count();
+        idle.drain(..expired);
         if idle.len() < MAX_IDLE_PER_MASTER {
             idle.push(IdleConnection {
                 sender: self.sender,
