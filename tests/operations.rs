@@ -5,14 +5,12 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, StatusCode};
 use jenkins_ha_proxy::sample::SampleMaster;
-use support::{get, send, wait_until, Reply, TestDaemon, DEADLINE};
+use support::{get, send, wait_until, Load, Reply, TestDaemon, DEADLINE};
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("jha-ops-{name}-{}", std::process::id()));
@@ -67,57 +65,6 @@ async fn pair() -> (SampleMaster, SampleMaster) {
     )
 }
 
-/// Clients send requests until stopped; counts failures.
-struct Load {
-    running: Arc<AtomicBool>,
-    failures: Arc<AtomicUsize>,
-    sent: Arc<AtomicUsize>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(proxy: SocketAddr, clients: usize) -> Load {
-        let running = Arc::new(AtomicBool::new(true));
-        let failures = Arc::new(AtomicUsize::new(0));
-        let sent = Arc::new(AtomicUsize::new(0));
-        let tasks = (0..clients)
-            .map(|_| {
-                let (running, failures, sent) = (running.clone(), failures.clone(), sent.clone());
-                tokio::spawn(async move {
-                    while running.load(Ordering::Relaxed) {
-                        sent.fetch_add(1, Ordering::Relaxed);
-                        match get(proxy, "/").await {
-                            Ok(reply) if reply.status == StatusCode::OK => {}
-                            other => {
-                                eprintln!("failed: {:?}", other.map(|r| (r.status, r.text())));
-                                failures.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                    }
-                })
-            })
-            .collect();
-        Load {
-            running,
-            failures,
-            sent,
-            tasks,
-        }
-    }
-
-    /// Stops the clients; returns (sent, failed).
-    async fn stop(self) -> (usize, usize) {
-        self.running.store(false, Ordering::Relaxed);
-        for task in self.tasks {
-            task.await.expect("client");
-        }
-        (
-            self.sent.load(Ordering::Relaxed),
-            self.failures.load(Ordering::Relaxed),
-        )
-    }
-}
-
 #[tokio::test]
 async fn reload_under_load_adds_and_removes_masters_without_a_failed_request() {
     let (a, b) = pair().await;
@@ -126,7 +73,7 @@ async fn reload_under_load_adds_and_removes_masters_without_a_failed_request() {
     write_config(&path, &[&a], "");
     let daemon = TestDaemon::start_from_file(&path).await;
     daemon.wait_active(Some("master-a")).await;
-    let load = Load::start(daemon.proxy, 4);
+    let load = Load::start(daemon.proxy, 4, "/");
     wait_until("traffic flowing", || async { a.traffic_count() > 20 }).await;
 
     write_config(&path, &[&a, &b], "");
@@ -268,7 +215,7 @@ async fn switchover_is_refused_to_an_unhealthy_master_and_loses_nothing_when_acc
         daemon.status().await["backends"][1]["healthy"] == true
     })
     .await;
-    let load = Load::start(daemon.proxy, 4);
+    let load = Load::start(daemon.proxy, 4, "/");
     wait_until("traffic flowing", || async { a.traffic_count() > 20 }).await;
     let reply = post(daemon.admin, "/switchover?to=master-b", None).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());

@@ -4,16 +4,13 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::StatusCode;
 use jenkins_ha_proxy::config::{Config, Failback, HookConfig, HookEvent, Standby};
 use jenkins_ha_proxy::sample::SampleMaster;
-use support::{config_for, get, health, wait_until, TestDaemon};
+use support::{config_for, get, health, wait_until, Load, TestDaemon};
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("jha-promo-{name}-{}", std::process::id()));
@@ -41,49 +38,6 @@ fn config_with_credentials(masters: &[&SampleMaster], dir: &std::path::Path) -> 
     config.jenkins.api_token_file = Some(token);
     config.failover.hold_timeout = Duration::from_secs(8);
     config
-}
-
-/// Clients that send requests until stopped, recording failures and who answered.
-struct Load {
-    running: Arc<AtomicBool>,
-    failures: Arc<AtomicUsize>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(proxy: SocketAddr) -> Load {
-        let running = Arc::new(AtomicBool::new(true));
-        let failures = Arc::new(AtomicUsize::new(0));
-        let tasks = (0..3)
-            .map(|_| {
-                let (running, failures) = (running.clone(), failures.clone());
-                tokio::spawn(async move {
-                    while running.load(Ordering::Relaxed) {
-                        match get(proxy, "/job/x/").await {
-                            Ok(reply) if reply.status == StatusCode::OK => {}
-                            other => {
-                                eprintln!("failed: {:?}", other.map(|r| (r.status, r.text())));
-                                failures.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                    }
-                })
-            })
-            .collect();
-        Load {
-            running,
-            failures,
-            tasks,
-        }
-    }
-
-    async fn stop(self) -> usize {
-        self.running.store(false, Ordering::Relaxed);
-        for task in self.tasks {
-            task.await.expect("client");
-        }
-        self.failures.load(Ordering::Relaxed)
-    }
 }
 
 fn step_names(status: &serde_json::Value) -> Vec<String> {
@@ -115,11 +69,11 @@ async fn hot_promotion_quiets_the_standby_then_reloads_and_resumes_it_before_tra
 
     // Reloading takes a moment: master-b answers 503 "starting" meanwhile.
     b.set_reload_duration(Duration::from_millis(400));
-    let load = Load::start(daemon.proxy);
+    let load = Load::start(daemon.proxy, 3, "/job/x/");
     wait_until("traffic on master-a", || async { a.traffic_count() > 10 }).await;
     a.stop().await;
     wait_until("master-b serves", || async { b.traffic_count() > 10 }).await;
-    let failures = load.stop().await;
+    let (_, failures) = load.stop().await;
     assert_eq!(
         failures, 0,
         "requests are held during the promotion, none fails"
@@ -169,7 +123,7 @@ async fn cold_promotion_runs_start_command_and_moves_traffic_only_once_healthy()
         format!("echo {{name}} > {}", marker.display()),
     ]);
     let daemon = TestDaemon::start_with_active(config, "master-a").await;
-    let load = Load::start(daemon.proxy);
+    let load = Load::start(daemon.proxy, 3, "/job/x/");
     wait_until("traffic on master-a", || async { a.traffic_count() > 10 }).await;
     a.stop().await;
     // The start command ran (with {name} substituted); "the JVM" comes up a little later.
@@ -185,7 +139,7 @@ async fn cold_promotion_runs_start_command_and_moves_traffic_only_once_healthy()
     );
     b.restart().await.expect("start master-b");
     wait_until("master-b serves", || async { b.traffic_count() > 10 }).await;
-    assert_eq!(load.stop().await, 0, "held, then served by master-b");
+    assert_eq!(load.stop().await.1, 0, "held, then served by master-b");
     let status = daemon.status().await;
     assert_eq!(status["active"], "master-b");
     assert_eq!(

@@ -279,3 +279,58 @@ impl hyper::body::Body for ChannelBody {
             .map(|chunk| chunk.map(|data| Ok(hyper::body::Frame::data(data))))
     }
 }
+
+/// Clients that send `GET path` on fresh connections until stopped, counting what
+/// was sent and what failed (anything but 200). Failures are printed as they happen.
+pub struct Load {
+    running: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    failures: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    sent: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(proxy: SocketAddr, clients: usize, path: &'static str) -> Load {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let running = Arc::new(AtomicBool::new(true));
+        let failures = Arc::new(AtomicUsize::new(0));
+        let sent = Arc::new(AtomicUsize::new(0));
+        let tasks = (0..clients)
+            .map(|_| {
+                let (running, failures, sent) = (running.clone(), failures.clone(), sent.clone());
+                tokio::spawn(async move {
+                    while running.load(Ordering::Relaxed) {
+                        sent.fetch_add(1, Ordering::Relaxed);
+                        match get(proxy, path).await {
+                            Ok(reply) if reply.status == StatusCode::OK => {}
+                            other => {
+                                eprintln!("failed: {:?}", other.map(|r| (r.status, r.text())));
+                                failures.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            running,
+            failures,
+            sent,
+            tasks,
+        }
+    }
+
+    /// Stops the clients; returns (sent, failed).
+    pub async fn stop(self) -> (usize, usize) {
+        use std::sync::atomic::Ordering;
+        self.running.store(false, Ordering::Relaxed);
+        for task in self.tasks {
+            task.await.expect("client task");
+        }
+        (
+            self.sent.load(Ordering::Relaxed),
+            self.failures.load(Ordering::Relaxed),
+        )
+    }
+}
