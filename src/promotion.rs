@@ -56,6 +56,23 @@ pub enum Progress {
     Done(Result<(), String>),
 }
 
+/// Sends a promotion's progress to the owner, as events about its target.
+struct Reporter {
+    events: mpsc::Sender<Event>,
+    target: Arc<Master>,
+}
+
+impl Reporter {
+    async fn send(&self, progress: Progress) {
+        let event = Event::Promotion {
+            target: Arc::clone(&self.target),
+            progress,
+        };
+        // The owner has stopped only when the daemon does: nothing to report to.
+        let _ = self.events.send(event).await;
+    }
+}
+
 /// Promotes `to` (fencing `from` first), reporting progress as owner events.
 pub async fn run(
     from: Option<Arc<Master>>,
@@ -64,32 +81,25 @@ pub async fn run(
     settings: Arc<PromotionSettings>,
     events: mpsc::Sender<Event>,
 ) {
-    let report = |progress: Progress| {
-        let events = events.clone();
-        let target = Arc::clone(&to);
-        async move {
-            let _ = events.send(Event::Promotion { target, progress }).await;
-        }
+    let report = Reporter {
+        events,
+        target: Arc::clone(&to),
     };
     if let Some(old) = from.as_ref().filter(|old| !Arc::ptr_eq(old, &to)) {
         fence(old, &reason, &settings, &report).await;
     }
     let outcome = prepare(&to, &settings, &report).await;
-    report(Progress::Done(outcome)).await;
+    report.send(Progress::Done(outcome)).await;
 }
 
-async fn fence<F, Fut>(old: &Arc<Master>, reason: &str, settings: &PromotionSettings, report: &F)
-where
-    F: Fn(Progress) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
+async fn fence(old: &Arc<Master>, reason: &str, settings: &PromotionSettings, report: &Reporter) {
     let Some(command) = &old.fence_command else {
         if settings.require_fence {
             let why = format!(
                 "failover.require_fence is set but {} has no fence_command: add one",
                 old.name
             );
-            report(Progress::WaitingOnFence(why)).await;
+            report.send(Progress::WaitingOnFence(why)).await;
             std::future::pending::<()>().await;
         }
         return;
@@ -108,36 +118,34 @@ where
             Ok(output) => output.clone(),
             Err(error) => error.to_string(),
         };
-        report(Progress::Step(Step {
-            step: format!("fence {}", old.name),
-            ok,
-            took: started.elapsed(),
-            detail: detail.clone(),
-        }))
-        .await;
+        report
+            .send(Progress::Step(Step {
+                step: format!("fence {}", old.name),
+                ok,
+                took: started.elapsed(),
+                detail: detail.clone(),
+            }))
+            .await;
         if ok || !settings.require_fence {
             return;
         }
-        report(Progress::WaitingOnFence(format!(
-            "fencing {} failed: {detail}; retrying",
-            old.name
-        )))
-        .await;
+        report
+            .send(Progress::WaitingOnFence(format!(
+                "fencing {} failed: {detail}; retrying",
+                old.name
+            )))
+            .await;
         tokio::time::sleep(FENCE_RETRY).await;
     }
 }
 
 /// One Jenkins REST call on `to`, reported as a step.
-async fn rest_call<F, Fut>(
+async fn rest_call(
     to: &Arc<Master>,
     path: &str,
     settings: &PromotionSettings,
-    report: &F,
-) -> Result<(), String>
-where
-    F: Fn(Progress) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
+    report: &Reporter,
+) -> Result<(), String> {
     let started = Instant::now();
     let outcome = jenkins::post(
         to.upstream.authority(),
@@ -146,28 +154,25 @@ where
         settings.call_timeout,
     )
     .await;
-    report(Progress::Step(Step {
-        step: format!("POST {path} on {}", to.name),
-        ok: outcome.is_ok(),
-        took: started.elapsed(),
-        detail: outcome
-            .as_ref()
-            .map_or_else(|e| e.to_string(), |s| s.to_string()),
-    }))
-    .await;
+    report
+        .send(Progress::Step(Step {
+            step: format!("POST {path} on {}", to.name),
+            ok: outcome.is_ok(),
+            took: started.elapsed(),
+            detail: outcome
+                .as_ref()
+                .map_or_else(|e| e.to_string(), |s| s.to_string()),
+        }))
+        .await;
     outcome.map(|_| ()).map_err(|error| error.to_string())
 }
 
 /// Hot: reload, wait until healthy, cancel quiet-down. Cold: start, wait until healthy.
-async fn prepare<F, Fut>(
+async fn prepare(
     to: &Arc<Master>,
     settings: &PromotionSettings,
-    report: &F,
-) -> Result<(), String>
-where
-    F: Fn(Progress) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
+    report: &Reporter,
+) -> Result<(), String> {
     match to.standby {
         Standby::None => return Ok(()),
         Standby::Hot => {
@@ -192,43 +197,41 @@ where
                 reason: "promotion",
             };
             let outcome = commands::run(command, &vars, settings.command_timeout).await;
-            report(Progress::Step(Step {
-                step: format!("start {}", to.name),
-                ok: outcome.is_ok(),
-                took: started.elapsed(),
-                detail: outcome
-                    .as_ref()
-                    .map_or_else(|e| e.to_string(), Clone::clone),
-            }))
-            .await;
+            report
+                .send(Progress::Step(Step {
+                    step: format!("start {}", to.name),
+                    ok: outcome.is_ok(),
+                    took: started.elapsed(),
+                    detail: outcome
+                        .as_ref()
+                        .map_or_else(|e| e.to_string(), Clone::clone),
+                }))
+                .await;
             outcome.map_err(|error| error.to_string())?;
         }
     }
     wait_healthy(to, settings, report).await
 }
 
-async fn wait_healthy<F, Fut>(
+async fn wait_healthy(
     to: &Arc<Master>,
     settings: &PromotionSettings,
-    report: &F,
-) -> Result<(), String>
-where
-    F: Fn(Progress) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
+    report: &Reporter,
+) -> Result<(), String> {
     let started = Instant::now();
     let poll = settings.health.interval.min(Duration::from_millis(200));
     let mut last_error = String::from("not checked yet");
     while started.elapsed() < settings.promote_timeout {
         match crate::health::check(to.upstream.authority(), &settings.health).await {
             Ok(()) => {
-                report(Progress::Step(Step {
-                    step: format!("{} ready", to.name),
-                    ok: true,
-                    took: started.elapsed(),
-                    detail: "answers healthy".into(),
-                }))
-                .await;
+                report
+                    .send(Progress::Step(Step {
+                        step: format!("{} ready", to.name),
+                        ok: true,
+                        took: started.elapsed(),
+                        detail: "answers healthy".into(),
+                    }))
+                    .await;
                 return Ok(());
             }
             Err(error) => last_error = error.to_string(),
@@ -239,12 +242,13 @@ where
         "not healthy within failover.promote_timeout {}: {last_error}",
         humantime::format_duration(settings.promote_timeout)
     );
-    report(Progress::Step(Step {
-        step: format!("{} ready", to.name),
-        ok: false,
-        took: started.elapsed(),
-        detail: detail.clone(),
-    }))
-    .await;
+    report
+        .send(Progress::Step(Step {
+            step: format!("{} ready", to.name),
+            ok: false,
+            took: started.elapsed(),
+            detail: detail.clone(),
+        }))
+        .await;
     Err(detail)
 }
