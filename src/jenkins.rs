@@ -108,6 +108,42 @@ pub async fn post(
     }
 }
 
+/// Whether the master is in quiet-down (`GET /api/json?tree=quietingDown`); None
+/// when it cannot be told (no answer, not JSON).
+pub async fn quieting_down(
+    authority: &str,
+    credentials: Option<&Credentials>,
+    timeout: Duration,
+) -> Option<bool> {
+    use http_body_util::BodyExt;
+    let call = async {
+        let stream = open_stream(authority, timeout).await.ok()?;
+        let (mut sender, connection) = http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
+            .await
+            .ok()?;
+        let driver = tokio::spawn(connection);
+        let mut request = Request::get("/api/json?tree=quietingDown")
+            .header(hyper::header::HOST, authority)
+            .header(hyper::header::USER_AGENT, "jenkins-ha-proxy");
+        if let Some(credentials) = credentials {
+            request = request.header(hyper::header::AUTHORIZATION, credentials.header.as_str());
+        }
+        let response = sender
+            .send_request(request.body(Empty::new()).ok()?)
+            .await
+            .ok()?;
+        let body = http_body_util::Limited::new(response.into_body(), 64 * 1024)
+            .collect()
+            .await
+            .ok()?
+            .to_bytes();
+        driver.abort();
+        let json: serde_json::Value = serde_json::from_slice(&body).ok()?;
+        json.get("quietingDown")?.as_bool()
+    };
+    tokio::time::timeout(timeout, call).await.ok().flatten()
+}
+
 /// Standard base64 (RFC 4648) with padding: all basic auth needs.
 fn base64(input: &[u8]) -> String {
     const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

@@ -509,6 +509,14 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Response<ResBody> {
         "/bytes" => bytes(&query),
         "/headers" => headers(&req),
         "/tcpSlaveAgentListener/" => agent_listener(shared),
+        // Enough of Jenkins' JSON API for the proxy to see the quiet-down state.
+        "/api/json" => text(
+            StatusCode::OK,
+            format!(
+                "{{\"quietingDown\":{}}}",
+                shared.quiet.load(Ordering::SeqCst)
+            ),
+        ),
         path if RestAction::from_path(path).is_some() => post_required(),
         _ => text(StatusCode::OK, format!("hello from {}\n", shared.name)),
     }

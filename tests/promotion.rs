@@ -294,3 +294,39 @@ async fn starting_grace_holds_traffic_for_a_restarting_active_master() {
     assert_eq!(b.traffic_count(), 0);
     daemon.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_hot_standby_out_of_quiet_down_raises_the_alarm_and_is_quieted_again() {
+    let (a, b) = pair().await;
+    let dir = temp_dir("unquiet");
+    let mut config = config_with_credentials(&[&a, &b], &dir);
+    config.backends[1].standby = Standby::Hot;
+    let daemon = TestDaemon::start_with_active(config, "master-a").await;
+    wait_until("master-b is put into quiet-down", || async { b.is_quiet() }).await;
+    // Someone cancels it behind the proxy's back (or its JVM restarted unquieted).
+    let request = hyper::Request::post("/cancelQuietDown")
+        .header("host", "master-b")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("request");
+    support::send(b.addr(), request).await.expect("cancel");
+    assert!(!b.is_quiet());
+    wait_until("the two-masters-up alarm", || async {
+        daemon.status().await["alarms"]
+            .as_array()
+            .is_some_and(|alarms| {
+                alarms.iter().any(|a| {
+                    a.as_str()
+                        .is_some_and(|t| t.contains("master-b (hot standby) is out of quiet-down"))
+                })
+            })
+    })
+    .await;
+    wait_until("master-b is quieted again", || async { b.is_quiet() }).await;
+    wait_until("the alarm clears", || async {
+        daemon.status().await["alarms"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+    })
+    .await;
+    daemon.shutdown().await;
+}

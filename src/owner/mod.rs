@@ -41,6 +41,8 @@ pub enum Event {
         error: String,
         reply: oneshot::Sender<Arc<Snapshot>>,
     },
+    /// What a hot standby said about its quiet-down state.
+    QuietState { master: Arc<Master>, quieting: bool },
     /// Progress of the promotion of `target`.
     Promotion {
         target: Arc<Master>,
@@ -176,6 +178,7 @@ pub fn start(
         last_served: None,
         promotion: None,
         quieted: Vec::new(),
+        unquiet: Vec::new(),
         alarms: Vec::new(),
         sessions: std::collections::HashMap::new(),
         restarting: None,
@@ -234,6 +237,8 @@ struct OwnerState {
     promotion: Option<InFlight>,
     /// Hot standbys already put into quiet-down (by name).
     quieted: Vec<String>,
+    /// Hot standbys seen out of quiet-down while not serving (by name): an alarm.
+    unquiet: Vec<String>,
     /// Current alarms (two masters up), for /status.
     alarms: Vec<String>,
     /// Last `X-Jenkins-Session` seen per master name: a change means a JVM restart.
@@ -318,6 +323,9 @@ impl OwnerState {
                 }
                 self.statuses[index].starting = report.starting;
                 self.note_session(&report);
+                if report.result.is_ok() {
+                    self.ask_quiet_state(&report.master);
+                }
                 if self.within_starting_grace(&report, now) {
                     return Reply::None;
                 }
@@ -340,6 +348,10 @@ impl OwnerState {
             }
             Event::Promotion { target, progress } => {
                 self.progress(&target, progress, now);
+                Reply::None
+            }
+            Event::QuietState { master, quieting } => {
+                self.quiet_state(&master, quieting);
                 Reply::None
             }
         }

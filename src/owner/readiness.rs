@@ -256,12 +256,12 @@ impl OwnerState {
             self.alarms.clear();
             return;
         };
-        let alarms: Vec<String> = self
-            .statuses
-            .iter()
-            .filter(|s| {
-                s.master.standby == Standby::Cold && s.health == Health::Up && !Arc::ptr_eq(&s.master, ready)
-            })
+        let cold = self.statuses.iter().filter(|s| {
+            s.master.standby == Standby::Cold
+                && s.health == Health::Up
+                && !Arc::ptr_eq(&s.master, ready)
+        });
+        let mut alarms: Vec<String> = cold
             .map(|s| {
                 format!(
                     "two masters up: {} (cold standby) answers while {} is active; stop it or fence it",
@@ -269,6 +269,18 @@ impl OwnerState {
                 )
             })
             .collect();
+        alarms.extend(
+            self.unquiet
+                .iter()
+                .filter(|n| **n != ready.name)
+                .map(|name| {
+                    format!(
+                "two masters up: {name} (hot standby) is out of quiet-down while {} is active; \
+                 putting it back into quiet-down",
+                ready.name
+            )
+                }),
+        );
         for alarm in alarms.iter().filter(|a| !self.alarms.contains(a)) {
             tracing::error!("{alarm}");
         }
@@ -292,5 +304,47 @@ impl OwnerState {
                 }
             });
         }
+    }
+}
+
+impl OwnerState {
+    /// After a passed check of a hot standby we put into quiet-down: is it still
+    /// quiet? (A JVM restarted or an operator cancelled it: it would start builds.)
+    pub(super) fn ask_quiet_state(&self, master: &Arc<Master>) {
+        let serving = self.ready.as_ref().is_some_and(|r| Arc::ptr_eq(r, master));
+        if master.standby != Standby::Hot || serving || !self.quieted.contains(&master.name) {
+            return;
+        }
+        let master = Arc::clone(master);
+        let settings = Arc::clone(&self.settings.promotion);
+        let events = self.own_events.clone();
+        tokio::spawn(async move {
+            let quieting = crate::jenkins::quieting_down(
+                master.upstream.authority(),
+                settings.credentials.as_ref(),
+                settings.call_timeout,
+            )
+            .await;
+            if let Some(quieting) = quieting {
+                let _ = events
+                    .send(super::Event::QuietState { master, quieting })
+                    .await;
+            }
+        });
+    }
+
+    /// A hot standby out of quiet-down while another master serves: alarm at once,
+    /// and put it back into quiet-down.
+    pub(super) fn quiet_state(&mut self, master: &Arc<Master>, quieting: bool) {
+        let serving = self.ready.as_ref().is_some_and(|r| Arc::ptr_eq(r, master));
+        let name = &master.name;
+        if quieting || serving {
+            self.unquiet.retain(|n| n != name);
+            return;
+        }
+        if !self.unquiet.contains(name) {
+            self.unquiet.push(name.clone());
+        }
+        self.quieted.retain(|n| n != name); // reconcile sends quietDown again
     }
 }
