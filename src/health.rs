@@ -1,6 +1,7 @@
 //! Heartbeat probes: one task per master sends `GET <health.path>` on a fresh
-//! connection every `interval`, bounded by `timeout`, and reports the outcome to the
-//! owner task. Probes never decide anything themselves.
+//! connection every `interval` (every `timeout` after a failed check), bounded by
+//! `timeout`, and reports the outcome to the owner task. Probes never decide anything
+//! themselves.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -79,11 +80,9 @@ pub fn spawn_probes(
 }
 
 async fn probe_loop(master: Arc<Master>, settings: HealthConfig, events: mpsc::Sender<Event>) {
-    let mut ticks = tokio::time::interval(settings.interval);
-    // A slow round must not cause a burst of catch-up probes.
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next = tokio::time::Instant::now();
     loop {
-        ticks.tick().await;
+        tokio::time::sleep_until(next).await;
         let started = Instant::now();
         let outcome = check_detailed(master.upstream.authority(), &settings).await;
         let latency = started.elapsed();
@@ -91,6 +90,15 @@ async fn probe_loop(master: Arc<Master>, settings: HealthConfig, events: mpsc::S
             Ok(_) => tracing::debug!(?latency, "check passed"),
             Err(error) => tracing::debug!(?latency, %error, "check failed"),
         }
+        // After a failure, check again sooner (one timeout later, not one interval):
+        // a dead master is confirmed within about timeout x fall + interval rather
+        // than fall x interval. A slow round never causes a burst of catch-up checks.
+        let gap = if outcome.is_ok() {
+            settings.interval
+        } else {
+            settings.timeout
+        };
+        next = tokio::time::Instant::from_std(started) + gap;
         let report = ProbeReport {
             master: Arc::clone(&master),
             at: SystemTime::now(),

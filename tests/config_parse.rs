@@ -283,7 +283,7 @@ fn summary_lists_listeners_masters_in_order_and_timings() {
         "{summary}"
     );
     assert!(
-        summary.contains("detected within ~6s (fall 3 x interval 2s)"),
+        summary.contains("confirmed within ~5s (1s x fall 3 + 2s)"),
         "{summary}"
     );
     assert!(summary.contains("failback:  never"), "{summary}");

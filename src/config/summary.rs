@@ -39,13 +39,16 @@ pub(super) fn render(config: &Config) -> String {
         "           up after {} good probes in a row, down after {} failed ones",
         h.rise, h.fall
     ));
-    // Worst case is a little more (plus one timeout), hence the "~".
+    // After a failed check the next comes one timeout later: the first failure can
+    // take up to one interval to come, then fall timed-out checks follow.
     let detect = h
-        .interval
+        .timeout
         .checked_mul(h.fall)
+        .and_then(|checks| checks.checked_add(h.interval))
         .map_or_else(|| "a very long time".to_string(), fmt_duration);
     lines.push(format!(
-        "           a silent active master is detected within ~{detect} (fall {} x interval {});",
+        "           a hung master is confirmed within ~{detect} ({} x fall {} + {});",
+        fmt_duration(h.timeout),
         h.fall,
         fmt_duration(h.interval)
     ));
