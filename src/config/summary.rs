@@ -128,7 +128,7 @@ listen = "0.0.0.0:8080"
 listen = "127.0.0.1:8404"
 [health]
 interval = "500000000000000000s"
-timeout = "1s"
+timeout = "400000000000000000s"
 fall = 4000000000
 [[backend]]
 name = "a"
