@@ -153,6 +153,9 @@ fn ours(spec: &ProxySpec, dir: &Path) -> Result<(Command, Stop), String> {
 listen = "{listen}"
 [admin]
 listen = "{admin}"
+[failover]
+# Every run starts fresh: no master remembered from an earlier run.
+state_file = "off"
 [health]
 path = "/login"
 interval = "{interval}ms"
