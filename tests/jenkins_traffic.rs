@@ -365,8 +365,16 @@ async fn tcp_connect_failure_moves_to_the_next_master() {
     daemon.shutdown().await;
 }
 
-#[tokio::test]
-async fn in_flight_request_on_the_demoted_master_finishes_within_the_drain() {
+/// A slow request (`target`) is in flight on master-a when master-a is demoted
+/// (its health fails); returns both masters, the daemon, and how the request ended.
+async fn slow_request_across_a_failover(
+    drain: Duration,
+    target: &'static str,
+) -> (
+    [SampleMaster; 2],
+    TestDaemon,
+    Result<support::Reply, String>,
+) {
     let a = SampleMaster::start("master-a", at("127.0.0.2"))
         .await
         .expect("master-a");
@@ -374,39 +382,10 @@ async fn in_flight_request_on_the_demoted_master_finishes_within_the_drain() {
         .await
         .expect("master-b");
     let mut config = config_for(&[&a, &b], health(50, 2, 2), Failback::Never);
-    config.failover.drain_timeout = Duration::from_secs(3);
+    config.failover.drain_timeout = drain;
     let daemon = TestDaemon::start_with_active(config, "master-a").await;
     let proxy = daemon.proxy;
-    // 5 chunks, 150 ms apart: it outlives the failover but not the drain timeout.
-    let slow = tokio::spawn(async move { get(proxy, "/slow?chunks=5&delay_ms=150").await });
-    wait_until("the slow request reached master-a", || async {
-        a.requests().iter().any(|r| r.target.starts_with("/slow"))
-    })
-    .await;
-    a.set_healthy(false);
-    daemon.wait_active(Some("master-b")).await;
-    let reply = slow
-        .await
-        .expect("task")
-        .expect("the in-flight request completes");
-    assert_eq!(reply.master(), Some("master-a"));
-    assert_eq!(reply.text().lines().count(), 5);
-    daemon.shutdown().await;
-}
-
-#[tokio::test]
-async fn a_request_outliving_the_drain_is_cut() {
-    let a = SampleMaster::start("master-a", at("127.0.0.2"))
-        .await
-        .expect("master-a");
-    let b = SampleMaster::start("master-b", at("127.0.0.3"))
-        .await
-        .expect("master-b");
-    let mut config = config_for(&[&a, &b], health(50, 2, 2), Failback::Never);
-    config.failover.drain_timeout = Duration::from_millis(200);
-    let daemon = TestDaemon::start_with_active(config, "master-a").await;
-    let proxy = daemon.proxy;
-    let slow = tokio::spawn(async move { get(proxy, "/slow?chunks=3&delay_ms=3000").await });
+    let slow = tokio::spawn(async move { get(proxy, target).await });
     wait_until("the slow request reached master-a", || async {
         a.requests().iter().any(|r| r.target.starts_with("/slow"))
     })
@@ -415,8 +394,27 @@ async fn a_request_outliving_the_drain_is_cut() {
     daemon.wait_active(Some("master-b")).await;
     let outcome = tokio::time::timeout(DEADLINE, slow)
         .await
-        .expect("ends")
+        .expect("the request ends")
         .expect("task");
+    ([a, b], daemon, outcome)
+}
+
+#[tokio::test]
+async fn in_flight_request_on_the_demoted_master_finishes_within_the_drain() {
+    // 5 chunks, 150 ms apart: it outlives the failover but not the drain timeout.
+    let (_masters, daemon, outcome) =
+        slow_request_across_a_failover(Duration::from_secs(3), "/slow?chunks=5&delay_ms=150").await;
+    let reply = outcome.expect("the in-flight request completes");
+    assert_eq!(reply.master(), Some("master-a"));
+    assert_eq!(reply.text().lines().count(), 5);
+    daemon.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_request_outliving_the_drain_is_cut() {
+    let (_masters, daemon, outcome) =
+        slow_request_across_a_failover(Duration::from_millis(200), "/slow?chunks=3&delay_ms=3000")
+            .await;
     assert!(
         outcome.is_err(),
         "the drain must cut it: {:?}",
