@@ -50,10 +50,13 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::time::{sleep, Instant, Sleep};
+use tokio::net::TcpStream;
+
+pub mod server;
+
+use server::{Handler, Restartable};
+use tokio::time::{sleep, Sleep};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 /// The path the proxy probes; Jenkins answers `/login` even before it is fully up.
 pub const SAMPLE_HEALTH_PATH: &str = "/login";
@@ -67,10 +70,6 @@ const DEFAULT_SLOW_CHUNKS: u64 = 5;
 const DEFAULT_SLOW_DELAY_MS: u64 = 100;
 const DEFAULT_BYTES: u64 = 1024;
 const BYTES_CHUNK: usize = 64 * 1024;
-/// How long restart() keeps retrying a bind that fails with "address in use".
-const REBIND_PATIENCE: Duration = Duration::from_secs(5);
-const REBIND_RETRY: Duration = Duration::from_millis(20);
-const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(10);
 
 /// `/bytes` bodies are slices of this, so even huge responses allocate nothing.
 static FILLER: [u8; BYTES_CHUNK] = [b'x'; BYTES_CHUNK];
@@ -150,10 +149,8 @@ pub struct SampleMaster {
 
 struct Inner {
     shared: Arc<Shared>,
-    /// The bound address (real port), reused by restart().
-    addr: SocketAddr,
-    /// The current run; written by start/stop/restart, None while stopped.
-    run: Mutex<Option<Run>>,
+    /// The listener and its connections; stopped and restarted on the same address.
+    server: Restartable,
 }
 
 /// State the connection handlers write and the test-facing methods read.
@@ -185,12 +182,6 @@ struct Starting {
     epoch: u64,
 }
 
-/// One accept loop and its connections; cancelling the token ends them all.
-struct Run {
-    cancel: CancellationToken,
-    tracker: TaskTracker,
-}
-
 impl SampleMaster {
     /// Binds `addr` (port 0 allowed, e.g. "127.0.0.2:0") and serves until stop()/drop.
     pub async fn start(name: &str, addr: SocketAddr) -> io::Result<SampleMaster> {
@@ -200,8 +191,6 @@ impl SampleMaster {
                 "name is not a valid header value",
             )
         })?;
-        let listener = bind(addr)?;
-        let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             name: name.to_owned(),
             master_header,
@@ -216,11 +205,13 @@ impl SampleMaster {
             reload_duration: Mutex::new(Duration::ZERO),
             rest_calls: Mutex::new(VecDeque::new()),
         });
-        let inner = Inner {
-            addr,
-            run: Mutex::new(Some(Run::spawn(listener, shared.clone()))),
-            shared,
-        };
+        let served = Arc::clone(&shared);
+        let handler: Handler = Arc::new(move |stream, cancel| {
+            Box::pin(serve_connection(stream, Arc::clone(&served), cancel))
+        });
+        let server = Restartable::start(name, addr, handler)?;
+        *lock(&shared.session) = new_session(server.addr().port(), None);
+        let inner = Inner { shared, server };
         Ok(SampleMaster {
             inner: Arc::new(inner),
         })
@@ -232,12 +223,12 @@ impl SampleMaster {
 
     /// The bound address, with the real port.
     pub fn addr(&self) -> SocketAddr {
-        self.inner.addr
+        self.inner.server.addr()
     }
 
     /// "http://ip:port"
     pub fn url(&self) -> String {
-        format!("http://{}", self.inner.addr)
+        format!("http://{}", self.inner.server.addr())
     }
 
     /// Health endpoint answers 200 (true) or 503 "Jenkins is getting ready to work" (false).
@@ -253,30 +244,16 @@ impl SampleMaster {
     /// Closes the listener and every open connection at once, like a killed process.
     /// Returns once the listener is closed, so a connect right after is refused.
     pub async fn stop(&self) {
-        let run = lock(&self.inner.run).take();
-        if let Some(run) = run {
-            run.cancel.cancel();
-            run.tracker.close();
-            run.tracker.wait().await;
-        }
+        self.inner.server.stop().await;
     }
 
     /// Binds the same address again and serves. A no-op if already running.
     pub async fn restart(&self) -> io::Result<()> {
-        if self.is_running() {
-            return Ok(());
-        }
-        let listener = bind_with_retry(self.inner.addr).await?;
-        let mut run = lock(&self.inner.run);
-        // A concurrent restart may have won; then our listener is simply dropped.
-        if run.is_none() {
-            *run = Some(Run::spawn(listener, self.inner.shared.clone()));
-        }
-        Ok(())
+        self.inner.server.restart().await
     }
 
     pub fn is_running(&self) -> bool {
-        lock(&self.inner.run).is_some()
+        self.inner.server.is_running()
     }
 
     /// Like a restart of the Jenkins JVM: stop(), then a new session id and starting
@@ -290,7 +267,7 @@ impl SampleMaster {
         shared.quiet.store(false, Ordering::SeqCst);
         {
             let mut session = lock(&shared.session);
-            *session = new_session(self.inner.addr.port(), Some(&session));
+            *session = new_session(self.inner.server.addr().port(), Some(&session));
         }
         shared.set_starting(true);
         if let Err(error) = self.restart().await {
@@ -361,80 +338,9 @@ impl fmt::Debug for SampleMaster {
     }
 }
 
-impl Drop for Inner {
-    fn drop(&mut self) {
-        // The last handle is gone: end the accept loop and all connections.
-        if let Some(run) = lock(&self.run).take() {
-            run.cancel.cancel();
-        }
-    }
-}
-
-impl Run {
-    fn spawn(listener: TcpListener, shared: Arc<Shared>) -> Run {
-        let run = Run {
-            cancel: CancellationToken::new(),
-            tracker: TaskTracker::new(),
-        };
-        let accept = accept_loop(listener, shared, run.cancel.clone(), run.tracker.clone());
-        run.tracker.spawn(accept);
-        run
-    }
-}
-
 /// A poisoned lock only means a panic elsewhere; the data is still usable.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// SO_REUSEADDR lets a restart bind while old connections sit in TIME_WAIT.
-fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(1024)
-}
-
-async fn bind_with_retry(addr: SocketAddr) -> io::Result<TcpListener> {
-    let deadline = Instant::now() + REBIND_PATIENCE;
-    loop {
-        match bind(addr) {
-            Err(e) if e.kind() == io::ErrorKind::AddrInUse && Instant::now() < deadline => {
-                sleep(REBIND_RETRY).await;
-            }
-            result => return result,
-        }
-    }
-}
-
-/// Accepts until cancelled; returning drops (closes) the listener.
-async fn accept_loop(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    cancel: CancellationToken,
-    tracker: TaskTracker,
-) {
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, _)) => {
-                tracker.spawn(serve_connection(stream, shared.clone(), cancel.clone()));
-            }
-            Err(error) => {
-                // e.g. out of file descriptors: back off instead of spinning.
-                tracing::debug!(master = %shared.name, %error, "accept failed");
-                sleep(ACCEPT_ERROR_BACKOFF).await;
-            }
-        }
-    }
 }
 
 /// Serves one connection; on cancel the connection future and its socket are dropped.
