@@ -54,7 +54,7 @@ use tokio::net::TcpStream;
 
 pub mod server;
 
-use server::{Handler, Restartable};
+use server::{Handler, Restartable, Scope};
 use tokio::time::{sleep, Sleep};
 use tokio_util::sync::CancellationToken;
 
@@ -206,8 +206,8 @@ impl SampleMaster {
             rest_calls: Mutex::new(VecDeque::new()),
         });
         let served = Arc::clone(&shared);
-        let handler: Handler = Arc::new(move |stream, cancel| {
-            Box::pin(serve_connection(stream, Arc::clone(&served), cancel))
+        let handler: Handler = Arc::new(move |stream, scope: Scope| {
+            Box::pin(serve_connection(stream, Arc::clone(&served), scope.cancel))
         });
         let server = Restartable::start(name, addr, handler)?;
         *lock(&shared.session) = new_session(server.addr().port(), None);

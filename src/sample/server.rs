@@ -21,10 +21,17 @@ const REBIND_RETRY: Duration = Duration::from_millis(20);
 /// After a failed accept (e.g. out of file descriptors): back off instead of spinning.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(10);
 
-/// Serves one accepted connection until it ends or `cancel` fires.
-pub type Handler = Arc<
-    dyn Fn(TcpStream, CancellationToken) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync,
->;
+/// Serves one accepted connection until it ends or its scope is cancelled.
+pub type Handler =
+    Arc<dyn Fn(TcpStream, Scope) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// The run a connection belongs to: `cancel` fires on stop(); work spawned on
+/// `tracker` (e.g. an upgraded session) is waited for by stop().
+#[derive(Clone)]
+pub struct Scope {
+    pub cancel: CancellationToken,
+    pub tracker: TaskTracker,
+}
 
 /// A server on one address, stoppable and restartable. Dropping it stops it.
 pub struct Restartable {
@@ -159,7 +166,11 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, _)) => {
-                tracker.spawn(handler(stream, cancel.clone()));
+                let scope = Scope {
+                    cancel: cancel.clone(),
+                    tracker: tracker.clone(),
+                };
+                tracker.spawn(handler(stream, scope));
             }
             Err(error) => {
                 tracing::debug!(server = %name, %error, "accept failed");

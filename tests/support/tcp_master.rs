@@ -11,18 +11,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use jenkins_ha_proxy::sample::server::{Handler, Restartable, Scope};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::time::{sleep, timeout_at, Instant};
+use tokio::net::TcpStream;
+use tokio::time::{timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 /// Every client-side wait (greeting, exchange) gives up after this.
 const CLIENT_DEADLINE: Duration = Duration::from_secs(10);
-/// How long restart() keeps retrying a bind that fails with "address in use".
-const REBIND_PATIENCE: Duration = Duration::from_secs(5);
-const REBIND_RETRY: Duration = Duration::from_millis(20);
-const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(10);
 const ECHO_BUFFER: usize = 16 * 1024;
 /// read_greeting() gives up on a line longer than this.
 const MAX_GREETING: usize = 1024;
@@ -36,10 +32,8 @@ pub struct TcpMaster {
 
 struct Inner {
     shared: Arc<Shared>,
-    /// The bound address (real port), reused by restart().
-    addr: SocketAddr,
-    /// The current run; written by start/stop/restart, None while stopped.
-    run: Mutex<Option<Run>>,
+    /// The listener and its connections; stopped and restarted on the same address.
+    server: Restartable,
 }
 
 /// Written by the connection tasks, read by the test-facing methods.
@@ -49,12 +43,6 @@ struct Shared {
     total: AtomicUsize,
 }
 
-/// One accept loop and its connections; cancelling the token ends them all.
-struct Run {
-    cancel: CancellationToken,
-    tracker: TaskTracker,
-}
-
 impl TcpMaster {
     /// Binds `addr` (port 0 allowed, e.g. "127.0.0.2:0") and serves until stop()/drop.
     pub async fn start(name: &str, addr: SocketAddr) -> io::Result<TcpMaster> {
@@ -62,17 +50,17 @@ impl TcpMaster {
             let msg = "name must not contain a newline";
             return Err(io::Error::new(io::ErrorKind::InvalidInput, msg));
         }
-        let listener = bind(addr)?;
         let shared = Arc::new(Shared {
             name: name.to_owned(),
             open: AtomicUsize::new(0),
             total: AtomicUsize::new(0),
         });
-        let inner = Inner {
-            addr: listener.local_addr()?,
-            run: Mutex::new(Some(Run::spawn(listener, shared.clone()))),
-            shared,
-        };
+        let served = Arc::clone(&shared);
+        let handler: Handler = Arc::new(move |stream, scope: Scope| {
+            Box::pin(serve(stream, Arc::clone(&served), scope.cancel))
+        });
+        let server = Restartable::start(name, addr, handler)?;
+        let inner = Inner { shared, server };
         Ok(TcpMaster {
             inner: Arc::new(inner),
         })
@@ -84,7 +72,7 @@ impl TcpMaster {
 
     /// The bound address, with the real port.
     pub fn addr(&self) -> SocketAddr {
-        self.inner.addr
+        self.inner.server.addr()
     }
 
     /// Connections open now (accepted and not yet ended).
@@ -100,30 +88,16 @@ impl TcpMaster {
     /// Closes the listener and every open connection at once, like a killed process.
     /// Returns once the listener is closed, so a connect right after is refused.
     pub async fn stop(&self) {
-        let run = lock(&self.inner.run).take();
-        if let Some(run) = run {
-            run.cancel.cancel();
-            run.tracker.close();
-            run.tracker.wait().await;
-        }
+        self.inner.server.stop().await;
     }
 
     /// Binds the same address again and serves. A no-op if already running.
     pub async fn restart(&self) -> io::Result<()> {
-        if self.is_running() {
-            return Ok(());
-        }
-        let listener = bind_with_retry(self.inner.addr).await?;
-        let mut run = lock(&self.inner.run);
-        // A concurrent restart may have won; then our listener is simply dropped.
-        if run.is_none() {
-            *run = Some(Run::spawn(listener, self.inner.shared.clone()));
-        }
-        Ok(())
+        self.inner.server.restart().await
     }
 
     pub fn is_running(&self) -> bool {
-        lock(&self.inner.run).is_some()
+        self.inner.server.is_running()
     }
 }
 
@@ -138,89 +112,21 @@ impl std::fmt::Debug for TcpMaster {
     }
 }
 
-impl Drop for Inner {
-    fn drop(&mut self) {
-        // The last handle is gone: end the accept loop and all connections.
-        if let Some(run) = lock(&self.run).take() {
-            run.cancel.cancel();
-        }
-    }
-}
-
-impl Run {
-    fn spawn(listener: TcpListener, shared: Arc<Shared>) -> Run {
-        let run = Run {
-            cancel: CancellationToken::new(),
-            tracker: TaskTracker::new(),
-        };
-        let accept = accept_loop(listener, shared, run.cancel.clone(), run.tracker.clone());
-        run.tracker.spawn(accept);
-        run
-    }
-}
-
 /// A poisoned lock only means a panic elsewhere; the data is still usable.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// SO_REUSEADDR lets a restart bind while old connections sit in TIME_WAIT.
-fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(1024)
-}
-
-async fn bind_with_retry(addr: SocketAddr) -> io::Result<TcpListener> {
-    let deadline = Instant::now() + REBIND_PATIENCE;
-    loop {
-        match bind(addr) {
-            Err(e) if e.kind() == io::ErrorKind::AddrInUse && Instant::now() < deadline => {
-                sleep(REBIND_RETRY).await;
-            }
-            result => return result,
-        }
-    }
-}
-
-/// Accepts until cancelled; returning drops (closes) the listener.
-async fn accept_loop(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    cancel: CancellationToken,
-    tracker: TaskTracker,
-) {
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, _)) => {
-                let conn = ConnGuard::new(shared.clone());
-                let cancel = cancel.clone();
-                tracker.spawn(async move {
-                    tokio::select! {
-                        biased;
-                        // Dropping the socket closes it, like a killed process.
-                        _ = cancel.cancelled() => {}
-                        result = greet_and_echo(stream, &conn.shared.name) => {
-                            if let Err(error) = result {
-                                tracing::debug!(master = %conn.shared.name, %error, "tcp echo ended");
-                            }
-                        }
-                    }
-                });
-            }
-            Err(error) => {
-                tracing::debug!(master = %shared.name, %error, "accept failed");
-                sleep(ACCEPT_ERROR_BACKOFF).await;
+/// One connection: greet and echo until the peer closes, or `cancel` drops the
+/// socket like a killed process.
+async fn serve(stream: TcpStream, shared: Arc<Shared>, cancel: CancellationToken) {
+    let conn = ConnGuard::new(shared);
+    tokio::select! {
+        biased;
+        _ = cancel.cancelled() => {}
+        result = greet_and_echo(stream, &conn.shared.name) => {
+            if let Err(error) = result {
+                tracing::debug!(master = %conn.shared.name, %error, "tcp echo ended");
             }
         }
     }

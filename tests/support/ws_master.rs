@@ -26,8 +26,9 @@ use hyper::service::service_fn;
 use hyper::upgrade::OnUpgrade;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::time::{sleep, timeout, Instant};
+use jenkins_ha_proxy::sample::server::{Handler, Restartable, Scope};
+use tokio::net::TcpStream;
+use tokio::time::{timeout, Instant};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
@@ -38,10 +39,6 @@ use tokio_util::task::TaskTracker;
 
 /// Every client-side wait (connect, handshake, receive, close) gives up after this.
 const CLIENT_DEADLINE: Duration = Duration::from_secs(10);
-/// How long restart() keeps retrying a bind that fails with "address in use".
-const REBIND_PATIENCE: Duration = Duration::from_secs(5);
-const REBIND_RETRY: Duration = Duration::from_millis(20);
-const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(10);
 const HEALTH_PATH: &str = "/login";
 const WS_VERSION: &str = "13";
 
@@ -56,10 +53,8 @@ pub struct WsMaster {
 
 struct Inner {
     shared: Arc<Shared>,
-    /// The bound address (real port), reused by restart().
-    addr: SocketAddr,
-    /// The current run; written by start/stop/restart, None while stopped.
-    run: Mutex<Option<Run>>,
+    /// The listener, its connections and sessions; stopped and restarted in place.
+    server: Restartable,
 }
 
 /// Written by the connection handlers, read by the test-facing methods.
@@ -69,12 +64,6 @@ struct Shared {
     open: AtomicUsize,
     total: AtomicUsize,
     last_upgrade_headers: Mutex<Option<Vec<(String, String)>>>,
-}
-
-/// One accept loop, its connections and its WebSocket sessions; cancel ends them all.
-struct Run {
-    cancel: CancellationToken,
-    tracker: TaskTracker,
 }
 
 /// What every connection handler needs: the shared state and the run it belongs to.
@@ -94,7 +83,6 @@ impl WsMaster {
                 "name is not a valid header value",
             )
         })?;
-        let listener = bind(addr)?;
         let shared = Arc::new(Shared {
             name: name.to_owned(),
             master_header,
@@ -102,11 +90,17 @@ impl WsMaster {
             total: AtomicUsize::new(0),
             last_upgrade_headers: Mutex::new(None),
         });
-        let inner = Inner {
-            addr: listener.local_addr()?,
-            run: Mutex::new(Some(Run::spawn(listener, shared.clone()))),
-            shared,
-        };
+        let served = Arc::clone(&shared);
+        let handler: Handler = Arc::new(move |stream, scope: Scope| {
+            let ctx = Ctx {
+                shared: Arc::clone(&served),
+                cancel: scope.cancel,
+                tracker: scope.tracker,
+            };
+            Box::pin(serve_connection(stream, ctx))
+        });
+        let server = Restartable::start(name, addr, handler)?;
+        let inner = Inner { shared, server };
         Ok(WsMaster {
             inner: Arc::new(inner),
         })
@@ -118,12 +112,12 @@ impl WsMaster {
 
     /// The bound address, with the real port.
     pub fn addr(&self) -> SocketAddr {
-        self.inner.addr
+        self.inner.server.addr()
     }
 
     /// "http://ip:port"
     pub fn url(&self) -> String {
-        format!("http://{}", self.inner.addr)
+        format!("http://{}", self.inner.server.addr())
     }
 
     /// WebSocket sessions open now: counted from the moment the 101 is decided
@@ -147,30 +141,16 @@ impl WsMaster {
     /// without a close frame, like a killed process. Returns once the listener is
     /// closed, so a connect right after is refused.
     pub async fn stop(&self) {
-        let run = lock(&self.inner.run).take();
-        if let Some(run) = run {
-            run.cancel.cancel();
-            run.tracker.close();
-            run.tracker.wait().await;
-        }
+        self.inner.server.stop().await;
     }
 
     /// Binds the same address again and serves. A no-op if already running.
     pub async fn restart(&self) -> io::Result<()> {
-        if self.is_running() {
-            return Ok(());
-        }
-        let listener = bind_with_retry(self.inner.addr).await?;
-        let mut run = lock(&self.inner.run);
-        // A concurrent restart may have won; then our listener is simply dropped.
-        if run.is_none() {
-            *run = Some(Run::spawn(listener, self.inner.shared.clone()));
-        }
-        Ok(())
+        self.inner.server.restart().await
     }
 
     pub fn is_running(&self) -> bool {
-        lock(&self.inner.run).is_some()
+        self.inner.server.is_running()
     }
 }
 
@@ -185,78 +165,9 @@ impl std::fmt::Debug for WsMaster {
     }
 }
 
-impl Drop for Inner {
-    fn drop(&mut self) {
-        // The last handle is gone: end the accept loop and all connections.
-        if let Some(run) = lock(&self.run).take() {
-            run.cancel.cancel();
-        }
-    }
-}
-
-impl Run {
-    fn spawn(listener: TcpListener, shared: Arc<Shared>) -> Run {
-        let run = Run {
-            cancel: CancellationToken::new(),
-            tracker: TaskTracker::new(),
-        };
-        let ctx = Ctx {
-            shared,
-            cancel: run.cancel.clone(),
-            tracker: run.tracker.clone(),
-        };
-        run.tracker.spawn(accept_loop(listener, ctx));
-        run
-    }
-}
-
 /// A poisoned lock only means a panic elsewhere; the data is still usable.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// SO_REUSEADDR lets a restart bind while old connections sit in TIME_WAIT.
-fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(1024)
-}
-
-async fn bind_with_retry(addr: SocketAddr) -> io::Result<TcpListener> {
-    let deadline = Instant::now() + REBIND_PATIENCE;
-    loop {
-        match bind(addr) {
-            Err(e) if e.kind() == io::ErrorKind::AddrInUse && Instant::now() < deadline => {
-                sleep(REBIND_RETRY).await;
-            }
-            result => return result,
-        }
-    }
-}
-
-/// Accepts until cancelled; returning drops (closes) the listener.
-async fn accept_loop(listener: TcpListener, ctx: Ctx) {
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            _ = ctx.cancel.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, _)) => {
-                ctx.tracker.spawn(serve_connection(stream, ctx.clone()));
-            }
-            Err(error) => {
-                tracing::debug!(master = %ctx.shared.name, %error, "accept failed");
-                sleep(ACCEPT_ERROR_BACKOFF).await;
-            }
-        }
-    }
 }
 
 /// Serves one HTTP/1.1 connection until it ends, is upgraded, or the run is cancelled.
