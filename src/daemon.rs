@@ -222,6 +222,8 @@ impl Daemon {
             max_header_bytes: self.config.proxy.max_header_bytes,
             max_headers: self.config.proxy.max_headers,
             max_connections: self.config.proxy.max_connections,
+            // One per core, as HAProxy's nbthread or nginx's worker_processes auto.
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 

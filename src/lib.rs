@@ -15,6 +15,15 @@
 //!   a promotion)         active master)  /metrics, /  (on change)       (on change)
 //! ```
 //!
+//! Threads: the owner task, probes, admin listener, `[[tcp]]` listeners, drain, state
+//! file and metrics run on the main (multi-threaded) runtime. Client HTTP connections
+//! are served by one proxy worker thread per core, each running its own
+//! single-threaded runtime with its own accept loop on the shared listening socket; a
+//! connection, its requests, the upstream connections they open (pooled per worker)
+//! and its tunnels all stay on that worker, so a request involves no cross-thread
+//! wakeup. Workers share only the snapshot (read), the owner's inbox, metrics and the
+//! `max_connections` limit.
+//!
 //! The invariant every module serves: at most one master receives traffic at any
 //! moment, and never one that is known to be down.
 //!
@@ -25,11 +34,11 @@
 //!   its `readiness` part moves traffic only to a master made ready (promotion).
 //! - [`routing`]: the immutable [`routing::Snapshot`] and the read handle over it.
 //! - [`health`]: heartbeat probes, one task per master.
-//! - [`upstream`]: connections to masters: connect with deadline, a small idle pool.
+//! - [`upstream`]: connections to masters: connect with deadline, a small idle pool per proxy worker.
 //! - [`drain`]: per-master connection gauges, and closing what is left on a demoted master.
 //! - [`tunnel`]: byte pipes for upgraded connections and TCP forwards, with idle timeout.
 //! - [`promotion`]: fence the old master, reload or start the new one, wait until ready.
-//! - [`proxy`]: the client-facing HTTP/1.1 + h2c listener and request forwarding.
+//! - [`proxy`]: the client-facing HTTP/1.1 + h2c listener (one worker thread per core) and request forwarding.
 //! - [`tcp`]: raw TCP listeners (agent port) that follow the active master.
 //! - [`metrics`]: Prometheus metrics, fed by the request path and by snapshots.
 //! - [`commands`]: fence/start/hook commands: no shell, placeholders, timeout.

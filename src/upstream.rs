@@ -23,8 +23,26 @@ use crate::drain::{Attachments, Kind};
 /// a retried request that never had one).
 pub type UpstreamBody = Either<Incoming, Empty<Bytes>>;
 
-/// Idle connections kept per master. Beyond this, released connections are closed.
+/// Idle connections kept per master and proxy worker thread. Beyond this, released
+/// connections are closed.
 const MAX_IDLE_PER_MASTER: usize = 256;
+
+thread_local! {
+    /// The proxy worker this thread is: set by each proxy worker thread at its start
+    /// (`set_worker`), read by `take_idle` and `returner`. Other threads (a shared
+    /// multi-threaded runtime) are all worker 0.
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Makes this thread's requests use the idle connections of proxy worker `index`:
+/// those its own runtime drives.
+pub fn set_worker(index: usize) {
+    WORKER.with(|shard| shard.set(index));
+}
+
+fn current_worker() -> usize {
+    WORKER.with(std::cell::Cell::get)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -74,20 +92,36 @@ async fn ready_soon(sender: &mut SendRequest<UpstreamBody>) -> bool {
     )
 }
 
-/// Idle keep-alive connections of one master, most recently used last.
+/// Idle keep-alive connections of one master, most recently used last, in one shard
+/// per proxy worker thread: a connection's task runs on the runtime of the worker
+/// that opened it, and only that worker's requests use it (no cross-thread wakeups,
+/// and no connection outlives the runtime that drives it).
 struct Pool {
     /// Written by `Returner::give_back` (when a response ends) and `take_idle`, read
-    /// by `take_idle`; held only for a push, a pop or a prune, never across an await.
-    idle: Mutex<Vec<IdleConnection>>,
+    /// by `take_idle`; each held only for a push, a pop or a prune, never across an
+    /// await. A worker uses its own shard (uncontended).
+    shards: Box<[Mutex<Vec<IdleConnection>>]>,
     idle_timeout: Duration,
 }
 
 impl Pool {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<IdleConnection>> {
-        match self.idle.lock() {
+    fn new(idle_timeout: Duration) -> Pool {
+        let shards = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Pool {
+            shards: (0..shards).map(|_| Mutex::new(Vec::new())).collect(),
+            idle_timeout,
+        }
+    }
+
+    fn lock(&self, shard: usize) -> std::sync::MutexGuard<'_, Vec<IdleConnection>> {
+        match self.shards[shard].lock() {
             Ok(idle) => idle,
             Err(poisoned) => poisoned.into_inner(),
         }
+    }
+
+    fn own_shard(&self) -> usize {
+        current_worker() % self.shards.len()
     }
 }
 
@@ -97,6 +131,8 @@ impl Pool {
 pub struct Returner {
     sender: SendRequest<UpstreamBody>,
     pool: Arc<Pool>,
+    /// The worker that took or opened the connection: its runtime drives it.
+    worker: usize,
 }
 
 impl Returner {
@@ -104,7 +140,7 @@ impl Returner {
         if self.sender.is_closed() {
             return;
         }
-        let mut idle = self.pool.lock();
+        let mut idle = self.pool.lock(self.worker % self.pool.shards.len());
         // The oldest are first: drop those that expired, so idle sockets do not pile
         // up (closed ones are skipped when taken).
         let now = Instant::now();
@@ -118,6 +154,7 @@ impl Returner {
             idle.push(IdleConnection {
                 sender: self.sender,
                 idle_since: Instant::now(),
+                worker: self.worker,
             });
         }
     }
@@ -143,6 +180,8 @@ pub struct Connection {
 struct IdleConnection {
     sender: SendRequest<UpstreamBody>,
     idle_since: Instant,
+    /// The proxy worker whose runtime drives the connection (see `set_worker`).
+    worker: usize,
 }
 
 /// Connections to one master. Shared by all requests to it (inside `routing::Master`).
@@ -176,10 +215,7 @@ impl Upstream {
             host: host.to_owned(),
             authority: authority(host, port),
             connect_timeout,
-            pool: Arc::new(Pool {
-                idle: Mutex::new(Vec::new()),
-                idle_timeout,
-            }),
+            pool: Arc::new(Pool::new(idle_timeout)),
             attachments: Arc::new(Attachments::default()),
         }
     }
@@ -256,21 +292,28 @@ impl Upstream {
         Returner {
             sender,
             pool: Arc::clone(&self.pool),
+            worker: current_worker(),
         }
     }
 
     /// Closes every idle connection (their connection tasks end when dropped).
     pub fn clear_idle(&self) -> usize {
-        let mut idle = self.pool.lock();
-        let count = idle.len();
-        idle.clear();
-        count
+        (0..self.pool.shards.len())
+            .map(|shard| {
+                let mut idle = self.pool.lock(shard);
+                let count = idle.len();
+                idle.clear();
+                count
+            })
+            .sum()
     }
 
     fn take_idle(&self) -> Option<SendRequest<UpstreamBody>> {
-        let mut idle = self.pool.lock();
+        let worker = current_worker();
+        let mut idle = self.pool.lock(self.pool.own_shard());
         // Most recently used first: the likeliest to be alive; older ones expire.
-        while let Some(candidate) = idle.pop() {
+        while let Some(at) = idle.iter().rposition(|c| c.worker == worker) {
+            let candidate = idle.remove(at);
             if candidate.idle_since.elapsed() < self.pool.idle_timeout
                 && !candidate.sender.is_closed()
             {

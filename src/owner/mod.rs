@@ -182,6 +182,7 @@ pub fn start(
         alarms: Vec::new(),
         sessions: std::collections::HashMap::new(),
         restarting: None,
+        announcements: Vec::new(),
     };
     let (publisher, receiver) = watch::channel(Arc::new(state.snapshot()));
     let task = tokio::spawn(run(state, inbox, publisher));
@@ -246,6 +247,30 @@ struct OwnerState {
     /// The serving master that says it is starting, and since when, while
     /// `starting_grace` holds traffic for it instead of failing over.
     restarting: Option<(Arc<Master>, SystemTime)>,
+    /// "active master changed" lines not yet logged: written by `record`, emitted by
+    /// `run` once the snapshot with that change is published, so that whoever reads
+    /// the log line (operators, tests) finds the proxy already routing that way.
+    announcements: Vec<Announcement>,
+}
+
+/// A change of the active master, to be logged after it is published.
+struct Announcement {
+    from: String,
+    to: Option<String>,
+    cause: &'static str,
+    reason: String,
+}
+
+impl Announcement {
+    fn log(&self) {
+        let (from, cause) = (self.from.as_str(), self.cause);
+        match &self.to {
+            Some(to) => {
+                tracing::info!(from, to = %to, cause, "active master changed: {}", self.reason)
+            }
+            None => tracing::warn!(from, cause, "no active master: {}", self.reason),
+        }
+    }
 }
 
 /// A promotion under way.
@@ -274,6 +299,9 @@ async fn run(
         state.reconcile();
         let snapshot = Arc::new(state.snapshot());
         publisher.send_replace(Arc::clone(&snapshot));
+        for announcement in state.announcements.drain(..) {
+            announcement.log();
+        }
         match reply {
             Reply::None => {}
             Reply::Snapshot(reply) => {
@@ -469,18 +497,15 @@ impl OwnerState {
             reason: transition.reason,
             steps: Vec::new(),
         };
-        let from = record.from.as_deref().unwrap_or("none");
-        match &record.to {
-            Some(to) => {
-                tracing::info!(from, to = %to, cause, "active master changed: {}", record.reason)
-            }
-            None => {
-                tracing::warn!(from, cause, "no active master: {}", record.reason);
-                if let Some(index) = transition.from {
-                    let master = Arc::clone(&self.statuses[index].master);
-                    self.run_hooks(HookEvent::NoMaster, &master, &record.reason);
-                }
-            }
+        self.announcements.push(Announcement {
+            from: record.from.clone().unwrap_or_else(|| "none".to_owned()),
+            to: record.to.clone(),
+            cause,
+            reason: record.reason.clone(),
+        });
+        if let (None, Some(index)) = (&record.to, transition.from) {
+            let master = Arc::clone(&self.statuses[index].master);
+            self.run_hooks(HookEvent::NoMaster, &master, &record.reason);
         }
         // A failover is any demotion of an active master: replaced or lost.
         if record.from.is_some() {
