@@ -269,7 +269,9 @@ impl Upstream {
         let attachment = self.attachments.attach(Kind::Http);
         tokio::spawn(async move {
             // Upgrades stay possible: a 101 hands the socket to the tunnel.
+            // Biased: polled on every wakeup of the connection; no random pick.
             tokio::select! {
+                biased;
                 ended = connection.with_upgrades() => if let Err(error) = ended {
                     tracing::debug!(%authority, %error, "upstream connection ended with an error");
                 },

@@ -108,6 +108,8 @@ pub async fn forward(
     });
     let (mut parts, body) = request.into_parts();
     prepare(&mut parts, peer);
+    // Read once: the whole request follows the settings it started with.
+    let settings = ctx.settings();
     if let Some(upgrade) = &upgrade {
         upgrade::restore(&mut parts.headers, upgrade.protocol.clone());
     }
@@ -124,8 +126,9 @@ pub async fn forward(
             .and_then(|h| h.to_str().ok())
             .map(str::to_owned),
         upgrade,
+        settings,
     };
-    let access = ctx.settings().access_log.then(|| Access {
+    let access = exchange.settings.access_log.then(|| Access {
         client: peer.client.ip(),
         method: parts.method.clone(),
         target: parts
@@ -180,6 +183,8 @@ struct Exchange {
     /// The CLI's `Session` header, if any.
     session: Option<String>,
     upgrade: Option<Upgrade>,
+    /// The reloadable settings as the request started.
+    settings: Arc<ProxySettings>,
 }
 
 /// A client's request to switch protocols.
@@ -306,7 +311,9 @@ async fn send_with_retries(
             }
         };
         let sent = connection.sender.try_send_request(request);
-        let outcome = match wait_for_head(ctx, &master, sent, exchange.replay.can_replay()).await {
+        let replayable = exchange.replay.can_replay();
+        let timeout = exchange.settings.request_timeout;
+        let outcome = match wait_for_head(ctx, &master, sent, replayable, timeout).await {
             Waited::Head(outcome) => outcome,
             Waited::Rescued => {
                 // Dropping the request cancelled it there (hyper closes that connection).
@@ -322,7 +329,7 @@ async fn send_with_retries(
             Waited::TimedOut => return gateway_timeout(&master),
         };
         match outcome {
-            Ok(response) => return respond(ctx, &master, connection.sender, response, exchange),
+            Ok(response) => return respond(&master, connection.sender, response, exchange),
             Err(mut failure) => {
                 if let Some(unsent) = failure.take_message() {
                     request = unsent;
@@ -378,39 +385,81 @@ enum Waited<T> {
 /// Waits for the response head, bounded by `proxy.request_timeout`. A replayable
 /// request (idempotent, no body) waiting on a master that gets demoted (it froze, was
 /// switched away from) is rescued rather than left hanging.
+///
+/// Most heads arrive within a millisecond: the demotion watch starts only after
+/// `WATCH_DEMOTION_AFTER` (checking the snapshot at once then), so a fast request
+/// costs one timer and no subscription to the snapshot channel.
 async fn wait_for_head<F: std::future::Future>(
     ctx: &ProxyContext,
     master: &Arc<Master>,
     sent: F,
     replayable: bool,
+    timeout: Option<Duration>,
 ) -> Waited<F::Output> {
-    let timeout = ctx.settings().request_timeout;
-    let deadline = async {
-        match timeout {
-            Some(timeout) => tokio::time::sleep(timeout).await,
-            None => std::future::pending().await,
-        }
+    let started = tokio::time::Instant::now();
+    let deadline = timeout.map(|timeout| started + timeout);
+    let watch_from = started + WATCH_DEMOTION_AFTER;
+    let first_wake = match deadline {
+        Some(deadline) if !replayable || deadline < watch_from => deadline,
+        _ if replayable => watch_from,
+        _ => started, // neither a deadline nor a watch: the timer stays unarmed
     };
-    let mut snapshots = ctx.routing.subscribe();
-    let demoted = async {
-        loop {
-            if snapshots.changed().await.is_err() {
-                return std::future::pending().await;
-            }
-            let still_active = snapshots
-                .borrow_and_update()
-                .active_master()
-                .is_some_and(|active| Arc::ptr_eq(active, master));
-            if !still_active {
-                return;
+    let mut armed = replayable || deadline.is_some();
+    let timer = tokio::time::sleep_until(first_wake);
+    tokio::pin!(sent, timer);
+    let mut snapshots = None;
+    loop {
+        tokio::select! {
+            biased;
+            outcome = &mut sent => return Waited::Head(outcome),
+            () = demotion(snapshots.as_mut(), master) => return Waited::Rescued,
+            () = &mut timer, if armed => {
+                let now = tokio::time::Instant::now();
+                if deadline.is_some_and(|deadline| now >= deadline) {
+                    return Waited::TimedOut;
+                }
+                if replayable && snapshots.is_none() {
+                    let mut receiver = ctx.routing.subscribe();
+                    if !still_active(&receiver.borrow_and_update(), master) {
+                        return Waited::Rescued;
+                    }
+                    snapshots = Some(receiver);
+                }
+                match deadline {
+                    Some(deadline) => timer.as_mut().reset(deadline),
+                    None => armed = false,
+                }
             }
         }
-    };
-    tokio::select! {
-        outcome = sent => Waited::Head(outcome),
-        () = demoted, if replayable => Waited::Rescued,
-        () = deadline => Waited::TimedOut,
     }
+}
+
+/// How long a replayable request waits for its head before it watches for a demotion
+/// of its master (a rescue comes this much later at most; failover takes seconds).
+const WATCH_DEMOTION_AFTER: Duration = Duration::from_millis(20);
+
+/// Completes when `master` stops being the active master; never without `snapshots`.
+async fn demotion(
+    snapshots: Option<&mut tokio::sync::watch::Receiver<Arc<Snapshot>>>,
+    master: &Arc<Master>,
+) {
+    let Some(snapshots) = snapshots else {
+        return std::future::pending().await;
+    };
+    loop {
+        if snapshots.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        if !still_active(&snapshots.borrow_and_update(), master) {
+            return;
+        }
+    }
+}
+
+fn still_active(snapshot: &Snapshot, master: &Arc<Master>) -> bool {
+    snapshot
+        .active_master()
+        .is_some_and(|active| Arc::ptr_eq(active, master))
 }
 
 fn gateway_timeout(master: &Master) -> Response<ProxyBody> {
@@ -427,13 +476,12 @@ fn gateway_timeout(master: &Master) -> Response<ProxyBody> {
 /// The master's response, streamed, without its hop-by-hop headers; a 101 to an
 /// upgrade request starts the tunnel.
 fn respond(
-    ctx: &ProxyContext,
     master: &Arc<Master>,
     sender: hyper::client::conn::http1::SendRequest<UpstreamBody>,
     mut response: Response<Incoming>,
     exchange: Exchange,
 ) -> Response<ProxyBody> {
-    let settings = ctx.settings();
+    let settings = Arc::clone(&exchange.settings);
     let mut returner = None;
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     match (switching, exchange.upgrade) {

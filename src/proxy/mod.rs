@@ -281,7 +281,9 @@ async fn serve_on(
                         std::future::pending::<()>().await;
                     }
                 };
+                // Biased: polled on every wakeup of the connection; no random pick.
                 tokio::select! {
+                    biased;
                     ended = connection => if let Err(error) = ended {
                         tracing::debug!(%error, "client connection ended with an error");
                     },
