@@ -153,7 +153,7 @@ impl Returner {
         if idle.len() < MAX_IDLE_PER_MASTER {
             idle.push(IdleConnection {
                 sender: self.sender,
-                idle_since: Instant::now(),
+                idle_since: now,
                 worker: self.worker,
             });
         }
