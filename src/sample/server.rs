@@ -158,16 +158,24 @@ async fn accept_loop(
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
+    // The connections end only once the listener is closed: otherwise a client that
+    // saw its connection drop could still connect (into the backlog) and then be
+    // reset, which a killed process's clients never see twice in a row.
+    let connections = CancellationToken::new();
     loop {
         let accepted = tokio::select! {
             biased;
-            _ = cancel.cancelled() => return,
+            _ = cancel.cancelled() => {
+                drop(listener);
+                connections.cancel();
+                return;
+            }
             accepted = listener.accept() => accepted,
         };
         match accepted {
             Ok((stream, _)) => {
                 let scope = Scope {
-                    cancel: cancel.clone(),
+                    cancel: connections.clone(),
                     tracker: tracker.clone(),
                 };
                 tracker.spawn(handler(stream, scope));
