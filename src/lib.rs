@@ -49,6 +49,7 @@ pub mod config;
 pub mod daemon;
 pub mod drain;
 pub mod election;
+pub mod fd_limit;
 pub mod health;
 pub mod jenkins;
 pub mod metrics;

@@ -292,6 +292,7 @@ async fn send_with_retries(
         fresh_only = false;
         let mut connection = match connection {
             Ok(connection) => connection,
+            Err(error) if error.is_local() => return overloaded(ctx, &error),
             Err(error) => {
                 connect_failures += 1;
                 match ctx
@@ -522,6 +523,20 @@ fn unavailable(ctx: &ProxyContext) -> Response<ProxyBody> {
     let mut response = plain(
         StatusCode::SERVICE_UNAVAILABLE,
         "jenkins-ha-proxy: no healthy Jenkins master is available right now; retry shortly\n",
+    );
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, ctx.settings().retry_after.clone());
+    response
+}
+
+/// We are out of descriptors or socket memory: the master is not to blame (so it is
+/// not reported), and the client may retry once connections have ended.
+fn overloaded(ctx: &ProxyContext, error: &crate::upstream::ConnectError) -> Response<ProxyBody> {
+    crate::fd_limit::log_exhaustion("a request got 503: cannot connect to the master", error);
+    let mut response = plain(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "jenkins-ha-proxy: the proxy is out of file descriptors or socket memory; retry shortly\n",
     );
     response
         .headers_mut()
