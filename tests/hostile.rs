@@ -510,3 +510,30 @@ async fn a_client_that_sends_nothing_is_cut_off_within_the_header_read_timeout()
     );
     setup.assert_still_serving("silent").await;
 }
+
+/// Between requests the same timeout is the keep-alive idle timeout: a connection
+/// that made a request and then goes quiet is closed too (HTTP/1).
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_the_header_read_timeout() {
+    let setup = setup(short_header_timeout).await;
+    let mut stream = TcpStream::connect(setup.daemon.proxy)
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"GET /before-idle HTTP/1.1\r\nHost: proxy\r\n\r\n")
+        .await
+        .expect("request");
+    let reply = read_reply(&mut stream).await;
+    assert_eq!(reply.status, Some(200), "{reply:#?}");
+    // read_reply watched it for 300 ms after the response: kept alive meanwhile.
+    assert!(!reply.closed, "closed right after the response: {reply:#?}");
+    let idle_since = Instant::now();
+    let mut buf = [0u8; 64];
+    let cut = tokio::time::timeout(HEADER_READ_TIMEOUT + SLACK, stream.read(&mut buf)).await;
+    assert!(
+        matches!(cut, Ok(Ok(0)) | Ok(Err(_))),
+        "an idle keep-alive connection was still open after {:?}: {cut:?}",
+        idle_since.elapsed()
+    );
+    setup.assert_still_serving("idle-keep-alive").await;
+}
