@@ -269,6 +269,9 @@ pub fn render(f: &Figures) -> String {
         text.push_str(&causes.render());
         text.push('\n');
     }
+    text.push_str(
+        "Expected: a stream, WebSocket or TCP session whose master was killed, frozen, made sick or switched away from during its life (cut by design: a drain or a dead socket), and a 503 while no master was active. Unexpected: a plain GET failing while a master could serve, a session cut on a master nothing happened to, any wrong byte.\n\n",
+    );
     if !f.judged.examples.is_empty() {
         text.push_str("Unexpected failures (first few):\n\n");
         for example in &f.judged.examples {
@@ -354,6 +357,13 @@ pub fn verdict(f: &Figures, proxy_exit: Option<String>) -> Vec<String> {
             "{} unexpected failures (see the report)",
             f.judged.unexpected()
         ));
+    }
+    // The machinery itself: a soak without chaos or without answers proves nothing.
+    if f.chaos.events.is_empty() {
+        problems.push("not one chaos action was taken".to_owned());
+    }
+    if f.judged.by_kind.values().all(|row| row[1] == 0) {
+        problems.push("not one request or session succeeded".to_owned());
     }
     if !f.idle_at_end {
         problems.push(
