@@ -71,12 +71,17 @@ async fn bind(key: String, addr: SocketAddr) -> Result<TcpListener, BindError> {
 /// to `proxy.shutdown_timeout`, closes tunnels and TCP forwards, and returns.
 /// `source` is the config file reloads read (SIGHUP, `POST /reload`); None: reloads
 /// are refused.
+///
+/// Returns an error when a task the daemon cannot serve safely without stops on its own
+/// (a bug, after its panic was logged): the owner task, which alone moves traffic off
+/// a failed master, or the proxy's accept loop. Exiting then lets the service manager
+/// restart the daemon rather than leave traffic pinned to a master nobody watches.
 pub async fn run(
     config: Config,
     source: Option<PathBuf>,
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
-) {
+) -> Result<(), Fatal> {
     tracing::info!(proxy = %bound(&listeners.proxy), admin = %bound(&listeners.admin),
         tcp = ?listeners.tcp.iter().map(bound).collect::<Vec<_>>(),
         masters = config.backends.len(), "jenkins-ha-proxy starting");
@@ -84,7 +89,7 @@ pub async fn run(
     let (mut daemon, proxy_listener, admin_listener, tcp_listeners) =
         Daemon::start(config, source, listeners, reload_requests);
     let stopping = CancellationToken::new();
-    let proxy_task = tokio::spawn(proxy::serve(
+    let mut proxy_task = tokio::spawn(proxy::serve(
         proxy_listener,
         Arc::clone(&daemon.proxy_ctx),
         daemon.server_settings(),
@@ -104,10 +109,20 @@ pub async fn run(
     daemon.background.spawn(systemd::watchdog());
 
     let mut hangups = hangup_signal(daemon.source.is_some());
-    tokio::pin!(shutdown);
+    let owner_stopped = snapshots_end(daemon.routing.subscribe());
+    tokio::pin!(shutdown, owner_stopped);
+    let mut fatal = None;
     loop {
         tokio::select! {
             () = &mut shutdown => break,
+            () = &mut owner_stopped => {
+                fatal = Some(Fatal::OwnerStopped);
+                break;
+            }
+            _ = &mut proxy_task => {
+                fatal = Some(Fatal::ProxyStopped);
+                break;
+            }
             Some(request) = reloads.recv() => {
                 let outcome = daemon.reload().await;
                 let _ = request.reply.send(outcome);
@@ -117,12 +132,32 @@ pub async fn run(
             }
         }
     }
-    tracing::info!("shutdown requested");
+    match &fatal {
+        None => tracing::info!("shutdown requested"),
+        Some(error) => tracing::error!("{error}"),
+    }
     systemd::stopping();
     stopping.cancel();
-    let _ = proxy_task.await;
+    if !proxy_task.is_finished() {
+        let _ = proxy_task.await;
+    }
     daemon.stop().await;
     tracing::info!("jenkins-ha-proxy stopped");
+    fatal.map_or(Ok(()), Err)
+}
+
+/// Why the daemon stopped without being asked to.
+#[derive(Debug, thiserror::Error)]
+pub enum Fatal {
+    #[error("the election owner task stopped unexpectedly (a bug: see the panic logged before); exiting so that the service manager restarts the daemon")]
+    OwnerStopped,
+    #[error("the proxy listener's accept loop stopped unexpectedly (a bug: see the panic logged before); exiting so that the service manager restarts the daemon")]
+    ProxyStopped,
+}
+
+/// Completes when the owner task has dropped its snapshot sender, i.e. has ended.
+async fn snapshots_end(mut snapshots: tokio::sync::watch::Receiver<Arc<crate::routing::Snapshot>>) {
+    while snapshots.changed().await.is_ok() {}
 }
 
 /// Everything the running daemon owns besides the listeners' accept loops.

@@ -88,6 +88,13 @@ async fn probe_loop(master: Arc<Master>, settings: HealthConfig, events: mpsc::S
         let latency = started.elapsed();
         match &outcome {
             Ok(_) => tracing::debug!(?latency, "check passed"),
+            Err(ProbeError::Connect(error)) if error.is_local() => {
+                // No connection was even tried: no evidence about the master either
+                // way, so nothing is reported; try again one timeout later.
+                crate::fd_limit::log_exhaustion("a health check could not run", error);
+                next = tokio::time::Instant::from_std(started) + settings.timeout;
+                continue;
+            }
             Err(error) => tracing::debug!(?latency, %error, "check failed"),
         }
         // After a failure, check again sooner (one timeout later, not one interval):

@@ -36,6 +36,8 @@
 //! - [`health`]: heartbeat probes, one task per master.
 //! - [`upstream`]: connections to masters: connect with deadline, a small idle pool per proxy worker.
 //! - [`drain`]: per-master connection gauges, and closing what is left on a demoted master.
+//! - [`fd_limit`]: the open-file limit: raised at start-up; running out of descriptors
+//!   is logged and never blamed on a master.
 //! - [`tunnel`]: byte pipes for upgraded connections and TCP forwards, with idle timeout.
 //! - [`promotion`]: fence the old master, reload or start the new one, wait until ready.
 //! - [`proxy`]: the client-facing HTTP/1.1 + h2c listener (one worker thread per core) and request forwarding.
@@ -58,6 +60,7 @@ pub mod config;
 pub mod daemon;
 pub mod drain;
 pub mod election;
+pub mod fd_limit;
 pub mod health;
 pub mod jenkins;
 pub mod metrics;

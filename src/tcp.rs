@@ -38,13 +38,13 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let forward = Arc::new(forward);
+    let mut accept_errors = crate::fd_limit::AcceptErrors::new(format!("tcp {}", forward.name));
     loop {
         let (client, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
-                    tracing::warn!(listener = %forward.name, %error, "accept failed on a TCP listener");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    accept_errors.failed(&error).await;
                     continue;
                 }
             },
@@ -84,6 +84,14 @@ async fn connect_active(
         };
         match master.upstream.open_port(forward.backend_port).await {
             Ok(stream) => return Some((master, stream)),
+            Err(error) if error.is_local() => {
+                // Out of descriptors here: not the master's fault, so not reported.
+                crate::fd_limit::log_exhaustion(
+                    "a TCP connection was closed: cannot connect to the master",
+                    &error,
+                );
+                return None;
+            }
             Err(error) => {
                 attempt += 1;
                 snapshot = ctx

@@ -65,6 +65,17 @@ pub enum ConnectError {
     },
 }
 
+impl ConnectError {
+    /// The connect failed for want of descriptors, buffers or ports on our side
+    /// ([`crate::fd_limit::is_local_exhaustion`]): it says nothing about the master.
+    pub fn is_local(&self) -> bool {
+        match self {
+            ConnectError::Io { source, .. } => crate::fd_limit::is_local_exhaustion(source),
+            ConnectError::Timeout { .. } | ConnectError::Handshake { .. } => false,
+        }
+    }
+}
+
 /// Opens a TCP connection to `authority` (`host:port`) within `timeout`, with Nagle off.
 pub async fn open_stream(authority: &str, timeout: Duration) -> Result<TcpStream, ConnectError> {
     let stream = tokio::time::timeout(timeout, TcpStream::connect(authority))

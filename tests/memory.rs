@@ -3,16 +3,14 @@
 
 mod support;
 
-use std::process::Stdio;
-
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use jenkins_ha_proxy::sample::SampleMaster;
-use support::{channel_body, DEADLINE};
-use tokio::io::AsyncBufReadExt;
+use support::channel_body;
+use support::child::ChildDaemon;
 use tokio::net::TcpStream;
 
 const GIB: u64 = 1 << 30;
@@ -45,30 +43,9 @@ async fn one_gib_each_way_with_flat_memory() {
         ),
     )
     .expect("config");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_jenkins-ha-proxy"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn");
-    let pid = child.id().expect("pid");
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let mut proxy = None;
-    let ready = tokio::time::timeout(DEADLINE, async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if let Some(rest) = line.split("proxy=").nth(1) {
-                proxy = rest.split_whitespace().next().and_then(|a| a.parse().ok());
-            }
-            if line.contains("master-a is now active") {
-                return;
-            }
-        }
-    })
-    .await;
-    assert!(ready.is_ok(), "the daemon did not become ready");
-    let proxy: std::net::SocketAddr = proxy.expect("proxy address in the start-up log");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let daemon = ChildDaemon::start(&config, None).await;
+    daemon.wait_log("master-a is now active").await;
+    let (pid, proxy) = (daemon.pid, daemon.proxy);
     let idle_kib = proc_kib(pid, "VmRSS:");
 
     let stream = TcpStream::connect(proxy).await.expect("connect");
@@ -127,5 +104,5 @@ async fn one_gib_each_way_with_flat_memory() {
         peak_kib < LIMIT_KIB,
         "peak RSS {peak_kib} KiB >= {LIMIT_KIB} KiB: something buffers"
     );
-    let _ = child.start_kill();
+    drop(daemon); // kills the child
 }

@@ -1,4 +1,5 @@
-//! A blocking one-shot HTTP/1.1 GET for readiness checks (not for load).
+//! A blocking one-shot HTTP/1.1 GET or POST for readiness checks and admin calls (not
+//! for load).
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -27,12 +28,26 @@ impl Reply {
 /// `GET path` on a fresh connection with `Connection: close`, bounded by `timeout`
 /// for the connect and for each read.
 pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> io::Result<Reply> {
+    request(addr, "GET", path, timeout)
+}
+
+/// `POST path` without a body (admin calls such as `/switchover?to=NAME`), as `get`.
+pub fn post(addr: SocketAddr, path: &str, timeout: Duration) -> io::Result<Reply> {
+    request(addr, "POST", path, timeout)
+}
+
+fn request(addr: SocketAddr, method: &str, path: &str, timeout: Duration) -> io::Result<Reply> {
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
+    let length = if method == "GET" {
+        ""
+    } else {
+        "Content-Length: 0\r\n"
+    };
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{length}Connection: close\r\n\r\n"
     )?;
     let mut raw = Vec::new();
     stream.take(MAX_REPLY).read_to_end(&mut raw)?;

@@ -96,6 +96,16 @@ pub fn publish(name: &str, section: &str) -> Result<PathBuf, String> {
     Ok(path)
 }
 
+/// Writes a report of its own, `target/bench/<file>` (e.g. the soak's `SOAK.md`),
+/// with the machine header; REPORT.md is left alone. Returns the path.
+pub fn publish_alone(file: &str, title: &str, section: &str) -> Result<PathBuf, String> {
+    let dir = bench_dir();
+    fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let path = dir.join(file);
+    write(&path, &format!("# {title}\n\n{}\n{section}", machine()))?;
+    Ok(path)
+}
+
 fn write(path: &Path, text: &str) -> Result<(), String> {
     fs::write(path, text).map_err(|e| format!("writing {}: {e}", path.display()))
 }

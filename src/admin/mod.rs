@@ -60,13 +60,13 @@ pub async fn serve(
 ) {
     tokio::pin!(shutdown);
     let mut connections = tokio::task::JoinSet::new();
+    let mut accept_errors = crate::fd_limit::AcceptErrors::new("admin");
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(error) => {
-                    tracing::warn!(%error, "accept failed on the admin listener");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    accept_errors.failed(&error).await;
                     continue;
                 }
             },

@@ -45,7 +45,7 @@ pub async fn run(listen: &str, admin_listen: &str, standby: &str) -> anyhow::Res
         () = quit.cancelled() => {}
         _ = super::shutdown_signal() => quit.cancel(),
     }
-    daemon.await.context("the demo daemon panicked")?;
+    daemon.await.context("the demo daemon panicked")??;
     for master in &masters {
         master.stop().await;
     }

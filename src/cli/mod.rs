@@ -116,6 +116,7 @@ pub enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
+    log_panics();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -130,6 +131,29 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Panics (bugs) go to the log like everything else, JSON included, with where they
+/// happened. A panic in a connection's task ends that connection only; one in a task
+/// the daemon cannot do without makes it exit (see `daemon::Fatal`).
+fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|at| format!("{}:{}", at.file(), at.line()))
+            .unwrap_or_default();
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|text| (*text).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let thread = std::thread::current()
+            .name()
+            .unwrap_or("unnamed")
+            .to_owned();
+        tracing::error!(%location, thread, "panic: {message} (a bug: please report it with this line)");
+    }));
 }
 
 fn init_tracing(format: LogFormat) {
@@ -177,6 +201,7 @@ async fn run(path: &std::path::Path) -> anyhow::Result<()> {
             format!("cannot read admin.token_file {}: create it (one line, the secret) or fix its permissions", token_file.display())
         })?;
     }
+    crate::fd_limit::prepare(config.proxy.max_connections);
     let listeners = Listeners::bind(&config).await?;
     daemon::run(
         config,
@@ -184,7 +209,7 @@ async fn run(path: &std::path::Path) -> anyhow::Result<()> {
         listeners,
         shutdown_signal(),
     )
-    .await;
+    .await?;
     Ok(())
 }
 

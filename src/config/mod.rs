@@ -83,7 +83,8 @@ pub struct ProxyConfig {
     pub connect_timeout: Duration,
     /// `proxy.pool_idle_timeout`: idle upstream connections older than this are not reused.
     pub pool_idle_timeout: Duration,
-    /// `proxy.header_read_timeout`: a client must send its request head within this.
+    /// `proxy.header_read_timeout`: a client must send its request head within this
+    /// (also the HTTP/1 keep-alive idle timeout: hyper restarts it between requests).
     pub header_read_timeout: Duration,
     /// `proxy.shutdown_timeout`: grace period for in-flight requests on SIGTERM/SIGINT.
     pub shutdown_timeout: Duration,

@@ -297,6 +297,7 @@ async fn send_with_retries(
         fresh_only = false;
         let mut connection = match connection {
             Ok(connection) => connection,
+            Err(error) if error.is_local() => return overloaded(ctx, &error),
             Err(error) => {
                 connect_failures += 1;
                 match ctx
@@ -567,10 +568,25 @@ fn check_cli_session(
 }
 
 fn unavailable(ctx: &ProxyContext) -> Response<ProxyBody> {
-    let mut response = plain(
-        StatusCode::SERVICE_UNAVAILABLE,
+    retry_later(
+        ctx,
         "jenkins-ha-proxy: no healthy Jenkins master is available right now; retry shortly\n",
-    );
+    )
+}
+
+/// We are out of descriptors or socket memory: the master is not to blame (so it is
+/// not reported), and the client may retry once connections have ended.
+fn overloaded(ctx: &ProxyContext, error: &crate::upstream::ConnectError) -> Response<ProxyBody> {
+    crate::fd_limit::log_exhaustion("a request got 503: cannot connect to the master", error);
+    retry_later(
+        ctx,
+        "jenkins-ha-proxy: the proxy is out of file descriptors or socket memory; retry shortly\n",
+    )
+}
+
+/// 503 with `Retry-After`.
+fn retry_later(ctx: &ProxyContext, text: &str) -> Response<ProxyBody> {
+    let mut response = plain(StatusCode::SERVICE_UNAVAILABLE, text);
     response
         .headers_mut()
         .insert(RETRY_AFTER, ctx.settings().retry_after.clone());

@@ -21,7 +21,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::body::Incoming;
 use hyper::service::service_fn;
+use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -51,16 +53,35 @@ pub async fn serve(
     settings: ServerSettings,
     shutdown: impl Future<Output = ()>,
 ) {
+    let forward = move |request, peer| {
+        let ctx = Arc::clone(&ctx);
+        async move { forward::forward(&ctx, request, peer).await }
+    };
+    serve_with(listener, settings, forward, shutdown).await;
+}
+
+/// [`serve`] with the per-request handler as a parameter (tests give one that fails).
+/// Each connection is its own task: a panic while serving one (a bug) ends that
+/// connection only; its slot in `max_connections` is released as the task unwinds.
+pub async fn serve_with<H, F>(
+    listener: TcpListener,
+    settings: ServerSettings,
+    handler: H,
+    shutdown: impl Future<Output = ()>,
+) where
+    H: Fn(Request<Incoming>, forward::Peer) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<ProxyBody>> + Send + 'static,
+{
     // Shared by every worker: max_connections is one limit for the whole proxy.
     let slots = Arc::new(tokio::sync::Semaphore::new(settings.max_connections));
     if settings.workers <= 1 {
-        return serve_on(listener, ctx, settings, slots, None, shutdown).await;
+        return serve_on(listener, settings, handler, slots, None, shutdown).await;
     }
     let runtimes = match worker_runtimes(&listener, settings.workers) {
         Ok(runtimes) => runtimes,
         Err(error) => {
             tracing::warn!(%error, "cannot start the proxy's worker threads; serving on the main runtime");
-            return serve_on(listener, ctx, settings, slots, None, shutdown).await;
+            return serve_on(listener, settings, handler, slots, None, shutdown).await;
         }
     };
     let stop = tokio_util::sync::CancellationToken::new();
@@ -70,18 +91,26 @@ pub async fn serve(
     // task once every worker has sent `served`.
     let all_served = tokio_util::sync::CancellationToken::new();
     let (mut served, mut finished) = (Vec::new(), Vec::new());
+    // A worker whose accept loop ends before shutdown (a panic, a bug) stops them all,
+    // so that this function returns and the daemon exits for a restart, as it does
+    // when a single accept loop dies. Each worker holds a sender that reports on drop.
+    let (ended_tx, mut ended) = tokio::sync::mpsc::unbounded_channel::<usize>();
     for (index, (runtime, listener)) in runtimes.into_iter().enumerate() {
         let (served_tx, served_rx) = tokio::sync::oneshot::channel::<()>();
         let (done, finished_rx) = tokio::sync::oneshot::channel::<()>();
         served.push(served_rx);
         finished.push(finished_rx);
-        let (ctx, settings, slots, stop) = (
-            Arc::clone(&ctx),
+        let (handler, settings, slots, stop) = (
+            handler.clone(),
             settings.clone(),
             Arc::clone(&slots),
             stop.clone(),
         );
         let all_served = all_served.clone();
+        let ended = WorkerEnded {
+            index,
+            report: ended_tx.clone(),
+        };
         let balance = Balance {
             loads: Arc::clone(&loads),
             me: index,
@@ -89,12 +118,14 @@ pub async fn serve(
         let spawned = std::thread::Builder::new()
             .name(format!("proxy-worker-{index}"))
             .spawn(move || {
+                let _ended = ended; // reports even when this thread unwinds
                 crate::upstream::set_worker(index);
                 runtime.block_on(async move {
                     match TcpListener::from_std(listener) {
                         Ok(listener) => {
                             let stopped = stop.cancelled_owned();
-                            serve_on(listener, ctx, settings, slots, Some(balance), stopped).await
+                            serve_on(listener, settings, handler, slots, Some(balance), stopped)
+                                .await
                         }
                         Err(error) => {
                             tracing::error!(%error, "proxy worker cannot use the listener")
@@ -115,7 +146,13 @@ pub async fn serve(
     // The workers hold their own descriptors; this one, if kept, would wake the main
     // runtime for every new connection.
     drop(listener);
-    shutdown.await;
+    drop(ended_tx);
+    tokio::select! {
+        () = shutdown => {}
+        Some(index) = ended.recv() => {
+            tracing::error!(worker = index, "a proxy worker's accept loop stopped unexpectedly; stopping the others");
+        }
+    }
     stop.cancel();
     // Err: that worker is gone (it panicked, or never started); nothing to wait for.
     for worker in served {
@@ -124,6 +161,18 @@ pub async fn serve(
     all_served.cancel();
     for worker in finished {
         let _ = worker.await;
+    }
+}
+
+/// Tells `serve_with` that a worker thread is done (or unwinding), when dropped.
+struct WorkerEnded {
+    index: usize,
+    report: tokio::sync::mpsc::UnboundedSender<usize>,
+}
+
+impl Drop for WorkerEnded {
+    fn drop(&mut self) {
+        let _ = self.report.send(self.index);
     }
 }
 
@@ -196,14 +245,17 @@ impl Drop for Tracked {
 }
 
 /// Serves `listener` on the current runtime (see [`serve`]).
-async fn serve_on(
+async fn serve_on<H, F>(
     listener: TcpListener,
-    ctx: Arc<ProxyContext>,
     settings: ServerSettings,
+    handler: H,
     slots: Arc<tokio::sync::Semaphore>,
     balance: Option<Balance>,
     shutdown: impl Future<Output = ()>,
-) {
+) where
+    H: Fn(Request<Incoming>, forward::Peer) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<ProxyBody>> + Send + 'static,
+{
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -213,6 +265,7 @@ async fn serve_on(
         .max_headers(settings.max_headers);
     let graceful = GracefulShutdown::new();
     let mut last_refusal_log: Option<std::time::Instant> = None;
+    let mut accept_errors = crate::fd_limit::AcceptErrors::new("proxy");
     tokio::pin!(shutdown);
     loop {
         let busier = balance.as_ref().is_some_and(Balance::busier);
@@ -226,9 +279,7 @@ async fn serve_on(
             accepted = accept => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
-                    // Typically EMFILE: back off briefly instead of spinning.
-                    tracing::warn!(%error, "accept failed on the proxy listener");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    accept_errors.failed(&error).await;
                     continue;
                 }
             },
@@ -254,15 +305,15 @@ async fn serve_on(
             Err(_) => continue, // the client is already gone
         };
         let peer = forward::Peer { client, local };
-        let ctx = Arc::clone(&ctx);
+        let handler = handler.clone();
         // Set by the first request: until then the connection may not even have said
         // which protocol it speaks, and hyper's header timeout has not started.
         let spoke = Arc::new(AtomicBool::new(false));
         let first_request = Arc::clone(&spoke);
         let service = service_fn(move |request| {
-            let ctx = Arc::clone(&ctx);
             first_request.store(true, Ordering::Relaxed);
-            async move { Ok::<_, Infallible>(forward::forward(&ctx, request, peer).await) }
+            let response = handler(request, peer);
+            async move { Ok::<_, Infallible>(response.await) }
         });
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
@@ -308,5 +359,82 @@ async fn serve_on(
             "in-flight requests still running after {}; closing them",
             humantime::format_duration(settings.shutdown_timeout)
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    use tokio_util::sync::CancellationToken;
+
+    /// Answers 200, except for `/panic`, where the handler panics as a bug would.
+    async fn panics_on_request(request: Request<Incoming>) -> Response<ProxyBody> {
+        if request.uri().path() == "/panic" {
+            panic!("injected panic while serving {}", request.uri());
+        }
+        forward::plain(hyper::StatusCode::OK, "served\n")
+    }
+
+    /// Sends one request and reads until the server closes (`Connection: close`).
+    async fn exchange(addr: std::net::SocketAddr, path: &str) -> std::io::Result<String> {
+        let mut stream = TcpStream::connect(addr).await?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut reply = Vec::new();
+        stream.read_to_end(&mut reply).await?;
+        Ok(String::from_utf8_lossy(&reply).into_owned())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panic_while_serving_one_connection_ends_only_that_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let settings = ServerSettings {
+            header_read_timeout: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(1),
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            // One slot: a connection whose task panicked must give it back, or no
+            // later connection is ever served.
+            max_connections: 1,
+            // Two worker threads, as on a 2-core machine.
+            workers: 2,
+        };
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve_with(
+            listener,
+            settings,
+            |request, _peer| panics_on_request(request),
+            stop.clone().cancelled_owned(),
+        ));
+        for round in 0..3 {
+            // The panicking request gets no response: its connection is just closed.
+            let reply = exchange(addr, "/panic").await.unwrap_or_default();
+            assert!(!reply.contains("200 OK"), "round {round}: {reply}");
+            // The next connection is served once the panicked task has unwound.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let reply = exchange(addr, "/fine").await.unwrap_or_default();
+                if reply.starts_with("HTTP/1.1 200 OK") && reply.ends_with("served\n") {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "round {round}: no connection served after a panic; last reply {reply:?}"
+                );
+                tokio::task::yield_now().await;
+            }
+        }
+        assert!(
+            !server.is_finished(),
+            "the accept loop must outlive the panics"
+        );
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("the server stops when asked")
+            .expect("the accept loop itself did not panic");
     }
 }

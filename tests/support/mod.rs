@@ -2,6 +2,7 @@
 //! a small HTTP client, and waiting on conditions with a deadline (never fixed sleeps).
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod child;
 pub mod exposition;
 pub mod tcp_master;
 pub mod ws_master;
@@ -128,7 +129,7 @@ pub struct TestDaemon {
     /// The `[[tcp]]` listeners, in config order.
     pub tcp: Vec<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<Result<(), jenkins_ha_proxy::daemon::Fatal>>,
 }
 
 impl TestDaemon {
@@ -196,7 +197,8 @@ impl TestDaemon {
         tokio::time::timeout(DEADLINE, &mut self.task)
             .await
             .expect("daemon stops within the deadline")
-            .expect("daemon task did not panic");
+            .expect("daemon task did not panic")
+            .expect("daemon stopped because it was asked to");
     }
 }
 

@@ -1,0 +1,238 @@
+//! The process's own limits, on the real binary in a process of its own: ten thousand
+//! idle client connections, and what happens at the open-file limit (EMFILE).
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use jenkins_ha_proxy::sample::SampleMaster;
+use support::child::ChildDaemon;
+use support::{get, wait_until};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Generous: accepting 10,000 connections in a debug build keeps both cores busy, and
+/// a slow probe must not pass for a dead master here.
+const HEALTH_TIMEOUT: &str = "500ms";
+
+/// "Served quickly": a loopback request that waits behind nothing takes milliseconds.
+const QUICKLY: Duration = Duration::from_secs(1);
+
+fn config_file(name: &str, master: &SampleMaster, proxy_extra: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("jha-limits-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("proxy.toml");
+    let text = format!(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\n{proxy_extra}\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [failover]\nstate_file = \"off\"\n\
+         [health]\ninterval = \"600ms\"\ntimeout = \"{HEALTH_TIMEOUT}\"\nrise = 1\nfall = 3\n\
+         [[backend]]\nname = \"{}\"\nurl = \"{}\"\n",
+        master.name(),
+        master.url()
+    );
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+async fn master() -> SampleMaster {
+    SampleMaster::start("master-a", "127.0.0.2:0".parse().expect("addr"))
+        .await
+        .expect("master-a")
+}
+
+/// One request on `stream` (kept open); returns the status code and the body.
+async fn request_on(stream: &mut TcpStream, path: &str) -> (u16, String) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: proxy\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(support::DEADLINE, stream.read(&mut buf))
+            .await
+            .expect("a response within the deadline")
+            .expect("read");
+        assert!(n > 0, "connection closed after {received:?}");
+        received.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&received).into_owned();
+        let Some((head, body)) = text.split_once("\r\n\r\n") else {
+            continue;
+        };
+        let length: usize = head
+            .lines()
+            .find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse().ok())?
+            })
+            .expect("a content-length");
+        if body.len() >= length {
+            let status = head
+                .split_whitespace()
+                .nth(1)
+                .and_then(|code| code.parse().ok())
+                .expect("a status code");
+            return (status, body.to_owned());
+        }
+    }
+}
+
+async fn status(admin: SocketAddr) -> serde_json::Value {
+    let reply = get(admin, "/status").await.expect("GET /status");
+    serde_json::from_slice(&reply.body).expect("/status is JSON")
+}
+
+/// The idle connections of the issue, all held by this test process (the daemon, in
+/// its own process, holds the other end of each).
+const IDLE_CONNECTIONS: usize = 10_000;
+/// Descriptors this process needs besides them (the master, the test harness).
+const TEST_RESERVE: u64 = 512;
+
+/// Raises this process's soft RLIMIT_NOFILE to its hard limit (the daemon inherits
+/// it), and fails with what to do if that cannot hold `needed` descriptors.
+fn raise_open_file_limit(needed: u64) {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let hard = limit.maximum.unwrap_or(u64::MAX);
+    assert!(
+        hard >= needed,
+        "this test needs {needed} open files, but the hard RLIMIT_NOFILE is {hard}: \
+         raise it (ulimit -Hn, or LimitNOFILE for the CI service)"
+    );
+    if limit.current.is_some_and(|soft| soft < needed) {
+        let raised = Rlimit {
+            current: Some(needed.min(hard)),
+            maximum: limit.maximum,
+        };
+        setrlimit(Resource::Nofile, raised).expect("raise the soft RLIMIT_NOFILE");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_idle_connections_do_not_stop_a_normal_request() {
+    raise_open_file_limit(IDLE_CONNECTIONS as u64 + TEST_RESERVE);
+    let master = master().await;
+    // Idle connections must outlive the test, not be cut by the header timeout.
+    let config = config_file("idle", &master, "header_read_timeout = \"5m\"");
+    let daemon = ChildDaemon::start(&config, None).await;
+    wait_until("master-a active", || async {
+        status(daemon.admin).await["active"] == "master-a"
+    })
+    .await;
+    let before = daemon.open_fds();
+    let traffic_before = master.traffic_count();
+
+    let mut idle = Vec::with_capacity(IDLE_CONNECTIONS);
+    for i in 0..IDLE_CONNECTIONS {
+        match TcpStream::connect(daemon.proxy).await {
+            Ok(stream) => idle.push(stream),
+            Err(error) => panic!("idle connection {i} of {IDLE_CONNECTIONS} failed: {error}"),
+        }
+    }
+    // Half of them have sent a partial request head, half nothing at all.
+    for stream in idle.iter_mut().step_by(2) {
+        stream
+            .write_all(b"GET /idle HTTP/1.1\r\nHost: proxy\r\n")
+            .await
+            .expect("partial head");
+    }
+    wait_until(
+        "the daemon to accept all 10,000 idle connections",
+        || async { daemon.open_fds() >= before + IDLE_CONNECTIONS },
+    )
+    .await;
+
+    // A normal client next to them: a keep-alive connection, three requests, each
+    // answered at once by the master.
+    let mut stream = TcpStream::connect(daemon.proxy).await.expect("connect");
+    for round in 0..3 {
+        let started = Instant::now();
+        let (code, body) = request_on(&mut stream, &format!("/normal-{round}")).await;
+        let took = started.elapsed();
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(body, "hello from master-a\n");
+        assert!(
+            took < QUICKLY,
+            "request {round} took {took:?} next to 10,000 idle connections"
+        );
+    }
+    // And a new connection per request, as browsers and scripts also do.
+    let started = Instant::now();
+    let reply = get(daemon.proxy, "/normal-fresh").await.expect("GET");
+    assert_eq!(reply.status, 200);
+    assert!(started.elapsed() < QUICKLY, "took {:?}", started.elapsed());
+    // The admin API answers too, and nothing moved.
+    let state = status(daemon.admin).await;
+    assert_eq!(state["active"], "master-a", "{state:#}");
+    assert_eq!(state["failovers"], 0, "{state:#}");
+    // The partial heads never became requests at the master.
+    assert_eq!(master.traffic_count(), traffic_before + 4);
+
+    drop(idle);
+    wait_until("the daemon to close the idle connections", || async {
+        daemon.open_fds() < before + 100
+    })
+    .await;
+}
+
+/// A limit low enough to reach with a handful of connections: the daemon needs about
+/// 15 descriptors of its own (runtime, listeners, logs, probes).
+const TIGHT_OPEN_FILES: u64 = 48;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_open_file_limit_the_daemon_says_so_blames_no_master_and_recovers() {
+    let master = master().await;
+    let config = config_file("emfile", &master, "header_read_timeout = \"5m\"");
+    let daemon = ChildDaemon::start(&config, Some(TIGHT_OPEN_FILES)).await;
+    daemon
+        .wait_log("allows about 0 client connections, fewer than proxy.max_connections")
+        .await;
+    wait_until("master-a active", || async {
+        status(daemon.admin).await["active"] == "master-a"
+    })
+    .await;
+
+    // The first connection is accepted while descriptors are left: it will ask for a
+    // page once there are none.
+    let fds_before = daemon.open_fds();
+    let mut first = TcpStream::connect(daemon.proxy).await.expect("connect");
+    wait_until("the first connection accepted", || async {
+        daemon.open_fds() > fds_before
+    })
+    .await;
+    // Then more than the limit: the kernel queues the rest in the listen backlog.
+    let mut flood = Vec::new();
+    for _ in 0..TIGHT_OPEN_FILES {
+        flood.push(TcpStream::connect(daemon.proxy).await.expect("connect"));
+    }
+    daemon.wait_log("at its open-file limit").await;
+    // Probes cannot even open a socket now: that is not the master's fault.
+    daemon.wait_log("a health check could not run").await;
+
+    // A request needing a new connection to the master gets a clear 503.
+    let (code, body) = request_on(&mut first, "/while-out-of-files").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("out of file descriptors"), "{body}");
+
+    // Free the descriptors: the daemon serves again, and never blamed master-a.
+    drop(flood);
+    drop(first);
+    wait_until("a request served again", || async {
+        get(daemon.proxy, "/after")
+            .await
+            .is_ok_and(|reply| reply.status == 200 && reply.text() == "hello from master-a\n")
+    })
+    .await;
+    let state = status(daemon.admin).await;
+    assert_eq!(state["active"], "master-a", "{state:#}");
+    assert_eq!(state["failovers"], 0, "{state:#}");
+    let transitions = state["transitions"].as_array().expect("transitions");
+    assert_eq!(
+        transitions.len(),
+        1,
+        "only the first election, no master marked down: {state:#}"
+    );
+    let log = daemon.log().join("\n");
+    assert!(!log.contains("master-a down"), "{log}");
+}
