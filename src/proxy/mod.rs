@@ -6,6 +6,10 @@
 //! connection, its requests, and the upstream connections they open stay on one
 //! thread, so a request costs no cross-thread wakeup or work stealing (on a shared
 //! multi-threaded runtime these cost about a quarter of the proxy's user CPU).
+//! Every accept loop is woken by each new connection and whichever is free first
+//! takes it, which spreads connections over the workers well enough; steering them
+//! by load (a busier worker accepting a little later) halved the throughput without
+//! keep-alive.
 
 pub mod access;
 pub mod body;
@@ -17,7 +21,7 @@ pub mod upgrade;
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,17 +79,16 @@ pub async fn serve_with<H, F>(
     // Shared by every worker: max_connections is one limit for the whole proxy.
     let slots = Arc::new(tokio::sync::Semaphore::new(settings.max_connections));
     if settings.workers <= 1 {
-        return serve_on(listener, settings, handler, slots, None, shutdown).await;
+        return serve_on(listener, settings, handler, slots, shutdown).await;
     }
     let runtimes = match worker_runtimes(&listener, settings.workers) {
         Ok(runtimes) => runtimes,
         Err(error) => {
             tracing::warn!(%error, "cannot start the proxy's worker threads; serving on the main runtime");
-            return serve_on(listener, settings, handler, slots, None, shutdown).await;
+            return serve_on(listener, settings, handler, slots, shutdown).await;
         }
     };
     let stop = tokio_util::sync::CancellationToken::new();
-    let loads: Arc<[AtomicUsize]> = (0..runtimes.len()).map(|_| AtomicUsize::new(0)).collect();
     // No runtime ends before every worker has stopped serving: what one worker spawned
     // must not vanish under a request another is still finishing. Cancelled by this
     // task once every worker has sent `served`.
@@ -111,10 +114,6 @@ pub async fn serve_with<H, F>(
             index,
             report: ended_tx.clone(),
         };
-        let balance = Balance {
-            loads: Arc::clone(&loads),
-            me: index,
-        };
         let spawned = std::thread::Builder::new()
             .name(format!("proxy-worker-{index}"))
             .spawn(move || {
@@ -124,8 +123,7 @@ pub async fn serve_with<H, F>(
                     match TcpListener::from_std(listener) {
                         Ok(listener) => {
                             let stopped = stop.cancelled_owned();
-                            serve_on(listener, settings, handler, slots, Some(balance), stopped)
-                                .await
+                            serve_on(listener, settings, handler, slots, stopped).await
                         }
                         Err(error) => {
                             tracing::error!(%error, "proxy worker cannot use the listener")
@@ -196,61 +194,12 @@ fn worker_runtimes(
         .collect()
 }
 
-/// Open client connections per worker, so that the workers share them evenly: all
-/// accept loops are woken by each new connection, and a busier worker lets the others
-/// take it (without this, a burst of connects lands mostly on one worker).
-struct Balance {
-    /// Element `i`: written (+1 on accept, -1 when a connection ends) by worker `i`
-    /// only, read by every worker before it accepts.
-    loads: Arc<[AtomicUsize]>,
-    me: usize,
-}
-
-/// How much longer a busier worker waits before it accepts a connection itself.
-const BUSIER_WORKER_DELAY: Duration = Duration::from_millis(1);
-
-impl Balance {
-    /// This worker holds clearly more connections than the least busy one.
-    fn busier(&self) -> bool {
-        let mine = self.loads[self.me].load(Ordering::Relaxed);
-        let least = self
-            .loads
-            .iter()
-            .map(|load| load.load(Ordering::Relaxed))
-            .min()
-            .unwrap_or(mine);
-        // The slack keeps a burst of connects from paying the delay on every accept.
-        mine > least + 8 + least / 8
-    }
-
-    fn track(&self) -> Tracked {
-        self.loads[self.me].fetch_add(1, Ordering::Relaxed);
-        Tracked {
-            loads: Arc::clone(&self.loads),
-            me: self.me,
-        }
-    }
-}
-
-/// One open connection counted in its worker's load.
-struct Tracked {
-    loads: Arc<[AtomicUsize]>,
-    me: usize,
-}
-
-impl Drop for Tracked {
-    fn drop(&mut self) {
-        self.loads[self.me].fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// Serves `listener` on the current runtime (see [`serve`]).
 async fn serve_on<H, F>(
     listener: TcpListener,
     settings: ServerSettings,
     handler: H,
     slots: Arc<tokio::sync::Semaphore>,
-    balance: Option<Balance>,
     shutdown: impl Future<Output = ()>,
 ) where
     H: Fn(Request<Incoming>, forward::Peer) -> F + Clone + Send + Sync + 'static,
@@ -268,15 +217,8 @@ async fn serve_on<H, F>(
     let mut accept_errors = crate::fd_limit::AcceptErrors::new("proxy");
     tokio::pin!(shutdown);
     loop {
-        let busier = balance.as_ref().is_some_and(Balance::busier);
-        let accept = async {
-            if busier {
-                tokio::time::sleep(BUSIER_WORKER_DELAY).await;
-            }
-            listener.accept().await
-        };
         let (stream, client) = tokio::select! {
-            accepted = accept => match accepted {
+            accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
                     accept_errors.failed(&error).await;
@@ -319,13 +261,11 @@ async fn serve_on<H, F>(
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let connection = graceful.watch(connection);
-        let load = balance.as_ref().map(Balance::track);
         let span = tracing::debug_span!("client", %client);
         let silence_limit = settings.header_read_timeout;
         tokio::spawn(
             async move {
                 let _slot = slot; // held while the connection lives
-                let _load = load;
                 let silent = async {
                     tokio::time::sleep(silence_limit).await;
                     if spoke.load(Ordering::Relaxed) {
