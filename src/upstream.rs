@@ -263,7 +263,10 @@ impl Upstream {
                 });
             }
         }
-        self.connect().await
+        // Boxed: connecting is the rare path, and its future (resolve, connect, HTTP
+        // handshake) would make every request's future kilobytes larger, copied by value
+        // several times per request.
+        Box::pin(self.connect()).await
     }
 
     /// Always a new connection.

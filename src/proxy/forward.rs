@@ -115,11 +115,7 @@ pub async fn forward(
     }
     let exchange = Exchange {
         replay: Replay::of(&parts, &body),
-        request_host: parts
-            .headers
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_owned),
+        request_host: parts.headers.get(HOST).cloned(),
         session: parts
             .headers
             .get(SESSION)
@@ -179,7 +175,8 @@ pub struct ServedBy(pub Arc<Master>);
 struct Exchange {
     replay: Replay,
     /// The client's Host, for the JNLP header rewrite.
-    request_host: Option<String>,
+    /// (A shared copy of the value, not a String: no allocation per request.)
+    request_host: Option<HeaderValue>,
     /// The CLI's `Session` header, if any.
     session: Option<String>,
     upgrade: Option<Upgrade>,
@@ -278,7 +275,7 @@ async fn send_with_retries(
     let mut fresh_only = false;
     loop {
         let Some(master) = snapshot.active_master().cloned() else {
-            match hold(ctx, &snapshot).await {
+            match Box::pin(hold(ctx, &snapshot)).await {
                 Some(next) => {
                     snapshot = next;
                     continue;
@@ -289,8 +286,10 @@ async fn send_with_retries(
         if let Some(refusal) = check_cli_session(ctx, &exchange, &master) {
             return refusal;
         }
+        // The rare paths below are boxed: inline, their futures would make every
+        // request's future kilobytes larger (copied by value several times a request).
         let connection = if fresh_only {
-            master.upstream.connect().await
+            Box::pin(master.upstream.connect()).await
         } else {
             master.upstream.connection().await
         };
@@ -300,10 +299,12 @@ async fn send_with_retries(
             Err(error) if error.is_local() => return overloaded(ctx, &error),
             Err(error) => {
                 connect_failures += 1;
-                match ctx
-                    .owner
-                    .failed_connect(&master, error.to_string(), connect_failures)
-                    .await
+                match Box::pin(ctx.owner.failed_connect(
+                    &master,
+                    error.to_string(),
+                    connect_failures,
+                ))
+                .await
                 {
                     Some(next) => snapshot = next,
                     None => return bad_gateway(&master, &error.to_string()),
@@ -340,10 +341,12 @@ async fn send_with_retries(
                     }
                     connect_failures += 1;
                     let error = failure.into_error().to_string();
-                    match ctx
-                        .owner
-                        .failed_connect(&master, error.clone(), connect_failures)
-                        .await
+                    match Box::pin(ctx.owner.failed_connect(
+                        &master,
+                        error.clone(),
+                        connect_failures,
+                    ))
+                    .await
                     {
                         Some(next) => snapshot = next,
                         None => return bad_gateway(&master, &error),
@@ -507,7 +510,10 @@ fn respond(
         jnlp::rewrite(
             response.headers_mut(),
             &settings.advertised,
-            exchange.request_host.as_deref(),
+            exchange
+                .request_host
+                .as_ref()
+                .and_then(|host| host.to_str().ok()),
         );
     }
     response
