@@ -496,6 +496,7 @@ fn proxy_settings(config: &Config, tcp_listeners: &[TcpListener]) -> ProxySettin
         access_log: config.proxy.access_log,
         hold_timeout: config.failover.hold_timeout,
         request_timeout: config.proxy.request_timeout,
+        down_confirmation: config.health.timeout * config.health.fall + config.health.interval,
         // Port 0 in the config means "the port we got".
         advertised: advertised_for(&config.tcp, |index| {
             tcp_listeners

@@ -196,6 +196,66 @@ async fn a_post_that_fails_mid_request_gets_502_and_is_never_replayed() {
     daemon.shutdown().await;
 }
 
+/// A master dying under a request, like a SIGKILLed JVM in the moment its listen
+/// socket still accepts: every request that is not a health check is read and its
+/// connection dropped unanswered, and from the first one on, health checks fail too.
+async fn dying_master() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.2:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let counter = dropped.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let n = stream.read(&mut buf).await.unwrap_or(0);
+                if buf[..n].starts_with(b"GET /login") {
+                    let answer: &[u8] = if counter.load(Ordering::SeqCst) == 0 {
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
+                    } else {
+                        b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n"
+                    };
+                    let _ = stream.write_all(answer).await;
+                    return;
+                }
+                counter.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, dropped)
+}
+
+/// The replay of a GET whose connection broke can land on the same dying master and
+/// break again (seen in the soak at about one SIGKILL in fifteen). It then waits for
+/// the health checks to demote that master and goes to the next one: no 502.
+#[tokio::test]
+async fn a_get_whose_replay_also_breaks_follows_the_failover_instead_of_failing() {
+    let (addr, dropped) = dying_master().await;
+    let b = SampleMaster::start("master-b", "127.0.0.3:0".parse().expect("addr"))
+        .await
+        .expect("master-b");
+    let mut config = config_for(&[], health(50, 1, 2), Failback::Never);
+    config.backends = support::backends(&[("master-a", addr), ("master-b", b.addr())]);
+    let daemon = TestDaemon::start_with_active(config, "master-a").await;
+    let reply = get(daemon.proxy, "/api/json").await.expect("reply");
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.master(), Some("master-b"));
+    assert_eq!(
+        dropped.load(Ordering::SeqCst),
+        2,
+        "sent to master-a, replayed there once, then to master-b"
+    );
+    assert_eq!(daemon.active().await.as_deref(), Some("master-b"));
+    let state = daemon.status().await;
+    let cause = &state["transitions"][0]["cause"];
+    assert_eq!(
+        cause, "health_check",
+        "demoted by its checks, not by the client: {state:#}"
+    );
+    daemon.shutdown().await;
+}
+
 /// A master that answers everything with 200 until frozen; then it reads requests
 /// and never answers, like a SIGSTOPped JVM whose kernel still accepts connections.
 async fn freezable_master() -> (

@@ -87,14 +87,9 @@ pub fn judge(plan: &Plan, records: &[Record], chaos: &ChaosLog, watch: &Watch) -
             row[1] += 1;
             continue;
         };
-        let replay_failed = replay_failed_at_kill(record, failure.cause, chaos);
-        let expected = replay_failed || expected(record, failure.cause, &disruptions, watch, grace);
+        let expected = expected(record, failure.cause, &disruptions, watch, grace);
         row[if expected { 2 } else { 3 }] += 1;
-        let cause = if replay_failed {
-            REPLAY_FAILED
-        } else {
-            failure.cause
-        };
+        let cause = failure.cause;
         let cell = judged.by_cause.entry((record.kind, cause)).or_default();
         if expected {
             cell.0 += 1;
@@ -114,22 +109,6 @@ pub fn judge(plan: &Plan, records: &[Record], chaos: &ChaosLog, watch: &Watch) -
         }
     }
     judged
-}
-
-const REPLAY_FAILED: &str = "HTTP 502 at a SIGKILL (its one replay broke too)";
-
-/// The documented limit of the replay (README, "Failure behaviour": a bodiless GET
-/// that broke before any response byte is replayed *once*): when the active master
-/// is killed, a GET whose connection it reset can be replayed onto the same dying
-/// master before anything has marked it down, and then gets 502. Counted apart, so
-/// that it stays visible without failing the run.
-fn replay_failed_at_kill(record: &Record, cause: &str, chaos: &ChaosLog) -> bool {
-    let margin = Duration::from_millis(100);
-    record.kind.is_plain()
-        && cause == "HTTP 502"
-        && chaos.events.iter().any(|e| {
-            e.action == Action::Kill && e.at <= record.end + margin && e.at + margin >= record.start
-        })
 }
 
 fn expected(

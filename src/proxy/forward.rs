@@ -67,6 +67,10 @@ pub struct ProxySettings {
     pub hold_timeout: Duration,
     /// `proxy.request_timeout`: how long to wait for a response head.
     pub request_timeout: Option<Duration>,
+    /// How long the health checks take at most to demote a master that stopped
+    /// answering: `health.timeout` x `fall` + `interval`. A replayed request that
+    /// broke again waits this long for a demotion before it gets 502.
+    pub down_confirmation: Duration,
 }
 
 impl ProxyContext {
@@ -234,7 +238,15 @@ fn prepare(parts: &mut Parts, peer: Peer) {
 /// The head of a request that may be sent again: idempotent, without a body.
 struct Replay {
     head: Option<(Method, Uri, hyper::HeaderMap)>,
+    /// The master the request was already replayed on after a broken connection.
+    replayed_on: Option<Arc<Master>>,
+    /// Copies handed out so far (bounded by `MAX_RESENDS`).
+    resent: usize,
 }
+
+/// A request is sent again at most this often in all (replays and rescues), a bound
+/// that holds even if masters kept trading places.
+const MAX_RESENDS: usize = 3;
 
 impl Replay {
     fn of(parts: &Parts, body: &Incoming) -> Replay {
@@ -246,20 +258,28 @@ impl Replay {
                 parts.headers.clone(),
             )
         });
-        Replay { head }
+        Replay {
+            head,
+            replayed_on: None,
+            resent: 0,
+        }
     }
 
     fn can_replay(&self) -> bool {
-        self.head.is_some()
+        self.head.is_some() && self.resent < MAX_RESENDS
     }
 
-    /// The request to send again, once.
-    fn take(&mut self) -> Option<Request<UpstreamBody>> {
-        let (method, uri, headers) = self.head.take()?;
+    /// A copy of the request to send again, while resends are left.
+    fn again(&mut self) -> Option<Request<UpstreamBody>> {
+        if !self.can_replay() {
+            return None;
+        }
+        let (method, uri, headers) = self.head.as_ref()?;
+        self.resent += 1;
         let mut request = Request::new(Either::Right(Empty::new()));
-        *request.method_mut() = method;
-        *request.uri_mut() = uri;
-        *request.headers_mut() = headers;
+        *request.method_mut() = method.clone();
+        *request.uri_mut() = uri.clone();
+        *request.headers_mut() = headers.clone();
         Some(request)
     }
 }
@@ -319,7 +339,7 @@ async fn send_with_retries(
             Waited::Head(outcome) => outcome,
             Waited::Rescued => {
                 // Dropping the request cancelled it there (hyper closes that connection).
-                let Some(again) = exchange.replay.take() else {
+                let Some(again) = exchange.replay.again() else {
                     return gateway_timeout(&master);
                 };
                 tracing::info!(master = %master.name, "request rescued from a demoted master; sending it to the new active master");
@@ -362,16 +382,43 @@ async fn send_with_retries(
                         "jenkins-ha-proxy: malformed or incomplete request body\n",
                     );
                 }
-                match exchange.replay.take() {
-                    Some(again) => {
-                        tracing::debug!(master = %master.name, %error, reused = connection.reused,
-                            "connection broke before the response; replaying the request once");
-                        request = again;
-                        snapshot = ctx.routing.current();
-                        fresh_only = true;
-                    }
-                    None => return bad_gateway(&master, &error.to_string()),
+                let replayed_here = exchange
+                    .replay
+                    .replayed_on
+                    .as_ref()
+                    .is_some_and(|on| Arc::ptr_eq(on, &master));
+                if !replayed_here {
+                    let Some(again) = exchange.replay.again() else {
+                        return bad_gateway(&master, &error.to_string());
+                    };
+                    tracing::debug!(master = %master.name, %error, reused = connection.reused,
+                        "connection broke before the response; replaying the request once");
+                    exchange.replay.replayed_on = Some(Arc::clone(&master));
+                    request = again;
+                    snapshot = ctx.routing.current();
+                    fresh_only = true;
+                    continue;
                 }
+                // The replay, on a fresh connection, broke too: the master may be dying
+                // (killed, but its socket still accepting for a moment). Its health
+                // checks decide, never this client: wait for them to demote it.
+                let Some(next) = Box::pin(demoted_within(
+                    ctx,
+                    &master,
+                    exchange.settings.down_confirmation,
+                ))
+                .await
+                else {
+                    return bad_gateway(&master, &error.to_string());
+                };
+                let Some(again) = exchange.replay.again() else {
+                    return bad_gateway(&master, &error.to_string());
+                };
+                tracing::info!(master = %master.name, %error,
+                    "request broke twice on a master that was then demoted; sending it to the new active master");
+                request = again;
+                snapshot = next;
+                fresh_only = true;
             }
         }
     }
@@ -436,6 +483,28 @@ async fn wait_for_head<F: std::future::Future>(
             }
         }
     }
+}
+
+/// Waits up to `bound` for `master` to stop being the active master; returns the
+/// snapshot that demoted it, or None if it is still active after `bound`.
+async fn demoted_within(
+    ctx: &ProxyContext,
+    master: &Arc<Master>,
+    bound: Duration,
+) -> Option<Arc<Snapshot>> {
+    let mut snapshots = ctx.routing.subscribe();
+    let demoted = async {
+        loop {
+            let current = Arc::clone(&snapshots.borrow_and_update());
+            if !still_active(&current, master) {
+                return Some(current);
+            }
+            if snapshots.changed().await.is_err() {
+                return None; // the owner is gone: nothing will change any more
+            }
+        }
+    };
+    tokio::time::timeout(bound, demoted).await.ok().flatten()
 }
 
 /// How long a replayable request waits for its head before it watches for a demotion
