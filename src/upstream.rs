@@ -134,7 +134,53 @@ impl Pool {
     fn own_shard(&self) -> usize {
         current_worker() % self.shards.len()
     }
+
+    /// Closes idle connections older than `idle_timeout` in every shard. Returning or
+    /// taking a connection prunes its own shard too, but a shard nobody uses any more
+    /// (a quiet worker, a standby master) would keep its sockets open until the master
+    /// closes them. Dropping a sender from this thread is fine: the connection's task,
+    /// on its own worker, sees it and ends.
+    fn close_expired(&self) {
+        let now = Instant::now();
+        for shard in 0..self.shards.len() {
+            let expired: Vec<IdleConnection> = {
+                let mut idle = self.lock(shard);
+                let count = idle
+                    .iter()
+                    .take_while(|c| now.duration_since(c.idle_since) >= self.idle_timeout)
+                    .count();
+                idle.drain(..count).collect()
+            };
+            drop(expired); // outside the lock
+        }
+    }
+
+    /// Runs `close_expired` every `idle_timeout` for as long as the pool exists (the
+    /// task holds it weakly). Without a runtime (a pool built outside one) there is no
+    /// reaper; use still prunes.
+    fn spawn_reaper(pool: &Arc<Pool>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let pool = Arc::downgrade(pool);
+        let Some(period) = pool.upgrade().map(|p| p.idle_timeout.max(MIN_REAP_PERIOD)) else {
+            return;
+        };
+        runtime.spawn(async move {
+            let mut ticks = tokio::time::interval(period);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks.tick().await; // the first tick is immediate
+            loop {
+                ticks.tick().await;
+                let Some(pool) = pool.upgrade() else { return };
+                pool.close_expired();
+            }
+        });
+    }
 }
+
+/// The reaper never runs more often than this, whatever `pool_idle_timeout` says.
+const MIN_REAP_PERIOD: Duration = Duration::from_millis(100);
 
 /// Puts a connection back into its master's pool when the response on it has been
 /// read to the end: synchronously, so the next request finds it, rather than opening
@@ -222,11 +268,13 @@ impl Upstream {
         connect_timeout: Duration,
         idle_timeout: Duration,
     ) -> Upstream {
+        let pool = Arc::new(Pool::new(idle_timeout));
+        Pool::spawn_reaper(&pool);
         Upstream {
             host: host.to_owned(),
             authority: authority(host, port),
             connect_timeout,
-            pool: Arc::new(Pool::new(idle_timeout)),
+            pool,
             attachments: Arc::new(Attachments::default()),
         }
     }

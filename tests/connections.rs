@@ -411,3 +411,25 @@ async fn connections_over_max_connections_are_closed_and_the_rest_served() {
     .await;
     daemon.shutdown().await;
 }
+
+/// Idle upstream connections are closed once `proxy.pool_idle_timeout` has passed,
+/// even when no further request comes to prune the pool (each worker has its own).
+#[tokio::test]
+async fn idle_upstream_connections_are_closed_after_the_pool_idle_timeout() {
+    let a = SampleMaster::start("master-a", "127.0.0.2:0".parse().expect("addr"))
+        .await
+        .expect("master-a");
+    let mut config = config_for(&[&a], health(100, 1, 3), Failback::Never);
+    config.proxy.pool_idle_timeout = std::time::Duration::from_millis(200);
+    let daemon = TestDaemon::start_with_active(config, "master-a").await;
+    // Several connections at once, so that more than one stays pooled.
+    let replies = futures_util::future::join_all((0..8).map(|_| get(daemon.proxy, "/"))).await;
+    assert!(replies
+        .iter()
+        .all(|r| r.as_ref().is_ok_and(|r| r.status == 200)));
+    support::wait_until("the idle upstream connections to be closed", || async {
+        daemon.status().await["backends"][0]["open_connections"] == 0
+    })
+    .await;
+    daemon.shutdown().await;
+}

@@ -269,7 +269,7 @@ pub fn render(f: &Figures) -> String {
         text.push('\n');
     }
     text.push_str(
-        "Expected: a stream, WebSocket or TCP session whose master was killed, frozen, made sick or switched away from during its life (cut by design: a drain or a dead socket), a 503 while no master was active, and a plain GET answered 502 as its master was killed (replayed once, onto the same dying master: the documented limit of the replay). Unexpected: a plain GET failing while a master could serve, a session cut on a master nothing happened to, any wrong byte.\n\n",
+        "Expected: a stream, WebSocket or TCP session whose master was killed, frozen, made sick or switched away from during its life (cut by design: a drain or a dead socket), and a 503 while no master was active. Unexpected: a plain GET failing while a master could serve, a session cut on a master nothing happened to, any wrong byte.\n\n",
     );
     if !f.judged.examples.is_empty() {
         text.push_str("Unexpected failures (first few):\n\n");

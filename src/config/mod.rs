@@ -81,7 +81,8 @@ pub struct ProxyConfig {
     pub listen: SocketAddr,
     /// `proxy.connect_timeout`: deadline for opening a TCP connection to a master.
     pub connect_timeout: Duration,
-    /// `proxy.pool_idle_timeout`: idle upstream connections older than this are not reused.
+    /// `proxy.pool_idle_timeout`: idle upstream connections older than this are not
+    /// reused, and a reaper closes them.
     pub pool_idle_timeout: Duration,
     /// `proxy.header_read_timeout`: a client must send its request head within this
     /// (also the HTTP/1 keep-alive idle timeout: hyper restarts it between requests).
