@@ -61,10 +61,26 @@ impl Listeners {
     }
 }
 
+/// Connections the kernel queues for a listener before we accept them (capped by
+/// `net.core.somaxconn`). A burst beyond the queue is not refused but delayed by
+/// seconds (the kernel drops the handshake's last ACK and retransmits), so this is
+/// larger than tokio's default of 1024: after a failover or a restart, every agent
+/// and browser reconnects at once.
+const LISTEN_BACKLOG: u32 = 4096;
+
 async fn bind(key: String, addr: SocketAddr) -> Result<TcpListener, BindError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| BindError { key, addr, source })
+    let listen = || {
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        // As std and tokio do for listeners: a restart may bind while old
+        // connections linger in TIME_WAIT.
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen().map_err(|source| BindError { key, addr, source })
 }
 
 /// Runs the daemon until `shutdown` completes, then drains in-flight requests for up

@@ -86,6 +86,9 @@ async fn status(admin: SocketAddr) -> serde_json::Value {
 /// The idle connections of the issue, all held by this test process (the daemon, in
 /// its own process, holds the other end of each).
 const IDLE_CONNECTIONS: usize = 10_000;
+/// Descriptors the daemon opens and closes on its own (health checks, pooled
+/// master connections): its count may be off by this many either way.
+const FD_NOISE: usize = 16;
 /// Descriptors this process needs besides them (the master, the test harness).
 const TEST_RESERVE: u64 = 512;
 
@@ -123,13 +126,36 @@ async fn ten_thousand_idle_connections_do_not_stop_a_normal_request() {
     let before = daemon.open_fds();
     let traffic_before = master.traffic_count();
 
+    // In batches the listen backlog can hold: a burst beyond it is not refused but
+    // delayed by the kernel's handshake retransmits (seconds), which is not what
+    // this test is about.
+    let connecting = Instant::now();
+    let deadline = connecting + Duration::from_secs(60);
     let mut idle = Vec::with_capacity(IDLE_CONNECTIONS);
-    for i in 0..IDLE_CONNECTIONS {
-        match TcpStream::connect(daemon.proxy).await {
-            Ok(stream) => idle.push(stream),
-            Err(error) => panic!("idle connection {i} of {IDLE_CONNECTIONS} failed: {error}"),
+    for batch in (0..IDLE_CONNECTIONS).collect::<Vec<_>>().chunks(2000) {
+        for i in batch {
+            match TcpStream::connect(daemon.proxy).await {
+                Ok(stream) => idle.push(stream),
+                Err(error) => panic!("idle connection {i} of {IDLE_CONNECTIONS} failed: {error}"),
+            }
+        }
+        while daemon.open_fds() + FD_NOISE < before + idle.len() {
+            assert!(
+                Instant::now() < deadline,
+                "the daemon accepted only {} of {} idle connections; its log:\n{}",
+                daemon.open_fds().saturating_sub(before),
+                idle.len(),
+                daemon.log().join("\n")
+            );
+            // Not too often: listing 10,000 descriptors in /proc holds up the
+            // daemon's own accept calls.
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+    eprintln!(
+        "10,000 idle connections open after {:?}",
+        connecting.elapsed()
+    );
     // Half of them have sent a partial request head, half nothing at all.
     for stream in idle.iter_mut().step_by(2) {
         stream
@@ -137,11 +163,6 @@ async fn ten_thousand_idle_connections_do_not_stop_a_normal_request() {
             .await
             .expect("partial head");
     }
-    wait_until(
-        "the daemon to accept all 10,000 idle connections",
-        || async { daemon.open_fds() >= before + IDLE_CONNECTIONS },
-    )
-    .await;
 
     // A normal client next to them: a keep-alive connection, three requests, each
     // answered at once by the master.
@@ -183,7 +204,11 @@ const TIGHT_OPEN_FILES: u64 = 48;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_open_file_limit_the_daemon_says_so_blames_no_master_and_recovers() {
     let master = master().await;
-    let config = config_file("emfile", &master, "header_read_timeout = \"5m\"");
+    let config = config_file(
+        "emfile",
+        &master,
+        "header_read_timeout = \"5m\"\npool_idle_timeout = \"100ms\"",
+    );
     let daemon = ChildDaemon::start(&config, Some(TIGHT_OPEN_FILES)).await;
     daemon
         .wait_log("allows about 0 client connections, fewer than proxy.max_connections")
@@ -193,14 +218,12 @@ async fn at_the_open_file_limit_the_daemon_says_so_blames_no_master_and_recovers
     })
     .await;
 
-    // The first connection is accepted while descriptors are left: it will ask for a
-    // page once there are none.
-    let fds_before = daemon.open_fds();
+    // The first connection is served while descriptors are left; it will ask for a
+    // page again once there are none (by then its master connection has been closed
+    // by the pool's idle timeout, so a new one is needed).
     let mut first = TcpStream::connect(daemon.proxy).await.expect("connect");
-    wait_until("the first connection accepted", || async {
-        daemon.open_fds() > fds_before
-    })
-    .await;
+    let (code, body) = request_on(&mut first, "/before").await;
+    assert_eq!(code, 200, "{body}");
     // Then more than the limit: the kernel queues the rest in the listen backlog.
     let mut flood = Vec::new();
     for _ in 0..TIGHT_OPEN_FILES {
