@@ -138,30 +138,40 @@ async fn shutdown_lets_an_in_flight_request_finish() {
     );
 }
 
-/// A master that reads each request head and hangs up without answering.
+/// A master that reads each request head and hangs up without answering; health
+/// checks (`GET /login`) are answered 200. Returns its address and how many
+/// requests it dropped.
 async fn hanging_up_master() -> (SocketAddr, Arc<AtomicUsize>) {
+    dropping_master(false).await
+}
+
+/// [`hanging_up_master`]; with `dies`, health checks answer 503 from the first
+/// dropped request on.
+async fn dropping_master(dies: bool) -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.2:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let seen = Arc::new(AtomicUsize::new(0));
-    let counter = seen.clone();
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let counter = dropped.clone();
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             let counter = counter.clone();
             tokio::spawn(async move {
-                // Health checks (GET /login) are answered; anything else is dropped.
                 let mut buf = vec![0u8; 4096];
                 let n = stream.read(&mut buf).await.unwrap_or(0);
                 if buf[..n].starts_with(b"GET /login") {
-                    let _ = stream
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
-                        .await;
+                    let answer: &[u8] = if dies && counter.load(Ordering::SeqCst) > 0 {
+                        b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n"
+                    } else {
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
+                    };
+                    let _ = stream.write_all(answer).await;
                     return;
                 }
                 counter.fetch_add(1, Ordering::SeqCst);
             });
         }
     });
-    (addr, seen)
+    (addr, dropped)
 }
 
 #[tokio::test]
@@ -197,33 +207,10 @@ async fn a_post_that_fails_mid_request_gets_502_and_is_never_replayed() {
 }
 
 /// A master dying under a request, like a SIGKILLed JVM in the moment its listen
-/// socket still accepts: every request that is not a health check is read and its
-/// connection dropped unanswered, and from the first one on, health checks fail too.
+/// socket still accepts: requests are dropped unanswered, and from the first one on
+/// its health checks fail too.
 async fn dying_master() -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.2:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let dropped = Arc::new(AtomicUsize::new(0));
-    let counter = dropped.clone();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let counter = counter.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let n = stream.read(&mut buf).await.unwrap_or(0);
-                if buf[..n].starts_with(b"GET /login") {
-                    let answer: &[u8] = if counter.load(Ordering::SeqCst) == 0 {
-                        b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
-                    } else {
-                        b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n"
-                    };
-                    let _ = stream.write_all(answer).await;
-                    return;
-                }
-                counter.fetch_add(1, Ordering::SeqCst);
-            });
-        }
-    });
-    (addr, dropped)
+    dropping_master(true).await
 }
 
 /// The replay of a GET whose connection broke can land on the same dying master and
