@@ -65,6 +65,20 @@ async fn pair() -> (SampleMaster, SampleMaster) {
     )
 }
 
+/// Both masters in a config file, master-a active and master-b healthy standby.
+async fn both_healthy(name: &str) -> (SampleMaster, SampleMaster, TestDaemon) {
+    let (a, b) = pair().await;
+    let path = temp_dir(name).join("proxy.toml");
+    write_config(&path, &[&a, &b], "");
+    let daemon = TestDaemon::start_from_file(&path).await;
+    daemon.wait_active(Some("master-a")).await;
+    wait_until("master-b healthy", || async {
+        daemon.status().await["backends"][1]["healthy"] == true
+    })
+    .await;
+    (a, b, daemon)
+}
+
 #[tokio::test]
 async fn reload_under_load_adds_and_removes_masters_without_a_failed_request() {
     let (a, b) = pair().await;
@@ -184,16 +198,7 @@ async fn a_restart_keeps_the_remembered_master_even_with_failback_never() {
 
 #[tokio::test]
 async fn switchover_is_refused_to_an_unhealthy_master_and_loses_nothing_when_accepted() {
-    let (a, b) = pair().await;
-    let dir = temp_dir("switchover");
-    let path = dir.join("proxy.toml");
-    write_config(&path, &[&a, &b], "");
-    let daemon = TestDaemon::start_from_file(&path).await;
-    daemon.wait_active(Some("master-a")).await;
-    wait_until("master-b healthy", || async {
-        daemon.status().await["backends"][1]["healthy"] == true
-    })
-    .await;
+    let (a, b, daemon) = both_healthy("switchover").await;
 
     b.set_healthy(false);
     wait_until("master-b down", || async {
@@ -234,16 +239,7 @@ async fn switchover_is_refused_to_an_unhealthy_master_and_loses_nothing_when_acc
 
 #[tokio::test]
 async fn maintenance_disable_moves_traffic_and_shows_in_status() {
-    let (a, b) = pair().await;
-    let dir = temp_dir("maintenance");
-    let path = dir.join("proxy.toml");
-    write_config(&path, &[&a, &b], "");
-    let daemon = TestDaemon::start_from_file(&path).await;
-    daemon.wait_active(Some("master-a")).await;
-    wait_until("master-b healthy", || async {
-        daemon.status().await["backends"][1]["healthy"] == true
-    })
-    .await;
+    let (_a, _b, daemon) = both_healthy("maintenance").await;
     let reply = post(daemon.admin, "/backends/master-a/disable", None).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     daemon.wait_active(Some("master-b")).await;
