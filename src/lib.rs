@@ -40,7 +40,9 @@
 //!   is logged and never blamed on a master.
 //! - [`tunnel`]: byte pipes for upgraded connections and TCP forwards, with idle timeout.
 //! - [`promotion`]: fence the old master, reload or start the new one, wait until ready.
-//! - [`proxy`]: the client-facing HTTP/1.1 + h2c listener (one worker thread per core) and request forwarding.
+//! - [`proxy`]: the client-facing HTTP/1.1 + h2c listener (one worker thread per core) and request forwarding;
+//!   its `framing` guard reads each HTTP/1 stream alongside hyper to refuse requests
+//!   whose length is stated two ways.
 //! - [`tcp`]: raw TCP listeners (agent port) that follow the active master.
 //! - [`metrics`]: Prometheus metrics, fed by the request path and by snapshots.
 //! - [`commands`]: fence/start/hook commands: no shell, placeholders, timeout.

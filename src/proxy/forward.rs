@@ -195,9 +195,8 @@ struct Upgrade {
 }
 
 /// This is a reverse proxy: no CONNECT, no absolute-form targets over HTTP/1.
-/// (Requests framed two ways, Content-Length with Transfer-Encoding, never get here
-/// as such: hyper's parser keeps Transfer-Encoding alone, as RFC 9112 section 6.3
-/// allows, and closes the connection after the response.)
+/// (Requests whose length is stated two ways never get here: the connection's
+/// framing guard has them refused first, see `super::framing`.)
 fn refuse_target(request: &Request<Incoming>) -> Option<Response<ProxyBody>> {
     let absolute_form = request.version() < Version::HTTP_2 && request.uri().scheme().is_some();
     (request.method() == Method::CONNECT || absolute_form).then(|| {

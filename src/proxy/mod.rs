@@ -14,6 +14,7 @@
 pub mod access;
 pub mod body;
 pub mod forward;
+pub mod framing;
 pub mod headers;
 pub mod jnlp;
 pub mod session;
@@ -21,7 +22,6 @@ pub mod upgrade;
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -250,15 +250,28 @@ async fn serve_on<H, F>(
         };
         let peer = forward::Peer { client, local };
         let handler = handler.clone();
-        // Set by the first request: until then the connection may not even have said
-        // which protocol it speaks, and hyper's header timeout has not started.
-        let spoke = Arc::new(AtomicBool::new(false));
-        let first_request = Arc::clone(&spoke);
+        // The framing guard's findings, and the count of requests served: until the
+        // first, the connection may not even have said which protocol it speaks, and
+        // hyper's header timeout has not started.
+        let findings = Arc::new(framing::Findings::default());
+        let spoke = Arc::clone(&findings);
         let service = service_fn(move |request| {
-            first_request.store(true, Ordering::Relaxed);
-            let response = handler(request, peer);
-            async move { Ok::<_, Infallible>(response.await) }
+            let response = match findings.next_request() {
+                None => Ok(handler(request, peer)),
+                Some(refusal) => Err(refusal),
+            };
+            async move {
+                Ok::<_, Infallible>(match response {
+                    Ok(response) => response.await,
+                    Err(refusal) => refuse_framing(refusal, peer),
+                })
+            }
         });
+        let stream = framing::FramingGuard::new(
+            stream,
+            framing::Scanner::new(settings.max_header_bytes, settings.max_headers),
+            Arc::clone(&spoke),
+        );
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
@@ -270,7 +283,7 @@ async fn serve_on<H, F>(
                 let _slot = slot; // held while the connection lives
                 let silent = async {
                     tokio::time::sleep(silence_limit).await;
-                    if spoke.load(Ordering::Relaxed) {
+                    if spoke.spoke() {
                         std::future::pending::<()>().await;
                     }
                 };
@@ -302,6 +315,18 @@ async fn serve_on<H, F>(
             humantime::format_duration(settings.shutdown_timeout)
         );
     }
+}
+
+/// 400 for a request whose length is stated two ways, and the connection closed: the
+/// client's next bytes cannot be trusted to start a request.
+fn refuse_framing(refusal: framing::Refusal, peer: forward::Peer) -> Response<ProxyBody> {
+    tracing::debug!(client = %peer.client, ?refusal, "refused a request whose length is stated two ways");
+    let mut response = forward::plain(hyper::StatusCode::BAD_REQUEST, refusal.explanation());
+    response.headers_mut().insert(
+        hyper::header::CONNECTION,
+        hyper::header::HeaderValue::from_static("close"),
+    );
+    response
 }
 
 #[cfg(test)]
