@@ -610,3 +610,101 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_header_read_timeout()
     );
     setup.assert_still_serving("idle-keep-alive").await;
 }
+
+/// An h2c connection to the proxy with its driver task; `ended` resolves when the
+/// proxy closes it.
+struct Http2Client {
+    sender: hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    ended: tokio::task::JoinHandle<Result<(), hyper::Error>>,
+}
+
+impl Http2Client {
+    async fn connect(proxy: SocketAddr) -> Http2Client {
+        let stream = TcpStream::connect(proxy).await.expect("connect");
+        let (sender, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .expect("h2 handshake");
+        Http2Client {
+            sender,
+            ended: tokio::spawn(connection),
+        }
+    }
+
+    /// GET `path` on this connection: status and whole body.
+    async fn get(&mut self, proxy: SocketAddr, path: &str) -> (u16, String) {
+        use http_body_util::BodyExt;
+        let request = hyper::Request::get(format!("http://{proxy}{path}"))
+            .body(http_body_util::Empty::new())
+            .expect("request");
+        let response = tokio::time::timeout(DEADLINE, self.sender.send_request(request))
+            .await
+            .expect("an answer in time")
+            .expect("a response on the h2 connection");
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.expect("whole body");
+        (
+            status,
+            String::from_utf8_lossy(&body.to_bytes()).into_owned(),
+        )
+    }
+
+    /// Waits for the proxy to close the connection; how long that took.
+    async fn closed_within(self, limit: Duration) -> Duration {
+        let started = Instant::now();
+        let ended = tokio::time::timeout(limit, self.ended).await;
+        assert!(
+            ended.is_ok(),
+            "the idle h2c connection was still open after {limit:?}"
+        );
+        started.elapsed()
+    }
+}
+
+/// hyper has no idle timeout for HTTP/2: the proxy sends GOAWAY to an h2c connection
+/// once a whole header_read_timeout passes without a new request, so idle clients
+/// cannot hold `max_connections` slots for ever; one that keeps asking stays open.
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_and_a_busy_one_is_not() {
+    let setup = setup(short_header_timeout).await;
+    let proxy = setup.daemon.proxy;
+    let mut client = Http2Client::connect(proxy).await;
+    // Busy for three idle periods: a request every 100 ms, all on this connection.
+    let busy_until = Instant::now() + 3 * HEADER_READ_TIMEOUT;
+    let mut served = 0;
+    while Instant::now() < busy_until {
+        let (status, body) = client.get(proxy, &format!("/h2-busy-{served}")).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(!client.ended.is_finished(), "closed while busy");
+        served += 1;
+        tokio::time::sleep(HEADER_READ_TIMEOUT / 5).await;
+    }
+    assert_eq!(setup.reached("/h2-busy-").len(), served);
+    // Then idle: closed after one to two idle periods.
+    client.closed_within(2 * HEADER_READ_TIMEOUT + SLACK).await;
+    setup.assert_still_serving("h2-idle").await;
+}
+
+/// The idle timer never cuts a stream in progress: a response that takes three idle
+/// periods arrives whole, and only then is the connection closed.
+#[tokio::test]
+async fn a_long_http2_response_outlives_the_idle_timeout() {
+    let setup = setup(short_header_timeout).await;
+    let proxy = setup.daemon.proxy;
+    let mut client = Http2Client::connect(proxy).await;
+    let delay = HEADER_READ_TIMEOUT / 4;
+    let started = Instant::now();
+    let (status, body) = client
+        .get(
+            proxy,
+            &format!("/slow?chunks=12&delay_ms={}", delay.as_millis()),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(started.elapsed() >= 11 * delay, "{:?}", started.elapsed());
+    assert_eq!(body.lines().count(), 12, "{body}");
+    assert_eq!(body.lines().last(), Some("chunk 11"), "{body}");
+    client.closed_within(2 * HEADER_READ_TIMEOUT + SLACK).await;
+}

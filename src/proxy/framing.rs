@@ -78,8 +78,8 @@ pub struct Refused {
 /// (counting requests); both run in the connection's task.
 #[derive(Debug, Default)]
 pub struct Findings {
-    /// Requests given to the service so far. Written and read by the service (and by
-    /// the accept loop's slowloris guard: "has this connection sent a request yet").
+    /// Requests given to the service so far. Written by the service; read by it and
+    /// by the connection's idle timer.
     requests: AtomicU64,
     /// Number of the head to refuse, 0 for none. Written by the reader, once.
     refuse_head: AtomicU64,
@@ -99,9 +99,9 @@ impl Findings {
         Refusal::from_code(self.reason.load(Ordering::Relaxed))
     }
 
-    /// Whether the connection has sent a complete request yet.
-    pub fn spoke(&self) -> bool {
-        self.requests.load(Ordering::Relaxed) > 0
+    /// Requests given to the service so far (0: the connection has not spoken yet).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
     }
 
     fn record(&self, refused: Refused) {

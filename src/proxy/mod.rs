@@ -1,5 +1,6 @@
 //! The client-facing listener: HTTP/1.1 and cleartext HTTP/2 (hyper-util's auto
-//! server), one task per connection, graceful shutdown.
+//! server), one task per connection, an idle timeout for both protocols, graceful
+//! shutdown.
 //!
 //! Client connections are served by `workers` threads, each with its own
 //! single-threaded tokio runtime and its own accept loop on the shared listener: a
@@ -30,7 +31,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::GracefulConnection;
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
@@ -214,7 +215,11 @@ async fn serve_on<H, F>(
         .header_read_timeout(settings.header_read_timeout)
         .max_buf_size(settings.max_header_bytes)
         .max_headers(settings.max_headers);
-    let graceful = GracefulShutdown::new();
+    // Changed at shutdown: every connection finishes what it is doing, then closes.
+    // Each connection task holds a receiver until it ends, so the receivers are also
+    // the count of open connections. (A watch channel, as in hyper-util's
+    // GracefulShutdown: cheaper per connection than a CancellationToken.)
+    let (closing, closing_rx) = tokio::sync::watch::channel(());
     let mut last_refusal_log: Option<std::time::Instant> = None;
     let mut accept_errors = crate::fd_limit::AcceptErrors::new("proxy");
     tokio::pin!(shutdown);
@@ -250,9 +255,8 @@ async fn serve_on<H, F>(
         };
         let peer = forward::Peer { client, local };
         let handler = handler.clone();
-        // The framing guard's findings, and the count of requests served: until the
-        // first, the connection may not even have said which protocol it speaks, and
-        // hyper's header timeout has not started.
+        // The framing guard's findings, and the count of requests served (for the idle
+        // timer in `drive`).
         let findings = Arc::new(framing::Findings::default());
         let spoke = Arc::clone(&findings);
         let service = service_fn(move |request| {
@@ -275,38 +279,24 @@ async fn serve_on<H, F>(
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
-        let connection = graceful.watch(connection);
         let span = tracing::debug_span!("client", %client);
-        let silence_limit = settings.header_read_timeout;
+        let (idle_limit, closing) = (settings.header_read_timeout, closing_rx.clone());
         tokio::spawn(
             async move {
-                let _slot = slot; // held while the connection lives
-                let silent = async {
-                    tokio::time::sleep(silence_limit).await;
-                    if spoke.spoke() {
-                        std::future::pending::<()>().await;
-                    }
-                };
-                // Biased: polled on every wakeup of the connection; no random pick.
-                tokio::select! {
-                    biased;
-                    ended = connection => if let Err(error) = ended {
-                        tracing::debug!(%error, "client connection ended with an error");
-                    },
-                    // Slowloris before the first request (or a trickled HTTP/2 preface).
-                    () = silent => tracing::debug!("no request within header_read_timeout: closing"),
-                }
+                let _slot = slot; // held while the connection lives, given back on unwind
+                drive(connection, &spoke, idle_limit, closing).await;
             }
             .instrument(span),
         );
     }
     drop(listener);
-    let open = graceful.count();
+    drop(closing_rx);
     tracing::info!(
-        open,
+        open = closing.receiver_count(),
         "proxy listener closed; waiting for in-flight requests"
     );
-    if tokio::time::timeout(settings.shutdown_timeout, graceful.shutdown())
+    closing.send_replace(());
+    if tokio::time::timeout(settings.shutdown_timeout, closing.closed())
         .await
         .is_err()
     {
@@ -314,6 +304,64 @@ async fn serve_on<H, F>(
             "in-flight requests still running after {}; closing them",
             humantime::format_duration(settings.shutdown_timeout)
         );
+    }
+}
+
+/// Serves one client connection until it ends.
+///
+/// The connection is asked to finish what it is doing and close (`graceful_shutdown`:
+/// HTTP/1 after the response in progress, HTTP/2 with a GOAWAY that lets open streams
+/// complete) when the proxy shuts down, or when a whole `idle_limit`
+/// (`proxy.header_read_timeout`) passes without a new request. hyper has no idle
+/// timeout for HTTP/2, so without this an idle h2c connection would hold its
+/// `max_connections` slot for ever; HTTP/1 idle connections hyper closes itself after
+/// one `idle_limit`. A connection that has sent no request at all by then (a slowloris,
+/// or a trickled HTTP/2 preface, before hyper's own header timer starts) is dropped.
+async fn drive<C>(
+    connection: C,
+    findings: &framing::Findings,
+    idle_limit: Duration,
+    mut closing: tokio::sync::watch::Receiver<()>,
+) where
+    C: GracefulConnection,
+    C::Error: std::fmt::Display,
+{
+    tokio::pin!(connection);
+    let idle = tokio::time::sleep(idle_limit);
+    tokio::pin!(idle);
+    let mut requests_before = 0;
+    let mut shutting_down = false;
+    loop {
+        // Biased: the connection is polled first on every wakeup; no random pick.
+        tokio::select! {
+            biased;
+            ended = connection.as_mut() => {
+                if let Err(error) = ended {
+                    tracing::debug!(%error, "client connection ended with an error");
+                }
+                return;
+            }
+            // Err: the accept loop is gone without a word; close as well.
+            _ = closing.changed(), if !shutting_down => {
+                connection.as_mut().graceful_shutdown();
+                shutting_down = true;
+            }
+            () = idle.as_mut(), if !shutting_down => match findings.requests() {
+                0 => {
+                    tracing::debug!("no request within header_read_timeout: closing");
+                    return;
+                }
+                requests if requests == requests_before => {
+                    tracing::debug!("no new request for header_read_timeout: closing when idle");
+                    connection.as_mut().graceful_shutdown();
+                    shutting_down = true;
+                }
+                requests => {
+                    requests_before = requests;
+                    idle.as_mut().reset(tokio::time::Instant::now() + idle_limit);
+                }
+            },
+        }
     }
 }
 
