@@ -83,6 +83,14 @@ async fn bind(key: String, addr: SocketAddr) -> Result<TcpListener, BindError> {
     listen().map_err(|source| BindError { key, addr, source })
 }
 
+/// Threads serving client connections: `proxy.workers`, by default one per CPU core
+/// the process may use (as HAProxy's nbthread or nginx's `worker_processes auto`).
+fn proxy_workers(config: &Config) -> usize {
+    config.proxy.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    })
+}
+
 /// Runs the daemon until `shutdown` completes, then drains in-flight requests for up
 /// to `proxy.shutdown_timeout`, closes tunnels and TCP forwards, and returns.
 /// `source` is the config file reloads read (SIGHUP, `POST /reload`); None: reloads
@@ -100,7 +108,8 @@ pub async fn run(
 ) -> Result<(), Fatal> {
     tracing::info!(proxy = %bound(&listeners.proxy), admin = %bound(&listeners.admin),
         tcp = ?listeners.tcp.iter().map(bound).collect::<Vec<_>>(),
-        masters = config.backends.len(), "jenkins-ha-proxy starting");
+        masters = config.backends.len(), workers = proxy_workers(&config),
+        "jenkins-ha-proxy starting");
     let (reload_requests, mut reloads) = mpsc::channel(8);
     let (mut daemon, proxy_listener, admin_listener, tcp_listeners) =
         Daemon::start(config, source, listeners, reload_requests);
@@ -273,8 +282,7 @@ impl Daemon {
             max_header_bytes: self.config.proxy.max_header_bytes,
             max_headers: self.config.proxy.max_headers,
             max_connections: self.config.proxy.max_connections,
-            // One per core, as HAProxy's nbthread or nginx's worker_processes auto.
-            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            workers: proxy_workers(&self.config),
         }
     }
 
@@ -401,8 +409,39 @@ impl Daemon {
         });
         self.admin_ctx
             .replace_token(Token::from_config(new.admin.token_file.as_deref()));
-        if new.proxy.header_read_timeout != self.config.proxy.header_read_timeout {
-            tracing::warn!("proxy.header_read_timeout applies to new connections after a restart");
+        let (old_proxy, new_proxy) = (&self.config.proxy, &new.proxy);
+        let restart_only = [
+            (
+                "proxy.header_read_timeout",
+                old_proxy.header_read_timeout != new_proxy.header_read_timeout,
+            ),
+            (
+                "proxy.shutdown_timeout",
+                old_proxy.shutdown_timeout != new_proxy.shutdown_timeout,
+            ),
+            (
+                "proxy.max_header_bytes",
+                old_proxy.max_header_bytes != new_proxy.max_header_bytes,
+            ),
+            (
+                "proxy.max_headers",
+                old_proxy.max_headers != new_proxy.max_headers,
+            ),
+            (
+                "proxy.max_connections",
+                old_proxy.max_connections != new_proxy.max_connections,
+            ),
+            ("proxy.workers", old_proxy.workers != new_proxy.workers),
+        ];
+        let changed: Vec<&str> = restart_only
+            .iter()
+            .filter(|(_, changed)| *changed)
+            .map(|(key, _)| *key)
+            .collect();
+        if !changed.is_empty() {
+            // The client listener's settings are fixed when it starts.
+            tracing::warn!(keys = %changed.join(", "),
+                "the new values of these keys apply after a restart; the running ones stay");
         }
         let summary = format!(
             "{} masters, {} TCP listeners ({} unchanged)",

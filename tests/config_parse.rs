@@ -1207,3 +1207,61 @@ fn two_tcp_listeners_on_the_same_address_clash() {
         &format!("clashes with tcp[0].listen 0.0.0.0:50000 (line {first})"),
     );
 }
+
+#[test]
+fn workers_default_to_one_per_core_and_take_a_count() {
+    assert_eq!(parse(BASE).proxy.workers, None, "absent: one per CPU core");
+    let text = with(
+        "connect_timeout = \"2s\"",
+        "connect_timeout = \"2s\"\nworkers = 3",
+    );
+    assert_eq!(parse(&text).proxy.workers, Some(3));
+}
+
+#[test]
+fn workers_out_of_range() {
+    for bad in ["0", "-2", "5000"] {
+        let text = with(
+            "connect_timeout = \"2s\"",
+            &format!("connect_timeout = \"2s\"\nworkers = {bad}"),
+        );
+        rejects(
+            &text,
+            "proxy.workers",
+            Some("workers ="),
+            "between 1 and 1024; leave it out for one per CPU core",
+        );
+    }
+}
+
+#[test]
+fn client_limits_out_of_range_name_their_bounds_and_default() {
+    for (key, bad, says) in [
+        (
+            "max_header_bytes",
+            "100",
+            "between 8192 and 16777216; the default is 65536",
+        ),
+        (
+            "max_headers",
+            "0",
+            "between 8 and 10000; the default is 100",
+        ),
+        (
+            "max_connections",
+            "0",
+            "between 1 and 1000000; the default is 20000",
+        ),
+    ] {
+        let text = with(
+            "connect_timeout = \"2s\"",
+            &format!("connect_timeout = \"2s\"\n{key} = {bad}"),
+        );
+        rejects(
+            &text,
+            &format!("proxy.{key}"),
+            Some(&format!("{key} =")),
+            says,
+        );
+    }
+}

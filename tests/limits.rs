@@ -1,5 +1,6 @@
 //! The process's own limits, on the real binary in a process of its own: ten thousand
-//! idle client connections, and what happens at the open-file limit (EMFILE).
+//! idle client connections, what happens at the open-file limit (EMFILE), and the
+//! number of threads serving clients.
 
 mod support;
 
@@ -258,4 +259,49 @@ async fn at_the_open_file_limit_the_daemon_says_so_blames_no_master_and_recovers
     );
     let log = daemon.log().join("\n");
     assert!(!log.contains("master-a down"), "{log}");
+}
+
+/// Names of the daemon's threads that serve client connections.
+fn proxy_worker_threads(pid: u32) -> Vec<String> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap_or_else(|error| panic!("read /proc/{pid}/task: {error}"));
+    let mut names: Vec<String> = tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| name.starts_with("proxy-worker-"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// `proxy.workers` sets how many threads serve clients; without it, one per core.
+#[tokio::test]
+async fn proxy_workers_sets_the_threads_that_serve_clients() {
+    let master = master().await;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for (name, extra, expected) in [("three", "workers = 3", 3), ("auto", "", cores)] {
+        let config = config_file(&format!("workers-{name}"), &master, extra);
+        let daemon = ChildDaemon::start(&config, None).await;
+        daemon.wait_log(&format!("workers={expected}")).await;
+        let served = get(daemon.proxy, &format!("/workers-{name}"))
+            .await
+            .expect("a request through the proxy");
+        assert_eq!(served.status, 200, "{name}: {}", served.text());
+        let want: Vec<String> = (0..expected).map(|i| format!("proxy-worker-{i}")).collect();
+        assert_eq!(proxy_worker_threads(daemon.pid), want, "{name}");
+        if name == "three" {
+            // A reload cannot change it: the log says so, and the threads stay.
+            let again = config_file("workers-three", &master, "workers = 1");
+            assert_eq!(again, config);
+            let request = hyper::Request::post("/reload")
+                .header("host", daemon.admin.to_string())
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .expect("request");
+            let reply = support::send(daemon.admin, request).await.expect("reload");
+            assert_eq!(reply.status, 200, "{}", reply.text());
+            let line = daemon.wait_log("apply after a restart").await;
+            assert!(line.contains("proxy.workers"), "{line}");
+            assert_eq!(proxy_worker_threads(daemon.pid), want, "after the reload");
+        }
+    }
 }

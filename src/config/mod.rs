@@ -114,6 +114,9 @@ pub struct ProxyConfig {
     /// `proxy.max_connections`: client connections served at once; more are closed
     /// at once (and logged) rather than exhausting file descriptors.
     pub max_connections: usize,
+    /// `proxy.workers`: threads serving client connections. Default (None): one per
+    /// CPU core the process may use. Applies at start-up.
+    pub workers: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

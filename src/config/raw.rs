@@ -59,6 +59,7 @@ pub(super) struct RawProxy {
     pub(super) max_header_bytes: Field<i64>,
     pub(super) max_headers: Field<i64>,
     pub(super) max_connections: Field<i64>,
+    pub(super) workers: Field<i64>,
 }
 
 #[derive(Debug, Deserialize)]

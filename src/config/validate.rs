@@ -105,6 +105,8 @@ pub(super) fn validate(src: &Source<'_>, raw: &RawConfig) -> Result<Config, Conf
 }
 
 const PROXY_LISTEN_EXAMPLE: &str = "0.0.0.0:8080";
+/// `proxy.workers` at most: more threads than this only add context switches.
+const MAX_WORKERS: usize = 1024;
 const ADMIN_LISTEN_EXAMPLE: &str = "127.0.0.1:8404";
 
 /// `[proxy]` and `[admin]` must be present (no line to point at when they are not).
@@ -233,6 +235,21 @@ fn proxy_config(
             1,
             1_000_000,
         )?,
+        workers: match &raw.workers {
+            None => None,
+            Some(field) => match usize::try_from(*field.get_ref()) {
+                Ok(n) if (1..=MAX_WORKERS).contains(&n) => Some(n),
+                _ => {
+                    return Err(src.error(
+                        field.span(),
+                        "proxy.workers",
+                        format!(
+                            "must be between 1 and {MAX_WORKERS}; leave it out for one per CPU core"
+                        ),
+                    ))
+                }
+            },
+        },
         request_timeout: optional_duration(
             src,
             "proxy.request_timeout",

@@ -88,6 +88,7 @@ pub fn config_for(masters: &[&SampleMaster], health: HealthConfig, failback: Fai
             max_header_bytes: config::DEFAULT_MAX_HEADER_BYTES,
             max_headers: config::DEFAULT_MAX_HEADERS,
             max_connections: config::DEFAULT_MAX_CONNECTIONS,
+            workers: None,
         },
         admin: AdminConfig {
             listen: loopback,
