@@ -293,6 +293,10 @@ fn summary_lists_listeners_masters_in_order_and_timings() {
     );
     assert!(summary.contains("Retry-After 5s"), "{summary}");
     assert!(
+        summary.contains("clients: at most 20000 connections, served by one thread per CPU core"),
+        "{summary}"
+    );
+    assert!(
         summary.contains("idle limits: WebSocket tunnels 5m, streamed responses off"),
         "{summary}"
     );
@@ -1215,7 +1219,10 @@ fn workers_default_to_one_per_core_and_take_a_count() {
         "connect_timeout = \"2s\"",
         "connect_timeout = \"2s\"\nworkers = 3",
     );
-    assert_eq!(parse(&text).proxy.workers, Some(3));
+    let config = parse(&text);
+    assert_eq!(config.proxy.workers, Some(3));
+    let summary = config.summary();
+    assert!(summary.contains("served by 3 threads"), "{summary}");
 }
 
 #[test]

@@ -83,6 +83,15 @@ pub(super) fn render(config: &Config) -> String {
         fmt_optional(p.tunnel_idle_timeout),
         fmt_optional(p.response_idle_timeout)
     ));
+    lines.push(format!(
+        "           clients: at most {} connections, served by {}",
+        p.max_connections,
+        match p.workers {
+            Some(1) => "1 thread".to_owned(),
+            Some(n) => format!("{n} threads"),
+            None => "one thread per CPU core".to_owned(),
+        }
+    ));
     lines.iter().map(|line| format!("{line}\n")).collect()
 }
 
