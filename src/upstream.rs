@@ -93,6 +93,39 @@ pub async fn open_stream(authority: &str, timeout: Duration) -> Result<TcpStream
     Ok(stream)
 }
 
+/// A new HTTP/1 connection to `authority`, its connection task spawned on this
+/// runtime and counted in `attachments` (which can close it: a drain).
+async fn open(
+    authority: &str,
+    connect_timeout: Duration,
+    attachments: &Arc<Attachments>,
+) -> Result<SendRequest<UpstreamBody>, ConnectError> {
+    let stream = open_stream(authority, connect_timeout).await?;
+    let (sender, connection) = http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|source| ConnectError::Handshake {
+            authority: authority.to_owned(),
+            source,
+        })?;
+    let authority = authority.to_owned();
+    let attachment = attachments.attach(Kind::Http);
+    tokio::spawn(async move {
+        // Upgrades stay possible: a 101 hands the socket to the tunnel.
+        // Biased: polled on every wakeup of the connection; no random pick.
+        tokio::select! {
+            biased;
+            ended = connection.with_upgrades() => if let Err(error) = ended {
+                tracing::debug!(%authority, %error, "upstream connection ended with an error");
+            },
+            // Drained: dropping the connection closes the socket, and any
+            // response still streaming from it ends with an error.
+            () = attachment.closed() => {}
+        }
+    });
+    Ok(sender)
+}
+
 /// How long a just-returned connection may take to become ready for the next request.
 const READY_WAIT: Duration = Duration::from_millis(50);
 
@@ -108,24 +141,37 @@ async fn ready_soon(sender: &mut SendRequest<UpstreamBody>) -> bool {
 /// that opened it, and only that worker's requests use it (no cross-thread wakeups,
 /// and no connection outlives the runtime that drives it).
 struct Pool {
+    shards: Box<[Shard]>,
+    idle_timeout: Duration,
+}
+
+/// One proxy worker's idle connections to one master.
+struct Shard {
     /// Written by `Returner::give_back` (when a response ends) and `take_idle`, read
     /// by `take_idle`; each held only for a push, a pop or a prune, never across an
     /// await. A worker uses its own shard (uncontended).
-    shards: Box<[Mutex<Vec<IdleConnection>>]>,
-    idle_timeout: Duration,
+    idle: Mutex<Vec<IdleConnection>>,
+    /// Notified by `give_back` for each connection it adds; awaited by requests that
+    /// wait for a connection while their own is still being opened.
+    returned: tokio::sync::Notify,
 }
 
 impl Pool {
     fn new(idle_timeout: Duration) -> Pool {
         let shards = std::thread::available_parallelism().map_or(1, |n| n.get());
         Pool {
-            shards: (0..shards).map(|_| Mutex::new(Vec::new())).collect(),
+            shards: (0..shards)
+                .map(|_| Shard {
+                    idle: Mutex::new(Vec::new()),
+                    returned: tokio::sync::Notify::new(),
+                })
+                .collect(),
             idle_timeout,
         }
     }
 
     fn lock(&self, shard: usize) -> std::sync::MutexGuard<'_, Vec<IdleConnection>> {
-        match self.shards[shard].lock() {
+        match self.shards[shard].idle.lock() {
             Ok(idle) => idle,
             Err(poisoned) => poisoned.into_inner(),
         }
@@ -197,7 +243,8 @@ impl Returner {
         if self.sender.is_closed() {
             return;
         }
-        let mut idle = self.pool.lock(self.worker % self.pool.shards.len());
+        let shard = self.worker % self.pool.shards.len();
+        let mut idle = self.pool.lock(shard);
         // The oldest are first: drop those that expired, so idle sockets do not pile
         // up (closed ones are skipped when taken).
         let now = Instant::now();
@@ -213,6 +260,10 @@ impl Returner {
                 idle_since: now,
                 worker: self.worker,
             });
+            drop(idle);
+            // Wakes one request waiting for a connection (see `connect_or_reuse`); with
+            // none waiting, only sets a flag.
+            self.pool.shards[shard].returned.notify_one();
         }
     }
 }
@@ -299,53 +350,95 @@ impl Upstream {
         open_stream(&authority(&self.host, port), self.connect_timeout).await
     }
 
-    /// An idle pooled connection if one is ready, else a new one.
+    /// An idle pooled connection if one is ready; else a new one, or a connection
+    /// another request gives back before the new one is up, whichever comes first.
     pub async fn connection(&self) -> Result<Connection, ConnectError> {
+        if let Some(connection) = self.reuse_idle().await {
+            return Ok(connection);
+        }
+        // Boxed: connecting is the rare path, and its future (resolve, connect, HTTP
+        // handshake) would make every request's future kilobytes larger, copied by value
+        // several times per request.
+        Box::pin(self.connect_or_reuse()).await
+    }
+
+    /// Always a new connection.
+    pub async fn connect(&self) -> Result<Connection, ConnectError> {
+        let sender = open(&self.authority, self.connect_timeout, &self.attachments).await?;
+        Ok(Connection {
+            sender,
+            reused: false,
+        })
+    }
+
+    /// An idle connection of this worker's pool that is ready for a request.
+    async fn reuse_idle(&self) -> Option<Connection> {
         while let Some(mut sender) = self.take_idle() {
             // Returned the moment its last response ended: ready within a poll of its
             // connection task, or closing (the master said so).
             if sender.is_ready() || ready_soon(&mut sender).await {
-                return Ok(Connection {
+                return Some(Connection {
                     sender,
                     reused: true,
                 });
             }
         }
-        // Boxed: connecting is the rare path, and its future (resolve, connect, HTTP
-        // handshake) would make every request's future kilobytes larger, copied by value
-        // several times per request.
-        Box::pin(self.connect()).await
+        None
     }
 
-    /// Always a new connection.
-    pub async fn connect(&self) -> Result<Connection, ConnectError> {
-        let stream = open_stream(&self.authority, self.connect_timeout).await?;
-        let (sender, connection) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|source| ConnectError::Handshake {
-                authority: self.authority.clone(),
-                source,
-            })?;
-        let authority = self.authority.clone();
-        let attachment = self.attachments.attach(Kind::Http);
+    /// Opens a connection in a task of its own and, until it is up, takes any
+    /// connection another request gives back to this worker's pool instead.
+    ///
+    /// Why: a burst of requests finding no idle connection (right after start-up or a
+    /// failover) opens a connection per request at once. A master with a short accept
+    /// queue (Jenkins' Jetty listens with Java's default backlog of 50) drops the SYNs
+    /// it cannot queue, and those connects wait for a retransmit: a second, then three
+    /// more, past `connect_timeout`, which would report a healthy master down.
+    /// Meanwhile the connections that did get through finish their first responses
+    /// within milliseconds, so a waiting request takes one of those. A connect that
+    /// loses the race is not wasted: it joins the pool once up. If it fails after its
+    /// request was served on another connection, the master was serving, so the
+    /// failure is only logged; the health checks judge the master.
+    async fn connect_or_reuse(&self) -> Result<Connection, ConnectError> {
+        let (deliver, mut opened) = tokio::sync::oneshot::channel();
+        let (authority, timeout) = (self.authority.clone(), self.connect_timeout);
+        let attachments = Arc::clone(&self.attachments);
+        let (pool, worker) = (Arc::clone(&self.pool), current_worker());
+        // On this worker's runtime, like the connection task it spawns.
         tokio::spawn(async move {
-            // Upgrades stay possible: a 101 hands the socket to the tunnel.
-            // Biased: polled on every wakeup of the connection; no random pick.
-            tokio::select! {
-                biased;
-                ended = connection.with_upgrades() => if let Err(error) = ended {
-                    tracing::debug!(%authority, %error, "upstream connection ended with an error");
-                },
-                // Drained: dropping the connection closes the socket, and any
-                // response still streaming from it ends with an error.
-                () = attachment.closed() => {}
+            let result = open(&authority, timeout, &attachments).await;
+            match deliver.send(result) {
+                Ok(()) => {}
+                Err(Ok(sender)) => Returner {
+                    sender,
+                    pool,
+                    worker,
+                }
+                .give_back(),
+                Err(Err(error)) => {
+                    tracing::debug!(%error, "a connect no request waits for any more failed")
+                }
             }
         });
-        Ok(Connection {
-            sender,
-            reused: false,
-        })
+        let shard = &self.pool.shards[self.pool.own_shard()];
+        loop {
+            // Listening before looking: a connection given back in between still wakes us.
+            let returned = shard.returned.notified();
+            tokio::pin!(returned);
+            returned.as_mut().enable();
+            if let Some(connection) = self.reuse_idle().await {
+                return Ok(connection);
+            }
+            tokio::select! {
+                biased;
+                result = &mut opened => return match result {
+                    Ok(result) => result.map(|sender| Connection { sender, reused: false }),
+                    // The task ended without an answer (only a panic does): connect here.
+                    Err(_) => self.connect().await,
+                },
+                () = returned => {}
+            }
+        }
     }
 
     /// Hands a connection back once its response has been read to the end. A

@@ -420,3 +420,103 @@ async fn idle_upstream_connections_are_closed_after_the_pool_idle_timeout() {
     .await;
     daemon.shutdown().await;
 }
+
+/// A master whose accept loop can be paused. Its listen backlog is 1: while paused
+/// the kernel queues two connections and drops every further SYN, which the client
+/// sends again only after a second, the way a busy Jenkins (whose Jetty listens with
+/// Java's default backlog of 50) treats a burst of new connections.
+struct GatedMaster {
+    addr: SocketAddr,
+    accepting: tokio::sync::watch::Sender<bool>,
+}
+
+impl GatedMaster {
+    async fn start() -> GatedMaster {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind("127.0.0.2:0".parse().expect("addr"))
+            .expect("bind");
+        let listener = socket.listen(1).expect("listen");
+        let addr = listener.local_addr().expect("addr");
+        let (accepting, mut open) = tokio::sync::watch::channel(true);
+        tokio::spawn(async move {
+            loop {
+                if open.wait_for(|open| *open).await.is_err() {
+                    return;
+                }
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(|_request| async {
+                        let mut response = hyper::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from_static(b"hello from gated-master\n"),
+                        ));
+                        response
+                            .headers_mut()
+                            .insert("x-master", hyper::header::HeaderValue::from_static("gated"));
+                        Ok::<_, std::convert::Infallible>(response)
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        GatedMaster { addr, accepting }
+    }
+}
+
+/// Right after a start-up or a failover the proxy has no idle connection to the
+/// active master, so a burst of requests opens a connection each. The master queues
+/// only a few and drops the other SYNs: those connects would take a retransmit (1 s,
+/// the test's whole connect timeout, so also a false "master down"). Instead each
+/// waiting request takes a connection another request gives back: the burst is served
+/// at once by the connections that got through, and nobody blames the master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_to_a_master_with_a_full_accept_queue_is_served_by_the_connections_that_got_through(
+) {
+    let master = GatedMaster::start().await;
+    let b = SampleMaster::start("master-b", "127.0.0.3:0".parse().expect("addr"))
+        .await
+        .expect("master-b");
+    // Checks rare enough that the pause below costs at most one of them.
+    let mut config = config_for(&[], health(2_000, 1, 3), Failback::Never);
+    config.backends = support::backends(&[("master-a", master.addr), ("master-b", b.addr())]);
+    // One worker, so one pool: what got through serves every waiting request.
+    config.proxy.workers = Some(1);
+    let daemon = TestDaemon::start_with_active(config, "master-a").await;
+    master.accepting.send_replace(false);
+    let started = std::time::Instant::now();
+    let burst: Vec<_> = (0..24)
+        .map(|i| {
+            let proxy = daemon.proxy;
+            tokio::spawn(async move { get(proxy, &format!("/burst-{i}")).await })
+        })
+        .collect();
+    // Let every request reach the proxy and its connect hit the full queue.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    master.accepting.send_replace(true);
+    for request in burst {
+        let reply = request
+            .await
+            .expect("request task")
+            .expect("reply to a burst request");
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        assert_eq!(reply.master(), Some("gated"), "{}", reply.text());
+    }
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_millis(900),
+        "the burst took {took:?}: requests waited for SYN retransmits"
+    );
+    let state = daemon.status().await;
+    assert_eq!(state["active"], "master-a", "{state:#}");
+    assert_eq!(state["failovers"], 0, "no failover: {state:#}");
+    assert_eq!(
+        state["transitions"].as_array().map(Vec::len),
+        Some(1),
+        "only the first election, no master marked down: {state:#}"
+    );
+    daemon.shutdown().await;
+}
