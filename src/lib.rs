@@ -34,7 +34,8 @@
 //!   its `readiness` part moves traffic only to a master made ready (promotion).
 //! - [`routing`]: the immutable [`routing::Snapshot`] and the read handle over it.
 //! - [`health`]: heartbeat probes, one task per master.
-//! - [`upstream`]: connections to masters: connect with deadline, a small idle pool per proxy worker.
+//! - [`upstream`]: connections to masters: connect with deadline, a small idle pool per proxy
+//!   worker; a request that must connect also takes a connection given back meanwhile.
 //! - [`drain`]: per-master connection gauges, and closing what is left on a demoted master.
 //! - [`fd_limit`]: the open-file limit: raised at start-up; running out of descriptors
 //!   is logged and never blamed on a master.
