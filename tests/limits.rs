@@ -279,7 +279,12 @@ fn proxy_worker_threads(pid: u32) -> Vec<String> {
 async fn proxy_workers_sets_the_threads_that_serve_clients() {
     let master = master().await;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    for (name, extra, expected) in [("three", "workers = 3", 3), ("auto", "", cores)] {
+    for (name, extra, expected) in [
+        ("three", "workers = 3", 3),
+        // One is a thread of its own too, not the runtime the health checks share.
+        ("one", "workers = 1", 1),
+        ("auto", "", cores),
+    ] {
         let config = config_file(&format!("workers-{name}"), &master, extra);
         let daemon = ChildDaemon::start(&config, None).await;
         daemon.wait_log(&format!("workers={expected}")).await;

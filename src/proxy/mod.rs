@@ -45,8 +45,8 @@ pub struct ServerSettings {
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub max_connections: usize,
-    /// Threads serving client connections (one single-threaded runtime each); 0 or 1:
-    /// on the caller's runtime.
+    /// Threads serving client connections (one single-threaded runtime each); 0: on the
+    /// caller's runtime instead.
     pub workers: usize,
 }
 
@@ -81,7 +81,7 @@ pub async fn serve_with<H, F>(
 {
     // Shared by every worker: max_connections is one limit for the whole proxy.
     let slots = Arc::new(tokio::sync::Semaphore::new(settings.max_connections));
-    if settings.workers <= 1 {
+    if settings.workers == 0 {
         return serve_on(listener, settings, handler, slots, shutdown).await;
     }
     let runtimes = match worker_runtimes(&listener, settings.workers) {
