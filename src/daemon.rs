@@ -188,6 +188,9 @@ async fn snapshots_end(mut snapshots: tokio::sync::watch::Receiver<Arc<crate::ro
 /// Everything the running daemon owns besides the listeners' accept loops.
 struct Daemon {
     config: Config,
+    /// Threads serving clients, fixed at start (a reload cannot change it): the number
+    /// of idle-pool shards each master gets.
+    proxy_workers: usize,
     source: Option<PathBuf>,
     masters: Vec<Arc<Master>>,
     owner: OwnerHandle,
@@ -220,7 +223,8 @@ impl Daemon {
         listeners: Listeners,
         reload_requests: mpsc::Sender<ReloadRequest>,
     ) -> (Daemon, TcpListener, TcpListener, Vec<TcpListener>) {
-        let masters = build_masters(&config, &[]);
+        let workers = proxy_workers(&config);
+        let masters = build_masters(&config, &[], workers);
         let remembered = config.failover.state_file.as_deref().and_then(state::load);
         let (owner, routing, owner_task) = owner::start(
             masters.clone(),
@@ -257,6 +261,7 @@ impl Daemon {
         });
         let daemon = Daemon {
             config,
+            proxy_workers: workers,
             source,
             masters,
             owner,
@@ -282,7 +287,7 @@ impl Daemon {
             max_header_bytes: self.config.proxy.max_header_bytes,
             max_headers: self.config.proxy.max_headers,
             max_connections: self.config.proxy.max_connections,
-            workers: proxy_workers(&self.config),
+            workers: self.proxy_workers,
         }
     }
 
@@ -359,7 +364,7 @@ impl Daemon {
             sockets.push(socket);
         }
 
-        let masters = build_masters(&new, &self.masters);
+        let masters = build_masters(&new, &self.masters, self.proxy_workers);
         self.owner
             .control(Control::Reload {
                 masters: masters.clone(),
@@ -508,7 +513,8 @@ fn policy(config: &Config) -> Policy {
 
 /// The masters of `config`, reusing those of `previous` that did not change (same
 /// name, URL and connection settings), so their pools and open connections live on.
-fn build_masters(config: &Config, previous: &[Arc<Master>]) -> Vec<Arc<Master>> {
+/// `workers`: the proxy's worker threads, one pool shard each.
+fn build_masters(config: &Config, previous: &[Arc<Master>], workers: usize) -> Vec<Arc<Master>> {
     config
         .backends
         .iter()
@@ -518,6 +524,7 @@ fn build_masters(config: &Config, previous: &[Arc<Master>]) -> Vec<Arc<Master>> 
                 backend.port,
                 config.proxy.connect_timeout,
                 config.proxy.pool_idle_timeout,
+                workers,
             );
             let reusable = previous.iter().find(|m| {
                 m.name == backend.name

@@ -437,6 +437,7 @@ mod tests {
                 8080,
                 Duration::from_secs(1),
                 Duration::from_secs(3),
+                1,
             ),
         })
     }

@@ -157,8 +157,10 @@ struct Shard {
 }
 
 impl Pool {
-    fn new(idle_timeout: Duration) -> Pool {
-        let shards = std::thread::available_parallelism().map_or(1, |n| n.get());
+    /// One shard per proxy worker: a shard's `returned` must wake only requests of
+    /// the worker whose connections it holds.
+    fn new(idle_timeout: Duration, shards: usize) -> Pool {
+        let shards = shards.max(1);
         Pool {
             shards: (0..shards)
                 .map(|_| Shard {
@@ -318,8 +320,9 @@ impl Upstream {
         port: u16,
         connect_timeout: Duration,
         idle_timeout: Duration,
+        workers: usize,
     ) -> Upstream {
-        let pool = Arc::new(Pool::new(idle_timeout));
+        let pool = Arc::new(Pool::new(idle_timeout, workers));
         Pool::spawn_reaper(&pool);
         Upstream {
             host: host.to_owned(),

@@ -255,12 +255,12 @@ async fn serve_on<H, F>(
         };
         let peer = forward::Peer { client, local };
         let handler = handler.clone();
-        // The framing guard's findings, and the count of requests served (for the idle
-        // timer in `drive`).
+        // Written by the framing guard (refusals) and the service (the request count);
+        // read by the service and by the idle timer in `drive`.
         let findings = Arc::new(framing::Findings::default());
-        let spoke = Arc::clone(&findings);
+        let counted = Arc::clone(&findings);
         let service = service_fn(move |request| {
-            let response = match findings.next_request() {
+            let response = match counted.next_request() {
                 None => Ok(handler(request, peer)),
                 Some(refusal) => Err(refusal),
             };
@@ -274,7 +274,7 @@ async fn serve_on<H, F>(
         let stream = framing::FramingGuard::new(
             stream,
             framing::Scanner::new(settings.max_header_bytes, settings.max_headers),
-            Arc::clone(&spoke),
+            Arc::clone(&findings),
         );
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
@@ -284,7 +284,7 @@ async fn serve_on<H, F>(
         tokio::spawn(
             async move {
                 let _slot = slot; // held while the connection lives, given back on unwind
-                drive(connection, &spoke, idle_limit, closing).await;
+                drive(connection, &findings, idle_limit, closing).await;
             }
             .instrument(span),
         );
