@@ -4,6 +4,7 @@
 
 pub mod child;
 pub mod http;
+pub mod master;
 pub mod peers;
 pub mod procfs;
 pub mod report;

@@ -8,17 +8,16 @@
 
 use std::io::BufRead;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use jenkins_ha_proxy::sample::SampleMaster;
 
-use crate::common::child::{self, Child, Stop};
+use crate::common::child;
+use crate::common::master::MasterChild;
 use crate::common::sys::Signal;
 
 pub const ARG: &str = "--serve-master";
-const READY_PATIENCE: Duration = Duration::from_secs(10);
 
 /// `--serve-master NAME ADDR`: serves until stdin closes.
 pub fn main(args: &[String]) -> ExitCode {
@@ -58,9 +57,7 @@ fn obey_stdin(master: &SampleMaster) {
 pub struct MasterProcess {
     pub name: &'static str,
     pub addr: SocketAddr,
-    dir: PathBuf,
-    starts: usize,
-    child: Option<Child>,
+    process: MasterChild,
 }
 
 impl MasterProcess {
@@ -69,9 +66,7 @@ impl MasterProcess {
         let mut master = MasterProcess {
             name,
             addr: child::free_port(ip)?,
-            dir: dir.to_path_buf(),
-            starts: 0,
-            child: None,
+            process: MasterChild::new(name, dir, 0),
         };
         master.spawn()?;
         Ok(master)
@@ -79,54 +74,21 @@ impl MasterProcess {
 
     /// Starts the process again on the same address (after `kill`).
     pub fn spawn(&mut self) -> Result<(), String> {
-        self.starts += 1;
         let args = [ARG.to_owned(), self.name.to_owned(), self.addr.to_string()];
-        let log = self.dir.join(format!("{}.{}.log", self.name, self.starts));
-        let mut child = Child::spawn(self.name, child::self_command(&args)?, &log, Stop::Kill)?;
-        child::wait_for_http(&mut child, self.addr, "/login", READY_PATIENCE, |_| true)?;
-        self.child = Some(child);
-        Ok(())
+        self.process.spawn(&args, self.addr)
     }
 
     /// SIGKILL, like a crashed JVM: the kernel resets its connections.
     pub fn kill(&mut self) -> Result<(), String> {
-        let mut child = self
-            .child
-            .take()
-            .ok_or_else(|| format!("{} is not running", self.name))?;
-        child
-            .kill_now()
-            .map_err(|e| format!("killing {}: {e}", self.name))
+        self.process.kill()
     }
 
     pub fn signal(&self, signal: Signal) -> Result<(), String> {
-        let child = self
-            .child
-            .as_ref()
-            .ok_or_else(|| format!("{} is not running", self.name))?;
-        child
-            .signal(signal)
-            .map_err(|e| format!("sending {signal:?} to {}: {e}", self.name))
+        self.process.signal(signal)
     }
 
     /// Health path answers 503 (`false`) or 200 (`true`).
     pub fn set_healthy(&mut self, healthy: bool) -> Result<(), String> {
-        let name = self.name;
-        let child = self
-            .child
-            .as_mut()
-            .ok_or_else(|| format!("{name} is not running"))?;
-        child
-            .send_line(if healthy { "well" } else { "sick" })
-            .map_err(|e| format!("switching the health of {name}: {e}"))
-    }
-}
-
-impl Drop for MasterProcess {
-    fn drop(&mut self) {
-        // A frozen master must be thawed for a clean exit; SIGKILL works either way.
-        if let Some(child) = &self.child {
-            let _ = child.signal(Signal::Cont);
-        }
+        self.process.set_healthy(healthy)
     }
 }

@@ -16,7 +16,7 @@
 use std::convert::Infallible;
 use std::io::{self, BufRead};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -39,11 +39,10 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use crate::common::child::{self, Child, Stop};
+use crate::common::master::MasterChild;
 use crate::common::sys::Signal;
 
 pub const ARG: &str = "--serve-soak-master";
-const READY_PATIENCE: Duration = Duration::from_secs(10);
 /// A restarted master binds while its old connections may sit in TIME_WAIT.
 const REBIND_PATIENCE: Duration = Duration::from_secs(5);
 const CHUNK: usize = 64 * 1024;
@@ -309,9 +308,7 @@ pub struct MasterProcess {
     pub http: SocketAddr,
     pub tcp: SocketAddr,
     pub condition: Condition,
-    dir: PathBuf,
-    starts: usize,
-    child: Option<Child>,
+    process: MasterChild,
 }
 
 impl MasterProcess {
@@ -327,9 +324,8 @@ impl MasterProcess {
             http,
             tcp,
             condition: Condition::Running,
-            dir: dir.to_path_buf(),
-            starts: 0,
-            child: None,
+            // One log per start would pile up over a long soak: keep the last two.
+            process: MasterChild::new(name, dir, 2),
         };
         master.spawn()?;
         Ok(master)
@@ -337,59 +333,39 @@ impl MasterProcess {
 
     /// Starts the process (again) on the same addresses. Call from the main thread.
     pub fn spawn(&mut self) -> Result<(), String> {
-        self.starts += 1;
         let args = [
             ARG.to_owned(),
             self.name.clone(),
             self.http.to_string(),
             self.tcp.to_string(),
         ];
-        // One log per start would pile up over a long soak: keep the last two.
-        let log = self
-            .dir
-            .join(format!("{}.{}.log", self.name, self.starts % 2));
-        let mut child = Child::spawn(&self.name, child::self_command(&args)?, &log, Stop::Kill)?;
-        child::wait_for_http(&mut child, self.http, "/login", READY_PATIENCE, |_| true)?;
-        self.child = Some(child);
+        self.process.spawn(&args, self.http)?;
         self.condition = Condition::Running;
         Ok(())
     }
 
     /// SIGKILL, like a crashed JVM: the kernel resets its connections.
     pub fn kill(&mut self) -> Result<(), String> {
-        let mut child = self
-            .child
-            .take()
-            .ok_or_else(|| format!("{} is not running", self.name))?;
-        child
-            .kill_now()
-            .map_err(|e| format!("killing {}: {e}", self.name))?;
+        self.process.kill()?;
         self.condition = Condition::Killed;
         Ok(())
     }
 
     pub fn freeze(&mut self) -> Result<(), String> {
-        self.signal(Signal::Stop)?;
+        self.process.signal(Signal::Stop)?;
         self.condition = Condition::Frozen;
         Ok(())
     }
 
     pub fn thaw(&mut self) -> Result<(), String> {
-        self.signal(Signal::Cont)?;
+        self.process.signal(Signal::Cont)?;
         self.condition = Condition::Running;
         Ok(())
     }
 
     /// Health path answers 503 (`false`) or 200 (`true`).
     pub fn set_healthy(&mut self, healthy: bool) -> Result<(), String> {
-        let name = self.name.clone();
-        let child = self
-            .child
-            .as_mut()
-            .ok_or_else(|| format!("{name} is not running"))?;
-        child
-            .send_line(if healthy { "well" } else { "sick" })
-            .map_err(|e| format!("switching the health of {name}: {e}"))?;
+        self.process.set_healthy(healthy)?;
         self.condition = if healthy {
             Condition::Running
         } else {
@@ -410,26 +386,6 @@ impl MasterProcess {
 
     /// Some(status) if the process exited without being killed by the chaos.
     pub fn died(&mut self) -> Option<String> {
-        let child = self.child.as_mut()?;
-        child.exited().map(|status| status.to_string())
-    }
-
-    fn signal(&self, signal: Signal) -> Result<(), String> {
-        let child = self
-            .child
-            .as_ref()
-            .ok_or_else(|| format!("{} is not running", self.name))?;
-        child
-            .signal(signal)
-            .map_err(|e| format!("sending {signal:?} to {}: {e}", self.name))
-    }
-}
-
-impl Drop for MasterProcess {
-    fn drop(&mut self) {
-        // A frozen master is thawed for a clean exit; SIGKILL works either way.
-        if let Some(child) = &self.child {
-            let _ = child.signal(Signal::Cont);
-        }
+        self.process.exited().map(|status| status.to_string())
     }
 }
