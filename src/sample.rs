@@ -562,7 +562,8 @@ fn new_session(port: u16, previous: Option<&HeaderValue>) -> HeaderValue {
 }
 
 /// `key`'s value in a query string as a number; None when absent or malformed.
-fn query_u64(query: &str, key: &str) -> Option<u64> {
+/// (The benches' own sample servers use it too.)
+pub fn query_u64(query: &str, key: &str) -> Option<u64> {
     query
         .split('&')
         .filter_map(|pair| pair.split_once('='))

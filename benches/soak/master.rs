@@ -32,6 +32,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use jenkins_ha_proxy::sample::query_u64;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -283,14 +284,6 @@ async fn greet_and_echo(mut stream: TcpStream, greeting: &[u8]) -> io::Result<()
         }
         stream.write_all(&buf[..n]).await?;
     }
-}
-
-fn query_u64(query: &str, key: &str) -> Option<u64> {
-    query
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(k, _)| *k == key)
-        .and_then(|(_, v)| v.parse().ok())
 }
 
 /// What the chaos has done to a master process (the bench's view).

@@ -26,6 +26,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use jenkins_ha_proxy::sample::query_u64;
 use tokio::net::TcpListener;
 use tokio::time::Sleep;
 
@@ -137,14 +138,6 @@ fn slow(query: &str) -> UpBody {
         delay: Duration::from_millis(query_u64(query, "delay_ms").unwrap_or(100)),
         sleep: None,
     }
-}
-
-fn query_u64(query: &str, key: &str) -> Option<u64> {
-    query
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(k, _)| *k == key)
-        .and_then(|(_, v)| v.parse().ok())
 }
 
 /// Nanoseconds since the Unix epoch (the same clock on both ends: one machine).
