@@ -25,7 +25,7 @@ use crate::proxy::jnlp::Advertised;
 use crate::proxy::{self, ProxyContext, ProxySettings, ServerSettings};
 use crate::routing::{Master, RoutingHandle};
 use crate::tcp::{self, TcpContext, TcpForward};
-use crate::upstream::Upstream;
+use crate::upstream::{Upstream, UpstreamSettings};
 use crate::{drain, health, owner, state, systemd};
 
 /// The daemon's bound sockets.
@@ -123,10 +123,12 @@ pub async fn run(
     daemon.background.spawn(admin::serve(
         admin_listener,
         Arc::clone(&daemon.admin_ctx),
+        daemon.config.proxy.header_read_timeout,
         daemon.stop.clone().cancelled_owned(),
     ));
     for (entry, listener) in daemon.config.tcp.clone().iter().zip(tcp_listeners) {
-        daemon.spawn_tcp(entry, Arc::new(listener));
+        let confirmation = down_confirmation(&daemon.config.health);
+        daemon.spawn_tcp(entry, Arc::new(listener), confirmation);
     }
     daemon
         .background
@@ -288,10 +290,17 @@ impl Daemon {
             max_headers: self.config.proxy.max_headers,
             max_connections: self.config.proxy.max_connections,
             workers: self.proxy_workers,
+            http2_max_streams: self.config.proxy.http2_max_streams,
         }
     }
 
-    fn spawn_tcp(&mut self, entry: &TcpConfig, listener: Arc<TcpListener>) {
+    /// `down_confirmation`: see [`down_confirmation`], of the config `entry` is from.
+    fn spawn_tcp(
+        &mut self,
+        entry: &TcpConfig,
+        listener: Arc<TcpListener>,
+        down_confirmation: std::time::Duration,
+    ) {
         let forward = TcpForward {
             name: entry.name.clone(),
             backend_port: entry.backend_port,
@@ -300,6 +309,8 @@ impl Daemon {
             routing: self.routing.clone(),
             owner: self.owner.clone(),
             idle_timeout: entry.idle_timeout,
+            max_connections: entry.max_connections,
+            down_confirmation,
         });
         let stop = self.stop.child_token();
         self.background.spawn(tcp::serve(
@@ -401,7 +412,7 @@ impl Daemon {
             task.stop.cancel();
         }
         for (entry, socket) in new.tcp.iter().zip(sockets) {
-            self.spawn_tcp(entry, socket);
+            self.spawn_tcp(entry, socket, down_confirmation(&new.health));
         }
         let ports: Vec<Option<u16>> = self
             .tcp
@@ -437,6 +448,10 @@ impl Daemon {
                 old_proxy.max_connections != new_proxy.max_connections,
             ),
             ("proxy.workers", old_proxy.workers != new_proxy.workers),
+            (
+                "proxy.http2_max_streams",
+                old_proxy.http2_max_streams != new_proxy.http2_max_streams,
+            ),
         ];
         let changed: Vec<&str> = restart_only
             .iter()
@@ -522,9 +537,13 @@ fn build_masters(config: &Config, previous: &[Arc<Master>], workers: usize) -> V
             let fresh = Upstream::new(
                 &backend.host,
                 backend.port,
-                config.proxy.connect_timeout,
-                config.proxy.pool_idle_timeout,
-                workers,
+                UpstreamSettings {
+                    connect_timeout: config.proxy.connect_timeout,
+                    idle_timeout: config.proxy.pool_idle_timeout,
+                    max_connections: backend.max_connections,
+                    max_connects: backend.max_connects,
+                    workers,
+                },
             );
             let reusable = previous.iter().find(|m| {
                 m.name == backend.name
@@ -558,7 +577,7 @@ fn proxy_settings(config: &Config, tcp_listeners: &[TcpListener]) -> ProxySettin
         access_log: config.proxy.access_log,
         hold_timeout: config.failover.hold_timeout,
         request_timeout: config.proxy.request_timeout,
-        down_confirmation: config.health.timeout * config.health.fall + config.health.interval,
+        down_confirmation: down_confirmation(&config.health),
         // Port 0 in the config means "the port we got".
         advertised: advertised_for(&config.tcp, |index| {
             tcp_listeners
@@ -567,6 +586,12 @@ fn proxy_settings(config: &Config, tcp_listeners: &[TcpListener]) -> ProxySettin
                 .map(|a| a.port())
         }),
     }
+}
+
+/// How long the health checks take at most to demote a master that stopped answering:
+/// `health.timeout` x `fall` + `interval`.
+fn down_confirmation(health: &crate::config::HealthConfig) -> std::time::Duration {
+    health.timeout * health.fall + health.interval
 }
 
 /// How each `[[tcp]]` listener is advertised to agents (JNLP header rewrite).

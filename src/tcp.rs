@@ -15,12 +15,17 @@ use crate::owner::OwnerHandle;
 use crate::routing::{Master, RoutingHandle};
 use crate::tunnel::{self, End};
 
-/// What every TCP listener shares.
+/// What one TCP listener's forwards share.
 pub struct TcpContext {
     pub routing: RoutingHandle,
     pub owner: OwnerHandle,
     /// Closes a forward that has been silent this long; None: never.
     pub idle_timeout: Option<Duration>,
+    /// `[[tcp]] max_connections`: forwards at once; more are closed when accepted.
+    pub max_connections: usize,
+    /// How long the health checks take at most to demote a master that stopped
+    /// answering; connects that time out are tried again for this long.
+    pub down_confirmation: Duration,
 }
 
 /// One `[[tcp]]` listener.
@@ -39,6 +44,8 @@ pub async fn serve(
 ) {
     let forward = Arc::new(forward);
     let mut accept_errors = crate::fd_limit::AcceptErrors::new(format!("tcp {}", forward.name));
+    let slots = Arc::new(tokio::sync::Semaphore::new(ctx.max_connections.max(1)));
+    let mut refusals = crate::fd_limit::Refusals::default();
     loop {
         let (client, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -50,9 +57,27 @@ pub async fn serve(
             },
             () = shutdown.cancelled() => return,
         };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            refusals.log(|| {
+                tracing::warn!(listener = %forward.name, limit = ctx.max_connections,
+                client = %peer, "[[tcp]] max_connections reached: closing new connections")
+            });
+            continue; // dropping the client closes it
+        };
+        if crate::fd_limit::in_reserve(&client, crate::fd_limit::Claim::Client) {
+            refusals.log(|| crate::fd_limit::log_reserve_reached(&forward.name));
+            continue;
+        }
         let _ = client.set_nodelay(true);
         let span = tracing::debug_span!("tcp", listener = %forward.name, client = %peer);
-        tokio::spawn(handle(client, Arc::clone(&forward), Arc::clone(&ctx)).instrument(span));
+        let (forward, ctx) = (Arc::clone(&forward), Arc::clone(&ctx));
+        tokio::spawn(
+            async move {
+                let _slot = slot; // held while the forward lives
+                handle(client, forward, ctx).await;
+            }
+            .instrument(span),
+        );
     }
 }
 
@@ -77,6 +102,8 @@ async fn connect_active(
 ) -> Option<(Arc<Master>, TcpStream)> {
     let mut snapshot = ctx.routing.current();
     let mut attempt = 0;
+    // As on the HTTP path: a timed-out connect never demotes a master by itself.
+    let mut give_up_at: Option<std::time::Instant> = None;
     loop {
         let Some(master) = snapshot.active_master().cloned() else {
             tracing::warn!(listener = %forward.name, "no healthy master: closing the TCP connection");
@@ -91,6 +118,20 @@ async fn connect_active(
                     &error,
                 );
                 return None;
+            }
+            Err(error) if error.is_timeout() => {
+                let now = std::time::Instant::now();
+                let give_up = *give_up_at.get_or_insert(now + ctx.down_confirmation);
+                let current = ctx.routing.current();
+                let still_active = current
+                    .active_master()
+                    .is_some_and(|active| Arc::ptr_eq(active, &master));
+                if still_active && now >= give_up {
+                    tracing::warn!(listener = %forward.name, master = %master.name, %error,
+                        "connects to the active master keep timing out: closing the TCP connection");
+                    return None;
+                }
+                snapshot = current;
             }
             Err(error) => {
                 attempt += 1;

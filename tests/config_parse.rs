@@ -190,7 +190,8 @@ fn shipped_example_tcp_block_parses_when_uncommented() {
             backend_port: 50000,
             advertise_host: Some("ci.example.com".to_string()),
             advertise_port: Some(50000),
-            idle_timeout: None,
+            idle_timeout: Some(config::DEFAULT_TCP_IDLE_TIMEOUT),
+            max_connections: config::DEFAULT_TCP_MAX_CONNECTIONS,
         }]
     );
 }
@@ -354,6 +355,7 @@ fn tcp_listeners_are_read_in_file_order() {
                 advertise_host: Some("ci.example.com".to_string()),
                 advertise_port: Some(50001),
                 idle_timeout: Some(Duration::from_secs(600)),
+                max_connections: config::DEFAULT_TCP_MAX_CONNECTIONS,
             },
             TcpConfig {
                 name: "cli".to_string(),
@@ -361,7 +363,8 @@ fn tcp_listeners_are_read_in_file_order() {
                 backend_port: 50001,
                 advertise_host: None,
                 advertise_port: None,
-                idle_timeout: None,
+                idle_timeout: Some(config::DEFAULT_TCP_IDLE_TIMEOUT),
+                max_connections: config::DEFAULT_TCP_MAX_CONNECTIONS,
             },
         ]
     );
@@ -443,7 +446,9 @@ fn summary_lists_tcp_listeners_and_what_agents_are_told() {
     let second = "\n[[tcp]]\nname = \"cli\"\nlisten = \"127.0.0.1:50001\"\nbackend_port = 50001\n";
     let summary = parse(&format!("{}{second}", tcp_base())).summary();
     assert!(
-        summary.contains("tcp:       agents  0.0.0.0:50000 -> active master:50000, idle 10m\n"),
+        summary.contains(
+            "tcp:       agents  0.0.0.0:50000 -> active master:50000, idle 10m, max 2000\n"
+        ),
         "{summary}"
     );
     assert!(
@@ -451,7 +456,9 @@ fn summary_lists_tcp_listeners_and_what_agents_are_told() {
         "{summary}"
     );
     assert!(
-        summary.contains("           cli     127.0.0.1:50001 -> active master:50001\n"),
+        summary.contains(
+            "           cli     127.0.0.1:50001 -> active master:50001, idle 15m, max 2000\n"
+        ),
         "{summary}"
     );
     assert_eq!(

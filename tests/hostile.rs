@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use jenkins_ha_proxy::config::{Config, Failback};
 use jenkins_ha_proxy::sample::{RecordedRequest, SampleMaster};
+use support::h2::Http2Client;
 use support::{config_for, get, health, TestDaemon, DEADLINE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -188,7 +189,10 @@ fn response_len(bytes: &[u8]) -> Option<usize> {
 fn status_of(bytes: &[u8]) -> Option<u16> {
     let text = String::from_utf8_lossy(bytes);
     let line = text.lines().next()?;
-    line.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+    let rest = line
+        .strip_prefix("HTTP/1.1 ")
+        .or_else(|| line.strip_prefix("HTTP/1.0 "))?;
+    rest.get(..3)?.parse().ok()
 }
 
 /// A smuggling attempt: a POST to `/smuggle-<marker>` followed by a GET to
@@ -611,58 +615,6 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_header_read_timeout()
     setup.assert_still_serving("idle-keep-alive").await;
 }
 
-/// An h2c connection to the proxy with its driver task; `ended` resolves when the
-/// proxy closes it.
-struct Http2Client {
-    sender: hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
-    ended: tokio::task::JoinHandle<Result<(), hyper::Error>>,
-}
-
-impl Http2Client {
-    async fn connect(proxy: SocketAddr) -> Http2Client {
-        let stream = TcpStream::connect(proxy).await.expect("connect");
-        let (sender, connection) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(stream),
-        )
-        .await
-        .expect("h2 handshake");
-        Http2Client {
-            sender,
-            ended: tokio::spawn(connection),
-        }
-    }
-
-    /// GET `path` on this connection: status and whole body.
-    async fn get(&mut self, proxy: SocketAddr, path: &str) -> (u16, String) {
-        use http_body_util::BodyExt;
-        let request = hyper::Request::get(format!("http://{proxy}{path}"))
-            .body(http_body_util::Empty::new())
-            .expect("request");
-        let response = tokio::time::timeout(DEADLINE, self.sender.send_request(request))
-            .await
-            .expect("an answer in time")
-            .expect("a response on the h2 connection");
-        let status = response.status().as_u16();
-        let body = response.into_body().collect().await.expect("whole body");
-        (
-            status,
-            String::from_utf8_lossy(&body.to_bytes()).into_owned(),
-        )
-    }
-
-    /// Waits for the proxy to close the connection; how long that took.
-    async fn closed_within(self, limit: Duration) -> Duration {
-        let started = Instant::now();
-        let ended = tokio::time::timeout(limit, self.ended).await;
-        assert!(
-            ended.is_ok(),
-            "the idle h2c connection was still open after {limit:?}"
-        );
-        started.elapsed()
-    }
-}
-
 /// hyper has no idle timeout for HTTP/2: the proxy sends GOAWAY to an h2c connection
 /// once a whole header_read_timeout passes without a new request, so idle clients
 /// cannot hold `max_connections` slots for ever; one that keeps asking stays open.
@@ -707,4 +659,84 @@ async fn a_long_http2_response_outlives_the_idle_timeout() {
     assert_eq!(body.lines().count(), 12, "{body}");
     assert_eq!(body.lines().last(), Some("chunk 11"), "{body}");
     client.closed_within(2 * HEADER_READ_TIMEOUT + SLACK).await;
+}
+
+/// Defect 8 (RFC 9112 section 3.2): an HTTP/1.1 request without Host, or with two,
+/// is refused and reaches no master; `Connection` cannot strip Host; an HTTP/1.0
+/// request without Host is forwarded with the address the client dialled; over
+/// HTTP/2, `:authority` wins over a Host header that differs.
+#[tokio::test]
+async fn host_is_required_single_and_cannot_be_stripped_or_contradicted() {
+    let setup = setup(|_| {}).await;
+    let proxy = setup.daemon.proxy;
+    for (marker, head) in [
+        ("no-host", "GET /no-host HTTP/1.1\r\n\r\n".to_owned()),
+        (
+            "two-hosts",
+            "GET /two-hosts HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n".to_owned(),
+        ),
+        (
+            "two-hosts-1.0",
+            "GET /two-hosts-1.0 HTTP/1.0\r\nHost: a.example\r\nHost: b.example\r\n\r\n".to_owned(),
+        ),
+    ] {
+        let reply = raw(proxy, head.as_bytes()).await;
+        assert_eq!(reply.status, Some(400), "{marker}: {reply:#?}");
+        assert!(reply.text.contains("Host"), "{marker}: {}", reply.text);
+        setup.assert_nothing_reached(marker, marker);
+    }
+
+    let reply = raw(
+        proxy,
+        b"GET /connection-host HTTP/1.1\r\nHost: ci.example\r\nConnection: close, Host\r\n\r\n",
+    )
+    .await;
+    assert_eq!(reply.status, Some(200), "{reply:#?}");
+    let seen = setup.reached("/connection-host");
+    assert_eq!(seen.len(), 1, "{}", summary(&seen));
+    assert_eq!(
+        seen[0].header("host"),
+        Some("ci.example"),
+        "{}",
+        summary(&seen)
+    );
+
+    let mut stream = TcpStream::connect(proxy).await.expect("connect");
+    stream
+        .write_all(b"GET /http10-no-host HTTP/1.0\r\n\r\n")
+        .await
+        .expect("send");
+    let answer = read_to_close(&mut stream).await;
+    assert!(
+        String::from_utf8_lossy(&answer).contains(" 200 OK"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let seen = setup.reached("/http10-no-host");
+    assert_eq!(seen.len(), 1, "{}", summary(&seen));
+    let dialled = proxy.to_string();
+    assert_eq!(
+        seen[0].header("host"),
+        Some(dialled.as_str()),
+        "{}",
+        summary(&seen)
+    );
+
+    let mut client = Http2Client::connect(proxy).await;
+    let request = hyper::Request::get(format!("http://{proxy}/h2-authority"))
+        .header("host", "elsewhere.example")
+        .body(http_body_util::Empty::new())
+        .expect("request");
+    let (status, _, body) = client.send(request).await;
+    assert_eq!(status, 200, "{body}");
+    let seen = setup.reached("/h2-authority");
+    assert_eq!(seen.len(), 1, "{}", summary(&seen));
+    let hosts: Vec<&str> = seen[0]
+        .headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("host"))
+        .map(|(_, value)| value.as_str())
+        .collect();
+    assert_eq!(hosts, [dialled.as_str()], "{}", summary(&seen));
+    setup.assert_still_serving("host-rules").await;
 }

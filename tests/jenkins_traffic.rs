@@ -238,6 +238,7 @@ async fn jnlp_headers_are_rewritten_to_the_proxy() {
         advertise_host: None,
         advertise_port: None,
         idle_timeout: None,
+        max_connections: jenkins_ha_proxy::config::DEFAULT_TCP_MAX_CONNECTIONS,
     }];
     let daemon = TestDaemon::start_with_active(config, "master-a").await;
     let agent_port = daemon.tcp[0].port();
@@ -299,6 +300,7 @@ async fn tcp_pair(
         advertise_host: None,
         advertise_port: None,
         idle_timeout: None,
+        max_connections: jenkins_ha_proxy::config::DEFAULT_TCP_MAX_CONNECTIONS,
     }];
     let daemon = TestDaemon::start_with_active(config, "master-a").await;
     (a, b, tcp_a, tcp_b, daemon)
@@ -546,5 +548,62 @@ async fn large_upload_and_download_stream_through() {
         String::from_utf8_lossy(&text),
         format!("received {SIZE} bytes\n")
     );
+    daemon.shutdown().await;
+}
+
+/// Defect 6 (issue 12): `[[tcp]]` listeners had no cap, so 520 idle forwards took
+/// the process to its open-file limit and HTTP requests got 503. Now a listener
+/// carries at most its `max_connections` forwards; more are closed at once, and a
+/// forward that ends frees its place.
+#[tokio::test]
+async fn a_tcp_listener_carries_at_most_its_max_connections() {
+    let a = SampleMaster::start("master-a", at("127.0.0.2"))
+        .await
+        .expect("master-a");
+    let tcp_a = TcpMaster::start("tcp-a", at("127.0.0.2"))
+        .await
+        .expect("tcp-a");
+    let mut config = config_for(&[&a], health(100, 1, 3), Failback::Never);
+    config.tcp = vec![TcpConfig {
+        name: "agents".into(),
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        backend_port: tcp_a.addr().port(),
+        advertise_host: None,
+        advertise_port: None,
+        idle_timeout: None,
+        max_connections: 3,
+    }];
+    let daemon = TestDaemon::start_with_active(config, "master-a").await;
+    let listener = daemon.tcp[0];
+    let mut forwards = Vec::new();
+    for _ in 0..3 {
+        let mut stream = TcpStream::connect(listener).await.expect("connect");
+        assert_eq!(read_greeting(&mut stream).await.expect("greeting"), "tcp-a");
+        forwards.push(stream);
+    }
+    // The fourth and fifth are closed at once; nothing reaches the master for them.
+    for _ in 0..2 {
+        let mut extra = TcpStream::connect(listener).await.expect("connect");
+        assert!(
+            tcp_closed_within(&mut extra, DEADLINE).await,
+            "over the cap"
+        );
+    }
+    assert_eq!(tcp_a.total_connections(), 3);
+    // One ends: its place is free again.
+    drop(forwards.pop());
+    wait_until("the ended forward to be counted out", || async {
+        backend_count(&daemon, 0, "tcp_connections").await == 2
+    })
+    .await;
+    let mut again = TcpStream::connect(listener).await.expect("connect");
+    assert_eq!(read_greeting(&mut again).await.expect("greeting"), "tcp-a");
+    assert_eq!(
+        tcp_exchange(&mut again, b"ping").await.expect("echo"),
+        b"ping"
+    );
+    // HTTP is served throughout.
+    let reply = get(daemon.proxy, "/beside-tcp").await.expect("GET");
+    assert_eq!(reply.status, StatusCode::OK);
     daemon.shutdown().await;
 }

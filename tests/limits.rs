@@ -198,12 +198,18 @@ async fn ten_thousand_idle_connections_do_not_stop_a_normal_request() {
     .await;
 }
 
-/// A limit low enough to reach with a handful of connections: the daemon needs about
-/// 15 descriptors of its own (runtime, listeners, logs, probes).
-const TIGHT_OPEN_FILES: u64 = 48;
+/// A limit low enough to reach with a few hundred connections. Of it, the daemon
+/// keeps an eighth (32) from client connections, and a quarter of that (8) from its
+/// connections to masters too: those are for the admin API and the health checks.
+const TIGHT_OPEN_FILES: u64 = 256;
+/// Descriptors numbered from here on are refused to client connections...
+const CLIENT_CEILING: usize = 224;
+/// ... and from here on to connections to masters.
+const UPSTREAM_CEILING: usize = 248;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn at_the_open_file_limit_the_daemon_says_so_blames_no_master_and_recovers() {
+async fn near_the_open_file_limit_clients_leave_descriptors_for_masters_and_the_admin_api() {
+    raise_open_file_limit(2 * TIGHT_OPEN_FILES + TEST_RESERVE);
     let master = master().await;
     let config = config_file(
         "emfile",
@@ -220,27 +226,58 @@ async fn at_the_open_file_limit_the_daemon_says_so_blames_no_master_and_recovers
     .await;
 
     // The first connection is served while descriptors are left; it will ask for a
-    // page again once there are none (by then its master connection has been closed
-    // by the pool's idle timeout, so a new one is needed).
+    // page again later (by then its master connection has been closed by the pool's
+    // idle timeout, so a new one is needed).
     let mut first = TcpStream::connect(daemon.proxy).await.expect("connect");
     let (code, body) = request_on(&mut first, "/before").await;
     assert_eq!(code, 200, "{body}");
-    // Then more than the limit: the kernel queues the rest in the listen backlog.
+    // Then more clients than the limit: those past the clients' share are closed at
+    // once, and the daemon says why.
     let mut flood = Vec::new();
     for _ in 0..TIGHT_OPEN_FILES {
         flood.push(TcpStream::connect(daemon.proxy).await.expect("connect"));
     }
-    daemon.wait_log("at its open-file limit").await;
-    // Probes cannot even open a socket now: that is not the master's fault.
-    daemon.wait_log("a health check could not run").await;
+    daemon.wait_log("near the open-file limit").await;
+    wait_until("the clients' share of descriptors to be taken", || async {
+        daemon.open_fds() >= CLIENT_CEILING
+    })
+    .await;
+    // The admin API answers, and a request needing a new connection to the master is
+    // served: clients cannot take what those need.
+    assert_eq!(status(daemon.admin).await["active"], "master-a");
+    let (code, body) = request_on(&mut first, "/while-clients-took-theirs").await;
+    assert_eq!(code, 200, "{body}");
 
-    // A request needing a new connection to the master gets a clear 503.
+    // Idle admin connections take what is left below the masters' reserve (one more
+    // than that, in case a health check's socket was counted): now a new connection
+    // to the master is refused (503, naming why), and the admin API still answers
+    // from the last descriptors.
+    wait_until("the pooled master connection to expire", || async {
+        status(daemon.admin).await["backends"][0]["open_connections"] == 0
+    })
+    .await;
+    let mut admin_idle = Vec::new();
+    while daemon.open_fds() <= UPSTREAM_CEILING {
+        admin_idle.push(
+            TcpStream::connect(daemon.admin)
+                .await
+                .expect("admin connect"),
+        );
+        let opened = admin_idle.len();
+        wait_until("the daemon to accept the admin connection", || async {
+            daemon.open_fds() >= CLIENT_CEILING + opened
+        })
+        .await;
+    }
     let (code, body) = request_on(&mut first, "/while-out-of-files").await;
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("out of file descriptors"), "{body}");
+    assert_eq!(status(daemon.admin).await["active"], "master-a");
 
-    // Free the descriptors: the daemon serves again, and never blamed master-a.
+    // Free the descriptors: the daemon serves new clients again, and never blamed
+    // master-a (its health checks ran throughout).
     drop(flood);
+    drop(admin_idle);
     drop(first);
     wait_until("a request served again", || async {
         get(daemon.proxy, "/after")
@@ -259,6 +296,7 @@ async fn at_the_open_file_limit_the_daemon_says_so_blames_no_master_and_recovers
     );
     let log = daemon.log().join("\n");
     assert!(!log.contains("master-a down"), "{log}");
+    assert!(!log.contains("a health check could not run"), "{log}");
 }
 
 /// Names of the daemon's threads that serve client connections.
@@ -288,6 +326,10 @@ async fn proxy_workers_sets_the_threads_that_serve_clients() {
         let config = config_file(&format!("workers-{name}"), &master, extra);
         let daemon = ChildDaemon::start(&config, None).await;
         daemon.wait_log(&format!("workers={expected}")).await;
+        wait_until("master-a active", || async {
+            status(daemon.admin).await["active"] == "master-a"
+        })
+        .await;
         let served = get(daemon.proxy, &format!("/workers-{name}"))
             .await
             .expect("a request through the proxy");

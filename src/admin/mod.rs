@@ -15,6 +15,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+use crate::config::ADMIN_MAX_CONNECTIONS;
 use crate::owner::OwnerHandle;
 use crate::routing::RoutingHandle;
 
@@ -52,15 +53,26 @@ impl AdminContext {
     }
 }
 
-/// Serves the admin API until `shutdown` completes.
+/// Serves the admin API until `shutdown` completes. A client must send each request
+/// head within `header_read_timeout` (also the keep-alive idle limit), and at most
+/// [`ADMIN_MAX_CONNECTIONS`] connections are served at once (more are closed when
+/// accepted): the admin port can never take the descriptors the proxy needs. The
+/// proxy, in turn, leaves the admin API a reserve of descriptors
+/// (`crate::fd_limit::in_reserve`), so `/status` answers while clients take theirs.
 pub async fn serve(
     listener: TcpListener,
     ctx: Arc<AdminContext>,
+    header_read_timeout: std::time::Duration,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
     let mut connections = tokio::task::JoinSet::new();
     let mut accept_errors = crate::fd_limit::AcceptErrors::new("admin");
+    let mut refusals = crate::fd_limit::Refusals::default();
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -72,6 +84,17 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        // Reap finished connections: the set's length is the count of open ones.
+        while connections.try_join_next().is_some() {}
+        if connections.len() >= ADMIN_MAX_CONNECTIONS {
+            refusals.log(|| {
+                tracing::warn!(
+                    limit = ADMIN_MAX_CONNECTIONS,
+                    "admin connection limit reached: closing new admin connections"
+                )
+            });
+            continue; // dropping the stream closes it
+        }
         let ctx = Arc::clone(&ctx);
         let service = service_fn(move |request| {
             let ctx = Arc::clone(&ctx);
@@ -83,13 +106,10 @@ pub async fn serve(
                 Ok::<_, Infallible>(response)
             }
         });
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
         connections.spawn(async move {
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let _ = connection.await;
         });
-        // Reap finished connections so the set does not grow.
-        while connections.try_join_next().is_some() {}
     }
     connections.abort_all();
 }

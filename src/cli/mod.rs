@@ -201,7 +201,7 @@ async fn run(path: &std::path::Path) -> anyhow::Result<()> {
             format!("cannot read admin.token_file {}: create it (one line, the secret) or fix its permissions", token_file.display())
         })?;
     }
-    crate::fd_limit::prepare(config.proxy.max_connections);
+    crate::fd_limit::prepare(&fd_budget(&config));
     let listeners = Listeners::bind(&config).await?;
     daemon::run(
         config,
@@ -211,6 +211,16 @@ async fn run(path: &std::path::Path) -> anyhow::Result<()> {
     )
     .await?;
     Ok(())
+}
+
+/// What the configured limits may hold open, for the open-file limit check.
+fn fd_budget(config: &Config) -> crate::fd_limit::Budget {
+    let sum = |counts: &mut dyn Iterator<Item = usize>| counts.map(|n| n as u64).sum();
+    crate::fd_limit::Budget {
+        clients: config.proxy.max_connections as u64,
+        masters: sum(&mut config.backends.iter().map(|b| b.max_connections)),
+        forwards: sum(&mut config.tcp.iter().map(|t| t.max_connections)),
+    }
 }
 
 fn check(path: &std::path::Path) -> anyhow::Result<()> {

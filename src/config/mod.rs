@@ -42,6 +42,22 @@ pub const DEFAULT_STATE_FILE: &str = "state.json";
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 pub const DEFAULT_MAX_HEADERS: usize = 100;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
+/// Admin API connections served at once: enough for people and scripts, never enough
+/// to take the descriptors the proxy needs.
+pub const ADMIN_MAX_CONNECTIONS: usize = 64;
+/// Concurrent streams one HTTP/2 client connection may open (each needs a connection to
+/// the master while it runs).
+pub const DEFAULT_HTTP2_MAX_STREAMS: usize = 100;
+/// HTTP connections to one master (busy or idle), as HAProxy's server `maxconn`.
+pub const DEFAULT_BACKEND_MAX_CONNECTIONS: usize = 512;
+/// Connects in progress to one master at once: below Jenkins' accept queue (Jetty
+/// listens with Java's default backlog of 50), so a burst is never met with dropped SYNs.
+pub const DEFAULT_BACKEND_MAX_CONNECTS: usize = 32;
+/// Forwards one `[[tcp]]` listener carries at once.
+pub const DEFAULT_TCP_MAX_CONNECTIONS: usize = 2_000;
+/// Three times the TCP agents' 5-minute ping: a live agent is never cut, a vanished one
+/// gives its descriptors back.
+pub const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 pub const DEFAULT_MIN_ACTIVE_TIME: Duration = Duration::from_secs(30);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_HOLD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -117,6 +133,9 @@ pub struct ProxyConfig {
     /// `proxy.workers`: threads serving client connections. Default (None): one per
     /// CPU core the process may use. Applies at start-up.
     pub workers: Option<usize>,
+    /// `proxy.http2_max_streams`: concurrent streams per HTTP/2 client connection.
+    /// Default [`DEFAULT_HTTP2_MAX_STREAMS`].
+    pub http2_max_streams: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -209,6 +228,13 @@ pub struct BackendConfig {
     pub start_command: Option<Vec<String>>,
     /// `fence_command`: stops this master for good before another is promoted.
     pub fence_command: Option<Vec<String>>,
+    /// `max_connections`: HTTP connections to this master at once, busy or idle
+    /// (tunnels and TCP forwards are not counted: the client limits bound those).
+    /// Default [`DEFAULT_BACKEND_MAX_CONNECTIONS`].
+    pub max_connections: usize,
+    /// `max_connects`: connects in progress to this master at once, at most
+    /// `max_connections`. Default [`DEFAULT_BACKEND_MAX_CONNECTS`].
+    pub max_connects: usize,
 }
 
 /// How a standby master is kept and made ready.
@@ -309,9 +335,12 @@ pub struct TcpConfig {
     pub advertise_host: Option<String>,
     /// 1..=65535 when set; None => the listener's port.
     pub advertise_port: Option<u16>,
-    /// `idle_timeout`: closes a forward silent this long; default none (agents' own
-    /// pings are 5 min apart), "0s"/"off" => None.
+    /// `idle_timeout`: closes a forward silent this long; default
+    /// [`DEFAULT_TCP_IDLE_TIMEOUT`] (agents' own pings are 5 min apart), "0s"/"off" => None.
     pub idle_timeout: Option<Duration>,
+    /// `max_connections`: forwards carried at once; more are closed at once.
+    /// Default [`DEFAULT_TCP_MAX_CONNECTIONS`].
+    pub max_connections: usize,
 }
 
 /// A configuration that could not be used. Display gives one line a user can act on.

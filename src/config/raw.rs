@@ -60,6 +60,7 @@ pub(super) struct RawProxy {
     pub(super) max_headers: Field<i64>,
     pub(super) max_connections: Field<i64>,
     pub(super) workers: Field<i64>,
+    pub(super) http2_max_streams: Field<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -104,6 +105,8 @@ pub(super) struct RawBackend {
     pub(super) standby: Field<String>,
     pub(super) start_command: Field<Vec<String>>,
     pub(super) fence_command: Field<Vec<String>>,
+    pub(super) max_connections: Field<i64>,
+    pub(super) max_connects: Field<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -116,6 +119,7 @@ pub(super) struct RawTcp {
     pub(super) advertise_host: Field<String>,
     pub(super) advertise_port: Field<i64>,
     pub(super) idle_timeout: Field<String>,
+    pub(super) max_connections: Field<i64>,
 }
 
 /// Keys whose values are humantime strings (used for a hint on type errors).

@@ -28,6 +28,7 @@ pub(super) fn render(config: &Config) -> String {
             b.url
         ));
     }
+    lines.push(backend_limits(config));
     tcp_lines(&config.tcp, &mut lines);
     lines.push(format!(
         "health:    GET {} every {}, timeout {}",
@@ -90,9 +91,38 @@ pub(super) fn render(config: &Config) -> String {
             Some(1) => "1 thread".to_owned(),
             Some(n) => format!("{n} threads"),
             None => "one thread per CPU core".to_owned(),
-        }
+        },
+    ));
+    lines.push(format!(
+        "           HTTP/2: {} streams per connection; admin API: {} connections",
+        p.http2_max_streams,
+        super::ADMIN_MAX_CONNECTIONS
     ));
     lines.iter().map(|line| format!("{line}\n")).collect()
+}
+
+/// The connection caps of the masters: one line when they all share them.
+fn backend_limits(config: &Config) -> String {
+    let limits = |b: &super::BackendConfig| {
+        format!(
+            "at most {} connections, {} connecting at once",
+            b.max_connections, b.max_connects
+        )
+    };
+    let first = config.backends.first().map(limits).unwrap_or_default();
+    if config.backends.iter().all(|b| limits(b) == first) {
+        return format!("{:<10} each master: {first}", "");
+    }
+    let each: Vec<String> = config
+        .backends
+        .iter()
+        .map(|b| format!("{}: {}/{}", b.name, b.max_connections, b.max_connects))
+        .collect();
+    format!(
+        "{:<10} connections/connecting at once: {}",
+        "",
+        each.join(", ")
+    )
 }
 
 /// One line per `[[tcp]]`, plus one for what agents are told when that is set.
@@ -105,8 +135,8 @@ fn tcp_lines(tcp: &[TcpConfig], lines: &mut Vec<String>) {
             None => String::new(),
         };
         lines.push(format!(
-            "{label:<10} {:<width$}  {} -> active master:{}{idle}",
-            t.name, t.listen, t.backend_port
+            "{label:<10} {:<width$}  {} -> active master:{}{idle}, max {}",
+            t.name, t.listen, t.backend_port, t.max_connections
         ));
         if t.advertise_host.is_some() || t.advertise_port.is_some() {
             let host = t.advertise_host.as_deref().unwrap_or("<client's Host>");

@@ -256,6 +256,14 @@ fn proxy_config(
             &raw.request_timeout,
             Some(super::DEFAULT_REQUEST_TIMEOUT),
         )?,
+        http2_max_streams: bounded(
+            src,
+            "proxy.http2_max_streams",
+            &raw.http2_max_streams,
+            super::DEFAULT_HTTP2_MAX_STREAMS,
+            1,
+            10_000,
+        )?,
     })
 }
 
@@ -523,7 +531,7 @@ fn expect_header(src: &Source<'_>, field: &Field<String>) -> Result<Option<Strin
 }
 
 /// An optional whole number within `min..=max`.
-fn bounded(
+pub(super) fn bounded(
     src: &Source<'_>,
     key: &str,
     field: &Field<i64>,

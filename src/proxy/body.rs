@@ -118,3 +118,50 @@ impl Body for Streamed {
         self.inner.size_hint()
     }
 }
+
+/// A response body that counts itself open on its client connection until it is
+/// dropped (sent to the end, or abandoned), so that the connection's idle timer never
+/// closes a connection with a response still going.
+pub struct Tracked<B> {
+    body: B,
+    _open: OpenResponse,
+}
+
+impl<B> Tracked<B> {
+    pub fn new(body: B, findings: &std::sync::Arc<super::framing::Findings>) -> Tracked<B> {
+        findings.response_opened();
+        Tracked {
+            body,
+            _open: OpenResponse(std::sync::Arc::clone(findings)),
+        }
+    }
+}
+
+/// Counts one open response of a connection until dropped.
+struct OpenResponse(std::sync::Arc<super::framing::Findings>);
+
+impl Drop for OpenResponse {
+    fn drop(&mut self) {
+        self.0.response_closed();
+    }
+}
+
+impl<B: Body + Unpin> Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}

@@ -103,7 +103,7 @@ pub async fn forward(
     mut request: Request<Incoming>,
     peer: Peer,
 ) -> Response<ProxyBody> {
-    if let Some(refusal) = refuse_target(&request) {
+    if let Some(refusal) = refuse_target(&request).or_else(|| refuse_host(&request)) {
         return refusal;
     }
     let upgrade = upgrade::requested(request.headers()).map(|protocol| Upgrade {
@@ -207,20 +207,49 @@ fn refuse_target(request: &Request<Incoming>) -> Option<Response<ProxyBody>> {
     })
 }
 
+/// RFC 9112 section 3.2: an HTTP/1.1 request has exactly one Host; so does any request
+/// we forward (masters build URLs from it, and two values would let the proxy and the
+/// master each believe another). An HTTP/1.0 request may come without one (`prepare`
+/// names the address the client dialled); an HTTP/2 request names its host in
+/// `:authority`, or else in one Host header.
+fn refuse_host(request: &Request<Incoming>) -> Option<Response<ProxyBody>> {
+    let mut hosts = request.headers().get_all(HOST).iter();
+    let (first, second) = (hosts.next(), hosts.next());
+    let why = match (request.version(), first, second) {
+        (_, Some(_), Some(_)) if request.uri().authority().is_none() => {
+            "more than one Host header: send exactly one"
+        }
+        (Version::HTTP_2, _, _) if request.uri().authority().is_some() => return None,
+        (Version::HTTP_09 | Version::HTTP_10, None, None) => return None,
+        (_, None, None) => {
+            "no Host header: HTTP/1.1 requests must name the host (RFC 9112 section 3.2)"
+        }
+        _ => return None,
+    };
+    tracing::debug!(version = ?request.version(), "refused a request for its Host header: {why}");
+    Some(plain(
+        StatusCode::BAD_REQUEST,
+        &format!("jenkins-ha-proxy: {why}\n"),
+    ))
+}
+
 /// Rewrites the request head for a master: HTTP/1.1, origin-form target exactly as the
-/// client sent it, Host kept (taken from :authority for HTTP/2 clients), hop-by-hop
-/// removed, X-Forwarded-* added.
+/// client sent it, hop-by-hop removed, X-Forwarded-* added, and one Host: the client's,
+/// `:authority` for HTTP/2 clients (it wins over a Host header that differs), the
+/// address the client dialled for an HTTP/1.0 client that sent none.
 fn prepare(parts: &mut Parts, peer: Peer) {
     if parts.version == Version::HTTP_2 {
-        if !parts.headers.contains_key(HOST) {
-            if let Some(authority) = parts.uri.authority() {
-                if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
-                    parts.headers.insert(HOST, host);
-                }
+        if let Some(authority) = parts.uri.authority() {
+            if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+                parts.headers.insert(HOST, host);
             }
         }
         if let Some(path_and_query) = parts.uri.path_and_query() {
             parts.uri = Uri::from(path_and_query.clone());
+        }
+    } else if !parts.headers.contains_key(HOST) {
+        if let Ok(host) = HeaderValue::from_str(&peer.local.to_string()) {
+            parts.headers.insert(HOST, host);
         }
     }
     parts.version = Version::HTTP_11;
@@ -292,6 +321,10 @@ async fn send_with_retries(
     // Each master can fail to connect once per request; then we give up.
     let mut connect_failures = 0;
     let mut fresh_only = false;
+    // Set by the first connect that timed out. Until then the request tries again on
+    // whichever master is active: a timed-out connect never demotes a master (a full
+    // accept queue times out too); the health checks decide.
+    let mut give_up_at: Option<std::time::Instant> = None;
     loop {
         let Some(master) = snapshot.active_master().cloned() else {
             match Box::pin(hold(ctx, &snapshot)).await {
@@ -307,15 +340,30 @@ async fn send_with_retries(
         }
         // The rare paths below are boxed: inline, their futures would make every
         // request's future kilobytes larger (copied by value several times a request).
+        // A request may wait as long for a connection as for a promotion.
+        let wait = exchange.settings.hold_timeout;
         let connection = if fresh_only {
-            Box::pin(master.upstream.connect()).await
+            Box::pin(master.upstream.connect(wait)).await
         } else {
-            master.upstream.connection().await
+            master.upstream.connection(wait).await
         };
         fresh_only = false;
         let mut connection = match connection {
             Ok(connection) => connection,
             Err(error) if error.is_local() => return overloaded(ctx, &error),
+            Err(error) if error.is_saturated() => return saturated(ctx, &master, &error),
+            Err(error) if error.is_timeout() => {
+                let now = std::time::Instant::now();
+                let give_up = *give_up_at.get_or_insert(now + exchange.settings.down_confirmation);
+                let current = ctx.routing.current();
+                if still_active(&current, &master) && now >= give_up {
+                    return connect_timed_out(&master, &error);
+                }
+                tracing::debug!(master = %master.name, %error,
+                    "connect timed out; trying again on the active master (the health checks decide whether it is down)");
+                snapshot = current;
+                continue;
+            }
             Err(error) => {
                 connect_failures += 1;
                 match Box::pin(ctx.owner.failed_connect(
@@ -665,6 +713,39 @@ fn retry_later(ctx: &ProxyContext, text: &str) -> Response<ProxyBody> {
         .headers_mut()
         .insert(RETRY_AFTER, ctx.settings().retry_after.clone());
     response
+}
+
+/// Every connection the master may have stayed busy for `failover.hold_timeout`: 503,
+/// the client may retry; the master is not to blame (it is serving).
+fn saturated(
+    ctx: &ProxyContext,
+    master: &Master,
+    error: &crate::upstream::ConnectError,
+) -> Response<ProxyBody> {
+    tracing::warn!(master = %master.name, %error, "a request got 503: the master's connection limit");
+    retry_later(
+        ctx,
+        &format!(
+            "jenkins-ha-proxy: master {} is busy with as many connections as the proxy may open to it; retry shortly\n",
+            master.name
+        ),
+    )
+}
+
+/// Connects to the master kept timing out for as long as its health checks take to
+/// demote a master, and they did not: 504.
+fn connect_timed_out(
+    master: &Master,
+    error: &crate::upstream::ConnectError,
+) -> Response<ProxyBody> {
+    tracing::warn!(master = %master.name, %error, "connects to the active master keep timing out: 504");
+    plain(
+        StatusCode::GATEWAY_TIMEOUT,
+        &format!(
+            "jenkins-ha-proxy: master {} did not accept a connection in time\n",
+            master.name
+        ),
+    )
 }
 
 fn bad_gateway(master: &Master, error: &str) -> Response<ProxyBody> {

@@ -85,6 +85,10 @@ pub struct Findings {
     refuse_head: AtomicU64,
     /// `Refusal` code of `refuse_head`; stored before it.
     reason: AtomicU8,
+    /// Responses not yet sent to the end (or dropped). Written by the service's
+    /// response bodies (`super::body::Tracked`); read by the idle timer, which never
+    /// closes a connection with one open.
+    open_responses: AtomicU64,
 }
 
 impl Findings {
@@ -102,6 +106,19 @@ impl Findings {
     /// Requests given to the service so far (0: the connection has not spoken yet).
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Responses of this connection still being sent.
+    pub fn open_responses(&self) -> u64 {
+        self.open_responses.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn response_opened(&self) {
+        self.open_responses.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn response_closed(&self) {
+        self.open_responses.fetch_sub(1, Ordering::Relaxed);
     }
 
     fn record(&self, refused: Refused) {

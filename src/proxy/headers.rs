@@ -42,7 +42,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
         .collect();
     for name in named {
-        headers.remove(name);
+        // Host is never hop-by-hop (RFC 9112 section 3.2): a client cannot strip it.
+        if name != HOST {
+            headers.remove(name);
+        }
     }
     for name in HOP_BY_HOP.iter() {
         headers.remove(name);

@@ -48,6 +48,8 @@ pub struct ServerSettings {
     /// Threads serving client connections (one single-threaded runtime each); 0: on the
     /// caller's runtime instead.
     pub workers: usize,
+    /// `proxy.http2_max_streams`: concurrent streams per HTTP/2 connection.
+    pub http2_max_streams: usize,
 }
 
 /// Serves `listener` until `shutdown` completes, then stops accepting and lets
@@ -215,12 +217,21 @@ async fn serve_on<H, F>(
         .header_read_timeout(settings.header_read_timeout)
         .max_buf_size(settings.max_header_bytes)
         .max_headers(settings.max_headers);
+    // The same limits for HTTP/2: each stream needs a connection to the master while
+    // it runs, and a header list is held in memory whole. (The header count is
+    // checked per request: h2 has no such setting.)
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(u32::try_from(settings.http2_max_streams).unwrap_or(u32::MAX))
+        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
+    let max_headers = settings.max_headers;
     // Changed at shutdown: every connection finishes what it is doing, then closes.
     // Each connection task holds a receiver until it ends, so the receivers are also
     // the count of open connections. (A watch channel, as in hyper-util's
     // GracefulShutdown: cheaper per connection than a CancellationToken.)
     let (closing, closing_rx) = tokio::sync::watch::channel(());
-    let mut last_refusal_log: Option<std::time::Instant> = None;
+    let mut refusals = crate::fd_limit::Refusals::default();
     let mut accept_errors = crate::fd_limit::AcceptErrors::new("proxy");
     tokio::pin!(shutdown);
     loop {
@@ -236,18 +247,18 @@ async fn serve_on<H, F>(
         };
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
             // Closing at once is cheaper for everyone than queueing the socket.
-            let quiet_for_a_second = match last_refusal_log {
-                Some(at) => at.elapsed() > Duration::from_secs(1),
-                None => true,
-            };
-            if quiet_for_a_second {
+            refusals.log(|| {
                 tracing::warn!(limit = settings.max_connections, %client,
-                    "proxy.max_connections reached: closing new client connections");
-                last_refusal_log = Some(std::time::Instant::now());
-            }
+                "proxy.max_connections reached: closing new client connections")
+            });
             drop(stream);
             continue;
         };
+        if crate::fd_limit::in_reserve(&stream, crate::fd_limit::Claim::Client) {
+            refusals.log(|| crate::fd_limit::log_reserve_reached("proxy"));
+            drop(stream);
+            continue;
+        }
         let _ = stream.set_nodelay(true);
         let local = match stream.local_addr() {
             Ok(local) => local,
@@ -259,16 +270,22 @@ async fn serve_on<H, F>(
         // read by the service and by the idle timer in `drive`.
         let findings = Arc::new(framing::Findings::default());
         let counted = Arc::clone(&findings);
-        let service = service_fn(move |request| {
-            let response = match counted.next_request() {
+        let service = service_fn(move |request: Request<Incoming>| {
+            let refused = match counted.next_request() {
+                Some(refusal) => Some(refuse_framing(refusal, peer)),
+                None => too_many_headers(&request, max_headers),
+            };
+            let response = match refused {
                 None => Ok(handler(request, peer)),
                 Some(refusal) => Err(refusal),
             };
+            let counted = Arc::clone(&counted);
             async move {
-                Ok::<_, Infallible>(match response {
+                let response = match response {
                     Ok(response) => response.await,
-                    Err(refusal) => refuse_framing(refusal, peer),
-                })
+                    Err(refusal) => refusal,
+                };
+                Ok::<_, Infallible>(response.map(|body| body::Tracked::new(body, &counted)))
             }
         });
         let stream = framing::FramingGuard::new(
@@ -312,11 +329,14 @@ async fn serve_on<H, F>(
 /// The connection is asked to finish what it is doing and close (`graceful_shutdown`:
 /// HTTP/1 after the response in progress, HTTP/2 with a GOAWAY that lets open streams
 /// complete) when the proxy shuts down, or when a whole `idle_limit`
-/// (`proxy.header_read_timeout`) passes without a new request. hyper has no idle
-/// timeout for HTTP/2, so without this an idle h2c connection would hold its
-/// `max_connections` slot for ever; HTTP/1 idle connections hyper closes itself after
-/// one `idle_limit`. A connection that has sent no request at all by then (a slowloris,
-/// or a trickled HTTP/2 preface, before hyper's own header timer starts) is dropped.
+/// (`proxy.header_read_timeout`) passes without a new request and with no response
+/// still going. hyper has no idle timeout for HTTP/2, so without this an idle h2c
+/// connection would hold its `max_connections` slot for ever; HTTP/1 idle connections
+/// hyper closes itself after one `idle_limit`. A connection that has sent no request
+/// at all by then (a slowloris, or a trickled HTTP/2 preface, before hyper's own
+/// header timer starts) is dropped. So is one still open one more `idle_limit` after
+/// an idle close began: an HTTP/2 client that never acknowledges the GOAWAY's PING
+/// would otherwise keep it open.
 async fn drive<C>(
     connection: C,
     findings: &framing::Findings,
@@ -330,7 +350,7 @@ async fn drive<C>(
     let idle = tokio::time::sleep(idle_limit);
     tokio::pin!(idle);
     let mut requests_before = 0;
-    let mut shutting_down = false;
+    let mut phase = Phase::Serving;
     loop {
         // Biased: the connection is polled first on every wakeup; no random pick.
         tokio::select! {
@@ -342,27 +362,63 @@ async fn drive<C>(
                 return;
             }
             // Err: the accept loop is gone without a word; close as well.
-            _ = closing.changed(), if !shutting_down => {
+            _ = closing.changed(), if phase != Phase::ShuttingDown => {
                 connection.as_mut().graceful_shutdown();
-                shutting_down = true;
+                phase = Phase::ShuttingDown;
             }
-            () = idle.as_mut(), if !shutting_down => match findings.requests() {
-                0 => {
-                    tracing::debug!("no request within header_read_timeout: closing");
-                    return;
+            () = idle.as_mut(), if phase != Phase::ShuttingDown => {
+                let requests = findings.requests();
+                let quiet = requests == requests_before && findings.open_responses() == 0;
+                match phase {
+                    _ if requests == 0 => {
+                        tracing::debug!("no request within header_read_timeout: closing");
+                        return;
+                    }
+                    Phase::ClosingIdle => {
+                        tracing::debug!("an idle close did not finish within header_read_timeout: closing");
+                        return;
+                    }
+                    Phase::Serving if quiet => {
+                        tracing::debug!("no new request for header_read_timeout: closing when idle");
+                        connection.as_mut().graceful_shutdown();
+                        phase = Phase::ClosingIdle;
+                    }
+                    _ => requests_before = requests,
                 }
-                requests if requests == requests_before => {
-                    tracing::debug!("no new request for header_read_timeout: closing when idle");
-                    connection.as_mut().graceful_shutdown();
-                    shutting_down = true;
-                }
-                requests => {
-                    requests_before = requests;
-                    idle.as_mut().reset(tokio::time::Instant::now() + idle_limit);
-                }
-            },
+                idle.as_mut().reset(tokio::time::Instant::now() + idle_limit);
+            }
         }
     }
+}
+
+/// Where a client connection is in its life, for [`drive`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Serving,
+    /// Idle for a whole timeout: asked to close; dropped if still open one more later.
+    ClosingIdle,
+    /// The proxy is stopping: asked to close; `shutdown_timeout` bounds the rest.
+    ShuttingDown,
+}
+
+/// 431 for an HTTP/2 request with more header fields than `proxy.max_headers` (hyper
+/// counts them for HTTP/1 only).
+fn too_many_headers(
+    request: &Request<Incoming>,
+    max_headers: usize,
+) -> Option<Response<ProxyBody>> {
+    (request.version() == hyper::Version::HTTP_2 && request.headers().len() > max_headers).then(
+        || {
+            tracing::debug!(
+                headers = request.headers().len(),
+                "refused an HTTP/2 request with too many header fields"
+            );
+            forward::plain(
+                hyper::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "jenkins-ha-proxy: too many header fields (proxy.max_headers)\n",
+            )
+        },
+    )
 }
 
 /// 400 for a request whose length is stated two ways, and the connection closed: the
@@ -416,6 +472,7 @@ mod tests {
             max_connections: 1,
             // Two worker threads, as on a 2-core machine.
             workers: 2,
+            http2_max_streams: 100,
         };
         let stop = CancellationToken::new();
         let server = tokio::spawn(serve_with(

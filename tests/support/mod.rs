@@ -4,6 +4,7 @@
 
 pub mod child;
 pub mod exposition;
+pub mod h2;
 pub mod tcp_master;
 pub mod ws_master;
 
@@ -67,6 +68,8 @@ pub fn backends(masters: &[(&str, SocketAddr)]) -> Vec<BackendConfig> {
             standby: config::Standby::None,
             start_command: None,
             fence_command: None,
+            max_connections: config::DEFAULT_BACKEND_MAX_CONNECTIONS,
+            max_connects: config::DEFAULT_BACKEND_MAX_CONNECTS,
         })
         .collect()
 }
@@ -89,6 +92,7 @@ pub fn config_for(masters: &[&SampleMaster], health: HealthConfig, failback: Fai
             max_headers: config::DEFAULT_MAX_HEADERS,
             max_connections: config::DEFAULT_MAX_CONNECTIONS,
             workers: None,
+            http2_max_streams: config::DEFAULT_HTTP2_MAX_STREAMS,
         },
         admin: AdminConfig {
             listen: loopback,

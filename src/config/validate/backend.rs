@@ -9,7 +9,10 @@ use toml::Spanned;
 use super::check_name;
 use crate::config::errors::Source;
 use crate::config::raw::RawBackend;
-use crate::config::{BackendConfig, ConfigError, Standby};
+use crate::config::{
+    BackendConfig, ConfigError, Standby, DEFAULT_BACKEND_MAX_CONNECTIONS,
+    DEFAULT_BACKEND_MAX_CONNECTS,
+};
 
 const URL_EXAMPLE: &str = "e.g. \"http://10.0.0.11:8080\"";
 
@@ -87,7 +90,24 @@ fn backend(
         standby: Standby::None,
         start_command: None,
         fence_command: None,
+        max_connections: super::bounded(
+            src,
+            &key("max_connections"),
+            &raw.max_connections,
+            DEFAULT_BACKEND_MAX_CONNECTIONS,
+            1,
+            1_000_000,
+        )?,
+        max_connects: DEFAULT_BACKEND_MAX_CONNECTS,
     };
+    backend.max_connects = super::bounded(
+        src,
+        &key("max_connects"),
+        &raw.max_connects,
+        DEFAULT_BACKEND_MAX_CONNECTS.min(backend.max_connections),
+        1,
+        backend.max_connections,
+    )?;
     backend.url = format!("http://{}", backend.authority());
     super::promotion::backend_promotion(src, index, raw, &mut backend)?;
     Ok((backend, name.span(), url.span()))
@@ -206,6 +226,8 @@ mod tests {
             standby: Standby::None,
             start_command: None,
             fence_command: None,
+            max_connections: DEFAULT_BACKEND_MAX_CONNECTIONS,
+            max_connects: DEFAULT_BACKEND_MAX_CONNECTS,
         };
         assert_eq!(
             endpoint_key(&backend("::1")),

@@ -7,7 +7,7 @@ use std::ops::Range;
 
 use toml::Spanned;
 
-use super::{check_name, listen_addr, optional_duration, Listener};
+use super::{bounded, check_name, listen_addr, optional_duration, Listener};
 use crate::config::errors::Source;
 use crate::config::raw::RawTcp;
 use crate::config::{ConfigError, TcpConfig};
@@ -100,7 +100,20 @@ fn listener(
         backend_port,
         advertise_host,
         advertise_port,
-        idle_timeout: optional_duration(src, &key("idle_timeout"), &raw.idle_timeout, None)?,
+        idle_timeout: optional_duration(
+            src,
+            &key("idle_timeout"),
+            &raw.idle_timeout,
+            Some(crate::config::DEFAULT_TCP_IDLE_TIMEOUT),
+        )?,
+        max_connections: bounded(
+            src,
+            &key("max_connections"),
+            &raw.max_connections,
+            crate::config::DEFAULT_TCP_MAX_CONNECTIONS,
+            1,
+            1_000_000,
+        )?,
     };
     Ok((config, listen, name.span()))
 }
