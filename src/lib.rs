@@ -35,10 +35,12 @@
 //! - [`routing`]: the immutable [`routing::Snapshot`] and the read handle over it.
 //! - [`health`]: heartbeat probes, one task per master.
 //! - [`upstream`]: connections to masters: connect with deadline, a small idle pool per proxy
-//!   worker; a request that must connect also takes a connection given back meanwhile.
+//!   worker, per-master caps on connections and on connects in flight; a request that
+//!   must connect also takes a connection given back meanwhile.
 //! - [`drain`]: per-master connection gauges, and closing what is left on a demoted master.
-//! - [`fd_limit`]: the open-file limit: raised at start-up; running out of descriptors
-//!   is logged and never blamed on a master.
+//! - [`fd_limit`]: the open-file limit: raised at start-up; a reserve kept from clients
+//!   for the admin API and the health checks; running out of descriptors is logged and
+//!   never blamed on a master.
 //! - [`tunnel`]: byte pipes for upgraded connections and TCP forwards, with idle timeout.
 //! - [`promotion`]: fence the old master, reload or start the new one, wait until ready.
 //! - [`proxy`]: the client-facing HTTP/1.1 + h2c listener (one worker thread per core) and request forwarding;
