@@ -1,11 +1,13 @@
 //! The state file: which master was active, remembered across restarts of the proxy,
 //! so that restarting the proxy is never an unplanned switch on a shared home.
 //!
-//! Written atomically (temp file, fsync, rename, fsync of the directory) on every
-//! change of the active master; a missing or corrupt file is logged and ignored.
+//! Written atomically (a new temp file, fsync, rename, fsync of the directory) on every
+//! change of the active master, never through a symlink planted in the directory; a
+//! missing or corrupt file is logged and ignored.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -80,21 +82,56 @@ fn write_atomically(path: &Path, state: &State) -> std::io::Result<()> {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let temp = directory.join(format!(
-        ".{}.tmp",
-        path.file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("state.json")
-    ));
-    {
-        let mut file = std::fs::File::create(&temp)?;
+    let name = path
+        .file_name()
+        .map_or_else(|| "state.json".into(), |n| n.to_string_lossy());
+    let (temp, mut file) = create_temp(&directory, &name)?;
+    let written = (|| {
         file.write_all(&json)?;
         file.write_all(b"\n")?;
         file.sync_all()?;
+        drop(file);
+        std::fs::rename(&temp, path)
+    })();
+    if let Err(error) = written {
+        // Leave nothing behind; the next change of the active master tries again.
+        let _ = std::fs::remove_file(&temp);
+        return Err(error);
     }
-    std::fs::rename(&temp, path)?;
     // Make the rename itself durable.
     std::fs::File::open(&directory)?.sync_all()
+}
+
+/// Numbers the temporary files of this process, so each write gets a name of its own.
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+/// Names tried before giving up: only stale or planted files take them.
+const TEMP_ATTEMPTS: u32 = 1000;
+
+/// Creates `<directory>/.<name>.<pid>.<counter>.tmp`, a new file. `create_new` is
+/// O_CREAT|O_EXCL, which fails on anything already at that path, a symlink included
+/// (even a dangling one), so a link planted there is never written through.
+fn create_temp(directory: &Path, name: &str) -> std::io::Result<(PathBuf, std::fs::File)> {
+    let pid = std::process::id();
+    for _ in 0..TEMP_ATTEMPTS {
+        let counter = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let temp = directory.join(format!(".{name}.{pid}.{counter}.tmp"));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+        {
+            Ok(file) => return Ok((temp, file)),
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(error) => return Err(error),
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AlreadyExists,
+        format!(
+            "{TEMP_ATTEMPTS} temporary file names in {} are taken: remove the .{name}.*.tmp files there",
+            directory.display()
+        ),
+    ))
 }
 
 #[cfg(test)]
@@ -123,5 +160,61 @@ mod tests {
         std::fs::write(&path, "").expect("empty");
         assert_eq!(load(&path), None, "empty");
         assert_eq!(load(&dir), None, "a directory");
+    }
+
+    #[test]
+    fn the_writer_never_follows_a_planted_symlink() {
+        let dir = temp_dir("links");
+        let path = dir.join("state.json");
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "precious\n").expect("victim");
+        // The old fixed temp name, and the next names this process would pick.
+        let next = TEMP_COUNTER.load(Ordering::Relaxed);
+        let pid = std::process::id();
+        let mut planted = vec![dir.join(".state.json.tmp")];
+        planted.extend((next..next + 8).map(|n| dir.join(format!(".state.json.{pid}.{n}.tmp"))));
+        for link in &planted {
+            let _ = std::fs::remove_file(link);
+            std::os::unix::fs::symlink(&victim, link).expect("plant a symlink");
+        }
+        let state = State {
+            active: Some("master-a".into()),
+            since: "2026-11-21T00:00:00Z".into(),
+        };
+        write_atomically(&path, &state).expect("write");
+        assert_eq!(
+            std::fs::read_to_string(&victim).expect("victim"),
+            "precious\n"
+        );
+        assert_eq!(load(&path).as_deref(), Some("master-a"));
+        for link in &planted {
+            assert!(link.is_symlink(), "{} left alone", link.display());
+        }
+        let temps = std::fs::read_dir(&dir)
+            .expect("list")
+            .filter_map(Result::ok)
+            .filter(|entry| !entry.path().is_symlink())
+            .filter(|entry| entry.file_name().to_string_lossy().ends_with(".tmp"))
+            .count();
+        assert_eq!(temps, 0, "no temporary file left behind");
+    }
+
+    #[test]
+    fn a_failed_write_leaves_no_temporary_file() {
+        let dir = temp_dir("fail");
+        // Renaming a file over a non-empty directory fails.
+        let path = dir.join("state.json");
+        std::fs::create_dir_all(path.join("occupied")).expect("a directory in the way");
+        let state = State {
+            active: None,
+            since: "2026-11-21T00:00:00Z".into(),
+        };
+        assert!(write_atomically(&path, &state).is_err());
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .expect("list")
+            .filter_map(Result::ok)
+            .map(|entry| entry.file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("state.json")]);
     }
 }

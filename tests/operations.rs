@@ -196,6 +196,53 @@ async fn a_restart_keeps_the_remembered_master_even_with_failback_never() {
     daemon.shutdown().await;
 }
 
+/// Issue 12 (7): the writer used a fixed temp name, `.state.json.tmp`, and followed a
+/// symlink planted there: its target was overwritten with the state.
+#[tokio::test]
+async fn the_state_writer_never_writes_through_a_planted_symlink() {
+    let (a, _b) = pair().await;
+    let dir = temp_dir("state-links");
+    let state = dir.join("state.json");
+    let _ = std::fs::remove_file(&state);
+    let victim = dir.join("victim");
+    std::fs::write(&victim, "precious\n").expect("victim");
+    // The old temp name, and the names a writer in this process (the in-process daemon)
+    // would plausibly pick.
+    let pid = std::process::id();
+    let mut planted: Vec<PathBuf> = [".state.json.tmp", "state.json.tmp", ".state.json.swp"]
+        .iter()
+        .map(|name| dir.join(name))
+        .collect();
+    planted.push(dir.join(format!(".state.json.{pid}.tmp")));
+    planted.extend((0..32).map(|n| dir.join(format!(".state.json.{pid}.{n}.tmp"))));
+    for link in &planted {
+        let _ = std::fs::remove_file(link);
+        std::os::unix::fs::symlink(&victim, link).expect("plant a symlink");
+    }
+    let path = dir.join("proxy.toml");
+    write_config(
+        &path,
+        &[&a],
+        &format!("[failover]\nstate_file = \"{}\"", state.display()),
+    );
+    let daemon = TestDaemon::start_from_file(&path).await;
+    daemon.wait_active(Some("master-a")).await;
+    wait_until("state file names master-a", || async {
+        std::fs::read_to_string(&state).is_ok_and(|s| s.contains("\"master-a\""))
+    })
+    .await;
+    daemon.shutdown().await;
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("victim"),
+        "precious\n",
+        "the symlinks' target is untouched"
+    );
+    assert!(!state.is_symlink(), "the state file is a file of its own");
+    for link in &planted {
+        assert!(link.is_symlink(), "{} left as it was", link.display());
+    }
+}
+
 #[tokio::test]
 async fn switchover_is_refused_to_an_unhealthy_master_and_loses_nothing_when_accepted() {
     let (a, b, daemon) = both_healthy("switchover").await;
