@@ -2,8 +2,9 @@
 //! so that restarting the proxy is never an unplanned switch on a shared home.
 //!
 //! Written atomically (a new temp file, fsync, rename, fsync of the directory) on every
-//! change of the active master, never through a symlink planted in the directory; a
-//! missing or corrupt file is logged and ignored.
+//! change of the active master, never through a symlink planted in the directory.
+//! Read once at start, only if it is a small regular file; a missing, corrupt or
+//! strange one (a FIFO, a device, a huge file) is logged and ignored.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::routing::Snapshot;
+use crate::small_file::{self, SmallFileError};
 
 #[derive(Debug, Serialize, Deserialize)]
 struct State {
@@ -24,20 +26,32 @@ struct State {
     since: String,
 }
 
-/// The master remembered in `path`, if the file is there and readable.
+/// Largest state file read: what the writer produces is under 200 bytes.
+pub const MAX_STATE_BYTES: u64 = 64 * 1024;
+
+/// The master remembered in `path`, if the file is there and readable. Anything but a
+/// small regular file (a FIFO, a device, a huge file) is logged and ignored at once,
+/// without blocking start-up: the proxy then elects as on a first start.
 pub fn load(path: &Path) -> Option<String> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+    let content = match small_file::read(path, MAX_STATE_BYTES) {
+        Ok(content) => content,
+        Err(SmallFileError::NotFound) => {
             tracing::info!(path = %path.display(), "no state file yet: first start");
             return None;
         }
+        Err(error @ (SmallFileError::NotRegular(_) | SmallFileError::TooLarge { .. })) => {
+            tracing::warn!(path = %path.display(),
+                "ignoring the state file: {error}; normal election. Remove what is at that path, \
+                 or set failover.state_file to a path of the proxy's own");
+            return None;
+        }
         Err(error) => {
-            tracing::warn!(path = %path.display(), %error, "cannot read the state file; ignoring it");
+            tracing::warn!(path = %path.display(), %error,
+                "cannot read the state file; ignoring it (normal election): fix its permissions or remove it");
             return None;
         }
     };
-    match serde_json::from_str::<State>(&text) {
+    match serde_json::from_slice::<State>(&content) {
         Ok(state) => state.active,
         Err(error) => {
             tracing::warn!(path = %path.display(), %error, "the state file is corrupt; ignoring it");
@@ -160,6 +174,15 @@ mod tests {
         std::fs::write(&path, "").expect("empty");
         assert_eq!(load(&path), None, "empty");
         assert_eq!(load(&dir), None, "a directory");
+        assert_eq!(load(Path::new("/dev/zero")), None, "a device");
+        // Valid JSON, but no file this proxy writes is that large.
+        let mut padded = br#"{"active":"master-b","since":"2026-11-21T00:00:00Z"}"#.to_vec();
+        padded.resize(MAX_STATE_BYTES as usize + 1, b' ');
+        std::fs::write(&path, &padded).expect("padded");
+        assert_eq!(load(&path), None, "too large");
+        padded.truncate(MAX_STATE_BYTES as usize);
+        std::fs::write(&path, &padded).expect("padded");
+        assert_eq!(load(&path).as_deref(), Some("master-b"), "at the limit");
     }
 
     #[test]

@@ -18,16 +18,6 @@ use tokio::net::TcpStream;
 const GIB: u64 = 1 << 30;
 const LIMIT_KIB: u64 = 64 * 1024;
 
-/// A `/proc/<pid>/status` field in KiB.
-fn proc_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(field))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("{field} not in /proc/{pid}/status"))
-}
-
 /// A one-master config file for the child daemon, named after the test.
 fn config_file(test: &str, master: &SampleMaster) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("jenkins-ha-proxy-memory-{}", std::process::id()));
@@ -53,8 +43,8 @@ async fn one_gib_each_way_with_flat_memory() {
     let config = config_file("streaming", &master);
     let daemon = ChildDaemon::start(&config, None).await;
     daemon.wait_log("master-a is now active").await;
-    let (pid, proxy) = (daemon.pid, daemon.proxy);
-    let idle_kib = proc_kib(pid, "VmRSS:");
+    let proxy = daemon.proxy;
+    let idle_kib = daemon.status_kib("VmRSS:");
 
     let stream = TcpStream::connect(proxy).await.expect("connect");
     let (mut sender, connection) = http1::handshake(TokioIo::new(stream))
@@ -106,7 +96,7 @@ async fn one_gib_each_way_with_flat_memory() {
         format!("received {GIB} bytes\n")
     );
 
-    let peak_kib = proc_kib(pid, "VmHWM:");
+    let peak_kib = daemon.status_kib("VmHWM:");
     eprintln!("proxy RSS idle {idle_kib} KiB, peak over 2 GiB streamed {peak_kib} KiB");
     assert!(
         peak_kib < LIMIT_KIB,
@@ -133,8 +123,8 @@ async fn unique_large_cli_session_headers_do_not_grow_memory() {
     let config = config_file("sessions", &master);
     let daemon = ChildDaemon::start(&config, None).await;
     daemon.wait_log("master-a is now active").await;
-    let (pid, proxy) = (daemon.pid, daemon.proxy);
-    let idle_kib = proc_kib(pid, "VmRSS:");
+    let proxy = daemon.proxy;
+    let idle_kib = daemon.status_kib("VmRSS:");
 
     // A long id is still forwarded unchanged: only its pairing is not tracked.
     let long_id = "s".repeat(ID_BYTES);
@@ -182,7 +172,7 @@ async fn unique_large_cli_session_headers_do_not_grow_memory() {
     {
         sender.expect("sender task");
     }
-    let after_kib = proc_kib(pid, "VmRSS:");
+    let after_kib = daemon.status_kib("VmRSS:");
     eprintln!(
         "proxy RSS idle {idle_kib} KiB, after {REQUESTS} unique {ID_BYTES}-byte Session ids \
          {after_kib} KiB (sent in {:?})",
