@@ -474,20 +474,25 @@ impl Daemon {
     }
 }
 
-/// Promotion settings and hooks; Jenkins credentials are read from their file here
-/// (an unreadable file is logged, and REST calls then go without auth and fail).
+/// The credentials of `jenkins.user` / `jenkins.api_token_file`, if set. An unusable
+/// file does not stop the daemon (REST calls then go without auth and fail): the
+/// error says so, for the log of `run` and reloads and the warning of `check`.
+pub fn jenkins_credentials(config: &Config) -> Result<Option<Credentials>, String> {
+    match (&config.jenkins.user, &config.jenkins.api_token_file) {
+        (Some(user), Some(file)) => Credentials::load(user, file).map(Some).map_err(|error| {
+            format!("{error}; hot promotion REST calls will fail until it is fixed")
+        }),
+        _ => Ok(None),
+    }
+}
+
+/// Promotion settings and hooks; Jenkins credentials are read from their file here.
 fn owner_settings(config: &Config) -> OwnerSettings {
     let jenkins = &config.jenkins;
-    let credentials = match (&jenkins.user, &jenkins.api_token_file) {
-        (Some(user), Some(file)) => match Credentials::load(user, file) {
-            Ok(credentials) => Some(credentials),
-            Err(error) => {
-                tracing::error!("{error}: hot promotion REST calls will fail until it is fixed");
-                None
-            }
-        },
-        _ => None,
-    };
+    let credentials = jenkins_credentials(config).unwrap_or_else(|error| {
+        tracing::error!("{error}");
+        None
+    });
     OwnerSettings {
         promotion: Arc::new(PromotionSettings {
             require_fence: config.failover.require_fence,

@@ -1,6 +1,9 @@
 //! Reading the small files the config names (the state file, token files) so that a
 //! wrong path cannot hang or exhaust the daemon: only a regular file is read, its
 //! open never blocks (a FIFO without a writer, a device), and at most a given size.
+//!
+//! Secrets (`admin.token_file`, `jenkins.api_token_file`) are read by [`read_secret`]
+//! alone, so `check`, `run` and reloads judge a token file the same way.
 
 use std::io::Read;
 use std::path::Path;
@@ -56,6 +59,47 @@ pub fn read(path: &Path, limit: u64) -> Result<Vec<u8>, SmallFileError> {
     Ok(content)
 }
 
+/// Largest token file read: a token is one short line.
+pub const MAX_SECRET_BYTES: u64 = 64 * 1024;
+
+/// The secret in the file `path` that config key `key` names, surrounding whitespace
+/// trimmed. The error names the key and the file, and says what to do.
+pub fn read_secret(key: &str, path: &Path) -> Result<String, String> {
+    let shown = path.display();
+    let content = match read(path, MAX_SECRET_BYTES) {
+        Ok(content) => content,
+        Err(SmallFileError::NotFound) => {
+            return Err(format!(
+                "{key} {shown} does not exist: create it holding the secret (one line), or fix the path"
+            ))
+        }
+        Err(error @ SmallFileError::NotRegular(_)) => {
+            return Err(format!(
+                "{key} {shown}: {error}: point {key} at the file holding the secret"
+            ))
+        }
+        Err(error @ SmallFileError::TooLarge { .. }) => {
+            return Err(format!(
+                "{key} {shown}: {error}: the file must hold only the secret (one line)"
+            ))
+        }
+        Err(error) => {
+            return Err(format!(
+                "cannot read {key} {shown}: {error}: fix its permissions so the proxy's user can read it"
+            ))
+        }
+    };
+    let text = String::from_utf8(content).map_err(|_| {
+        format!("{key} {shown} is not UTF-8 text: the file must hold only the secret (one line)")
+    })?;
+    match text.trim() {
+        "" => Err(format!(
+            "{key} {shown} is empty: put the secret in it (one line)"
+        )),
+        secret => Ok(secret.to_owned()),
+    }
+}
+
 fn describe(kind: std::fs::FileType) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
     if kind.is_dir() {
@@ -109,6 +153,34 @@ mod tests {
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink(&file, &link).expect("symlink");
         assert_eq!(read(&link, 5).expect("through a symlink"), b"12345");
+    }
+
+    #[test]
+    fn a_secret_is_trimmed_and_every_refusal_names_key_and_file() {
+        let dir = temp_dir("secret");
+        let file = dir.join("token");
+        std::fs::write(&file, "  s3cret\n").expect("write");
+        assert_eq!(
+            read_secret("admin.token_file", &file).as_deref(),
+            Ok("s3cret")
+        );
+        let empty = dir.join("empty");
+        std::fs::write(&empty, " \n").expect("write");
+        let binary = dir.join("binary");
+        std::fs::write(&binary, [0xff, 0xfe]).expect("write");
+        for (path, why) in [
+            (dir.join("missing"), "does not exist"),
+            (dir.clone(), "a directory"),
+            (empty, "is empty"),
+            (binary, "not UTF-8"),
+        ] {
+            let error = read_secret("admin.token_file", &path).expect_err("refused");
+            assert!(error.contains(why), "{error}");
+            assert!(
+                error.contains(&format!("admin.token_file {}", path.display())),
+                "{error}"
+            );
+        }
     }
 
     #[test]
