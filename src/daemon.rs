@@ -338,6 +338,9 @@ impl Daemon {
 
     async fn try_reload(&mut self, path: &std::path::Path) -> Result<String, String> {
         let new = Config::load(path).map_err(|error| error.to_string())?;
+        // As `run` and `check` do: an unusable token file would lock the admin API
+        // (this very call included) until a SIGHUP, so the reload is refused instead.
+        let token = Token::load(new.admin.token_file.as_deref())?;
         for (key, old, now) in [
             ("proxy.listen", self.config.proxy.listen, new.proxy.listen),
             ("admin.listen", self.config.admin.listen, new.admin.listen),
@@ -412,8 +415,7 @@ impl Daemon {
             advertised: advertised_for(&new.tcp, |index| ports.get(index).copied().flatten()),
             ..proxy_settings(&new, &[])
         });
-        self.admin_ctx
-            .replace_token(Token::from_config(new.admin.token_file.as_deref()));
+        self.admin_ctx.replace_token(token);
         let (old_proxy, new_proxy) = (&self.config.proxy, &new.proxy);
         let restart_only = [
             (

@@ -424,6 +424,52 @@ async fn mutating_calls_need_the_token_and_status_does_not() {
     daemon.shutdown().await;
 }
 
+/// A reload whose `admin.token_file` is unusable is refused like `run` refuses to start:
+/// it used to be applied, and the admin API then refused every call, reloads included.
+#[tokio::test]
+async fn a_reload_with_an_unusable_token_file_is_refused_and_the_old_token_stays() {
+    let (a, b) = pair().await;
+    let dir = temp_dir("token-reload");
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, "s3cret-token\n").expect("token file");
+    let empty = dir.join("empty-token");
+    std::fs::write(&empty, "").expect("empty token file");
+    let path = dir.join("proxy.toml");
+    write_config(
+        &path,
+        &[&a, &b],
+        &format!("token_file = \"{}\"", token_file.display()),
+    );
+    let daemon = TestDaemon::start_from_file(&path).await;
+    daemon.wait_active(Some("master-a")).await;
+    wait_until("master-b healthy", || async {
+        daemon.status().await["backends"][1]["healthy"] == true
+    })
+    .await;
+    write_config(
+        &path,
+        &[&a, &b],
+        &format!("token_file = \"{}\"", empty.display()),
+    );
+    let reply = post(daemon.admin, "/reload", Some("s3cret-token")).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text());
+    assert!(
+        reply
+            .text()
+            .contains(&format!("admin.token_file {} is empty", empty.display())),
+        "{}",
+        reply.text()
+    );
+    let reply = post(
+        daemon.admin,
+        "/switchover?to=master-b",
+        Some("s3cret-token"),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    daemon.shutdown().await;
+}
+
 #[tokio::test]
 async fn systemd_notifications_arrive_on_notify_socket() {
     use tokio::io::AsyncBufReadExt;
