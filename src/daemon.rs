@@ -349,6 +349,9 @@ impl Daemon {
 
     async fn try_reload(&mut self, path: &std::path::Path) -> Result<String, String> {
         let new = Config::load(path).map_err(|error| error.to_string())?;
+        // As `run` and `check` do: an unusable token file would lock the admin API
+        // (this very call included) until a SIGHUP, so the reload is refused instead.
+        let token = Token::load(new.admin.token_file.as_deref())?;
         for (key, old, now) in [
             ("proxy.listen", self.config.proxy.listen, new.proxy.listen),
             ("admin.listen", self.config.admin.listen, new.admin.listen),
@@ -423,8 +426,7 @@ impl Daemon {
             advertised: advertised_for(&new.tcp, |index| ports.get(index).copied().flatten()),
             ..proxy_settings(&new, &[])
         });
-        self.admin_ctx
-            .replace_token(Token::from_config(new.admin.token_file.as_deref()));
+        self.admin_ctx.replace_token(token);
         let (old_proxy, new_proxy) = (&self.config.proxy, &new.proxy);
         let restart_only = [
             (
@@ -489,20 +491,25 @@ impl Daemon {
     }
 }
 
-/// Promotion settings and hooks; Jenkins credentials are read from their file here
-/// (an unreadable file is logged, and REST calls then go without auth and fail).
+/// The credentials of `jenkins.user` / `jenkins.api_token_file`, if set. An unusable
+/// file does not stop the daemon (REST calls then go without auth and fail): the
+/// error says so, for the log of `run` and reloads and the warning of `check`.
+pub fn jenkins_credentials(config: &Config) -> Result<Option<Credentials>, String> {
+    match (&config.jenkins.user, &config.jenkins.api_token_file) {
+        (Some(user), Some(file)) => Credentials::load(user, file).map(Some).map_err(|error| {
+            format!("{error}; hot promotion REST calls will fail until it is fixed")
+        }),
+        _ => Ok(None),
+    }
+}
+
+/// Promotion settings and hooks; Jenkins credentials are read from their file here.
 fn owner_settings(config: &Config) -> OwnerSettings {
     let jenkins = &config.jenkins;
-    let credentials = match (&jenkins.user, &jenkins.api_token_file) {
-        (Some(user), Some(file)) => match Credentials::load(user, file) {
-            Ok(credentials) => Some(credentials),
-            Err(error) => {
-                tracing::error!("{error}: hot promotion REST calls will fail until it is fixed");
-                None
-            }
-        },
-        _ => None,
-    };
+    let credentials = jenkins_credentials(config).unwrap_or_else(|error| {
+        tracing::error!("{error}");
+        None
+    });
     OwnerSettings {
         promotion: Arc::new(PromotionSettings {
             require_fence: config.failover.require_fence,

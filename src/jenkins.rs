@@ -27,19 +27,7 @@ impl std::fmt::Debug for Credentials {
 impl Credentials {
     /// `user` and the API token read from `token_file`.
     pub fn load(user: &str, token_file: &Path) -> Result<Credentials, String> {
-        let token = std::fs::read_to_string(token_file).map_err(|error| {
-            format!(
-                "cannot read jenkins.api_token_file {}: {error}",
-                token_file.display()
-            )
-        })?;
-        let token = token.trim();
-        if token.is_empty() {
-            return Err(format!(
-                "jenkins.api_token_file {} is empty",
-                token_file.display()
-            ));
-        }
+        let token = crate::small_file::read_secret("jenkins.api_token_file", token_file)?;
         Ok(Credentials {
             header: format!("Basic {}", base64(format!("{user}:{token}").as_bytes())),
         })

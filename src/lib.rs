@@ -54,6 +54,8 @@
 //! - [`daemon`]: wires it all together: [`daemon::run`] takes bound listeners and a shutdown future.
 //! - [`cli`]: the command line (`run`, `check`, `status`, `demo`); `main.rs` only calls it.
 //! - [`state`]: the state file that remembers the active master across restarts.
+//! - [`small_file`]: reads the small files the config names (state, tokens): regular
+//!   files only, never blocking on a FIFO or device, bounded in size.
 //! - [`systemd`]: sd_notify readiness, reload and watchdog messages.
 //! - [`sample`]: a sample Jenkins-like master, used by `demo`, tests and benches.
 #![forbid(unsafe_code)]
@@ -74,6 +76,7 @@ pub mod promotion;
 pub mod proxy;
 pub mod routing;
 pub mod sample;
+pub mod small_file;
 pub mod state;
 pub mod systemd;
 pub mod tcp;

@@ -318,3 +318,99 @@ fn json_field(line: &str, key: &str) -> String {
         .expect("a string field")
         .to_owned()
 }
+
+/// A config whose admin listener needs `admin.token_file` = `token_file`, plus `extra`.
+fn token_config(name: &str, token_file: &std::path::Path, extra: &str) -> std::path::PathBuf {
+    temp_config(
+        name,
+        &format!(
+            "[proxy]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             token_file = \"{}\"\n[failover]\nstate_file = \"off\"\n{extra}\n\
+             [[backend]]\nname = \"a\"\nurl = \"http://127.0.0.1:9\"\n",
+            token_file.display()
+        ),
+    )
+}
+
+/// Issue 12 (9): `check` said "is valid" for an `admin.token_file` that was missing or
+/// a directory, and `run` then exited 1, so the unit's `ExecStartPre=check` passed and
+/// the service failed; with an empty file `run` started and refused every admin call.
+/// Now both read the file through one function and fail alike, naming it.
+#[tokio::test]
+async fn check_and_run_agree_on_an_unusable_admin_token_file() {
+    let dir = std::env::temp_dir().join(format!("jenkins-ha-proxy-tokens-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("a-directory")).expect("dir");
+    std::fs::write(dir.join("empty"), "\n").expect("empty token file");
+    let cases = [
+        ("missing", "does not exist"),
+        ("a-directory", "a directory"),
+        ("empty", "is empty"),
+    ];
+    for (file, why) in cases {
+        let token_file = dir.join(file);
+        let path = token_config(&format!("token-{file}.toml"), &token_file, "");
+        let named = format!("admin.token_file {}", token_file.display());
+
+        let output = Command::new(BIN)
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .expect("run check");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "check, {file}: {stderr}");
+        assert!(stderr.contains(&named) && stderr.contains(why), "{stderr}");
+
+        // The old code ran on with an empty file: bounded by the deadline.
+        let mut child = spawn(&["run", "--config"], Some(&path));
+        let mut stderr = lines_of(child.stderr.take().expect("stderr"));
+        let line = wait_line(&mut stderr, "admin.token_file").await;
+        assert!(line.contains(&named) && line.contains(why), "{line}");
+        drain_rest(stderr);
+        let status = wait_exit(&mut child).await;
+        assert_eq!(status.code(), Some(1), "run, {file}");
+    }
+
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, "s3cret\n").expect("token file");
+    let path = token_config("token-ok.toml", &token_file, "");
+    let output = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run check");
+    assert!(output.status.success(), "{output:?}");
+}
+
+/// `run` starts without a usable `jenkins.api_token_file` (it logs an error, and only
+/// hot promotion's REST calls fail), so `check` passes but says so.
+#[test]
+fn check_warns_about_an_unusable_jenkins_api_token_file() {
+    let dir = std::env::temp_dir().join(format!("jenkins-ha-proxy-api-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let admin_token = dir.join("admin-token");
+    std::fs::write(&admin_token, "s3cret\n").expect("token file");
+    let missing = dir.join("missing-jenkins-token");
+    let path = token_config(
+        "api-token.toml",
+        &admin_token,
+        &format!(
+            "[jenkins]\nuser = \"ha-proxy\"\napi_token_file = \"{}\"",
+            missing.display()
+        ),
+    );
+    let output = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run check");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "warning: jenkins.api_token_file {} does not exist",
+            missing.display()
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("hot promotion"), "{stderr}");
+}

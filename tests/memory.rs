@@ -1,12 +1,14 @@
-//! Streaming, not buffering: 1 GiB up and 1 GiB down through the real binary, whose
-//! peak resident memory (VmHWM, read from /proc) must stay under 64 MiB.
+//! The real binary's memory, read from /proc: streaming, not buffering (1 GiB up and
+//! 1 GiB down with a peak under 64 MiB), and no unbounded growth from hostile headers.
 
 mod support;
 
+use std::time::{Duration, Instant};
+
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::client::conn::http1;
-use hyper::Request;
+use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use jenkins_ha_proxy::sample::SampleMaster;
 use support::channel_body;
@@ -16,24 +18,11 @@ use tokio::net::TcpStream;
 const GIB: u64 = 1 << 30;
 const LIMIT_KIB: u64 = 64 * 1024;
 
-/// A `/proc/<pid>/status` field in KiB.
-fn proc_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(field))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("{field} not in /proc/{pid}/status"))
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_gib_each_way_with_flat_memory() {
-    let master = SampleMaster::start("master-a", "127.0.0.2:0".parse().expect("addr"))
-        .await
-        .expect("master");
+/// A one-master config file for the child daemon, named after the test.
+fn config_file(test: &str, master: &SampleMaster) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("jenkins-ha-proxy-memory-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
-    let config = dir.join("memory.toml");
+    let config = dir.join(format!("{test}.toml"));
     std::fs::write(
         &config,
         format!(
@@ -43,10 +32,19 @@ async fn one_gib_each_way_with_flat_memory() {
         ),
     )
     .expect("config");
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_gib_each_way_with_flat_memory() {
+    let master = SampleMaster::start("master-a", "127.0.0.2:0".parse().expect("addr"))
+        .await
+        .expect("master");
+    let config = config_file("streaming", &master);
     let daemon = ChildDaemon::start(&config, None).await;
     daemon.wait_log("master-a is now active").await;
-    let (pid, proxy) = (daemon.pid, daemon.proxy);
-    let idle_kib = proc_kib(pid, "VmRSS:");
+    let proxy = daemon.proxy;
+    let idle_kib = daemon.status_kib("VmRSS:");
 
     let stream = TcpStream::connect(proxy).await.expect("connect");
     let (mut sender, connection) = http1::handshake(TokioIo::new(stream))
@@ -98,11 +96,91 @@ async fn one_gib_each_way_with_flat_memory() {
         format!("received {GIB} bytes\n")
     );
 
-    let peak_kib = proc_kib(pid, "VmHWM:");
+    let peak_kib = daemon.status_kib("VmHWM:");
     eprintln!("proxy RSS idle {idle_kib} KiB, peak over 2 GiB streamed {peak_kib} KiB");
     assert!(
         peak_kib < LIMIT_KIB,
         "peak RSS {peak_kib} KiB >= {LIMIT_KIB} KiB: something buffers"
+    );
+    drop(daemon); // kills the child
+}
+
+/// Issue 12 (2): every request carrying a new CLI `Session` id used to be remembered
+/// for 10 minutes, whatever its size: 20,000 ids of 10 KB took the daemon from 7 MB to
+/// 240 MB, and it stayed there. Now long ids are not tracked and the map is capped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unique_large_cli_session_headers_do_not_grow_memory() {
+    const CONNECTIONS: usize = 4;
+    const REQUESTS: usize = 20_000;
+    const ID_BYTES: usize = 10 * 1024;
+    /// The old code ended at about 225 MiB here (debug build); idle is about 15 MiB.
+    const LIMIT_KIB: u64 = 48 * 1024;
+    const SENDING_DEADLINE: Duration = Duration::from_secs(120);
+
+    let master = SampleMaster::start("master-a", "127.0.0.2:0".parse().expect("addr"))
+        .await
+        .expect("master");
+    let config = config_file("sessions", &master);
+    let daemon = ChildDaemon::start(&config, None).await;
+    daemon.wait_log("master-a is now active").await;
+    let proxy = daemon.proxy;
+    let idle_kib = daemon.status_kib("VmRSS:");
+
+    // A long id is still forwarded unchanged: only its pairing is not tracked.
+    let long_id = "s".repeat(ID_BYTES);
+    let echoed = support::send(
+        proxy,
+        Request::get("/headers")
+            .header("host", "proxy")
+            .header("session", long_id.as_str())
+            .body(Full::new(Bytes::new()))
+            .expect("request"),
+    )
+    .await
+    .expect("reply");
+    assert!(
+        echoed.text().contains(&format!("session: {long_id}")),
+        "the master got the Session header unchanged"
+    );
+
+    let started = Instant::now();
+    let senders = (0..CONNECTIONS).map(|connection| {
+        tokio::spawn(async move {
+            let stream = TcpStream::connect(proxy).await.expect("connect");
+            let (mut sender, conn) = http1::handshake(TokioIo::new(stream))
+                .await
+                .expect("handshake");
+            tokio::spawn(conn);
+            let padding = "x".repeat(ID_BYTES);
+            for request in (connection..REQUESTS).step_by(CONNECTIONS) {
+                sender.ready().await.expect("connection reusable");
+                let request = Request::get("/")
+                    .header("host", "proxy")
+                    .header("session", format!("{request:08}-{padding}"))
+                    .body(Full::new(Bytes::new()))
+                    .expect("request");
+                let response = sender.send_request(request).await.expect("response");
+                assert_eq!(response.status(), StatusCode::OK);
+                response.into_body().collect().await.expect("body");
+            }
+        })
+    });
+    let all = futures_util::future::join_all(senders);
+    for sender in tokio::time::timeout(SENDING_DEADLINE, all)
+        .await
+        .unwrap_or_else(|_| panic!("{REQUESTS} requests not sent within {SENDING_DEADLINE:?}"))
+    {
+        sender.expect("sender task");
+    }
+    let after_kib = daemon.status_kib("VmRSS:");
+    eprintln!(
+        "proxy RSS idle {idle_kib} KiB, after {REQUESTS} unique {ID_BYTES}-byte Session ids \
+         {after_kib} KiB (sent in {:?})",
+        started.elapsed()
+    );
+    assert!(
+        after_kib < LIMIT_KIB,
+        "RSS {after_kib} KiB >= {LIMIT_KIB} KiB after {REQUESTS} unique Session ids: they are kept"
     );
     drop(daemon); // kills the child
 }

@@ -5,11 +5,13 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, StatusCode};
 use jenkins_ha_proxy::sample::SampleMaster;
+use support::child::ChildDaemon;
 use support::{get, send, wait_until, Load, Reply, TestDaemon, DEADLINE};
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -196,6 +198,133 @@ async fn a_restart_keeps_the_remembered_master_even_with_failback_never() {
     daemon.shutdown().await;
 }
 
+/// Issue 12 (7): the writer used a fixed temp name, `.state.json.tmp`, and followed a
+/// symlink planted there: its target was overwritten with the state.
+#[tokio::test]
+async fn the_state_writer_never_writes_through_a_planted_symlink() {
+    let (a, _b) = pair().await;
+    let dir = temp_dir("state-links");
+    let state = dir.join("state.json");
+    let _ = std::fs::remove_file(&state);
+    let victim = dir.join("victim");
+    std::fs::write(&victim, "precious\n").expect("victim");
+    // The old temp name, and the names a writer in this process (the in-process daemon)
+    // would plausibly pick.
+    let pid = std::process::id();
+    let mut planted: Vec<PathBuf> = [".state.json.tmp", "state.json.tmp", ".state.json.swp"]
+        .iter()
+        .map(|name| dir.join(name))
+        .collect();
+    planted.push(dir.join(format!(".state.json.{pid}.tmp")));
+    planted.extend((0..32).map(|n| dir.join(format!(".state.json.{pid}.{n}.tmp"))));
+    for link in &planted {
+        let _ = std::fs::remove_file(link);
+        std::os::unix::fs::symlink(&victim, link).expect("plant a symlink");
+    }
+    let path = dir.join("proxy.toml");
+    write_config(
+        &path,
+        &[&a],
+        &format!("[failover]\nstate_file = \"{}\"", state.display()),
+    );
+    let daemon = TestDaemon::start_from_file(&path).await;
+    daemon.wait_active(Some("master-a")).await;
+    wait_until("state file names master-a", || async {
+        std::fs::read_to_string(&state).is_ok_and(|s| s.contains("\"master-a\""))
+    })
+    .await;
+    daemon.shutdown().await;
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("victim"),
+        "precious\n",
+        "the symlinks' target is untouched"
+    );
+    assert!(!state.is_symlink(), "the state file is a file of its own");
+    for link in &planted {
+        assert!(link.is_symlink(), "{} left as it was", link.display());
+    }
+}
+
+/// Issue 12 (10): the state file was read whole, whatever it was. A FIFO blocked
+/// start-up (listeners bound, nothing served, not even /status); /dev/zero grew to
+/// gigabytes; a huge file was read into memory. Each is now ignored at once, and logged.
+/// The real binary in its own process: the old code hung or exhausted memory there.
+async fn a_bad_state_file_is_ignored(name: &str, plant: impl FnOnce(&Path), reason: &str) {
+    let (a, b) = pair().await;
+    let dir = temp_dir(name);
+    let state = dir.join("state.json");
+    let _ = std::fs::remove_file(&state);
+    plant(&state);
+    let path = dir.join("proxy.toml");
+    write_config(
+        &path,
+        &[&a, &b],
+        &format!("[failover]\nstate_file = \"{}\"", state.display()),
+    );
+    let daemon = ChildDaemon::start(&path, None).await;
+    // Normal election: master-a, first in the file, whatever the file might say.
+    wait_until("/status names master-a active", || async {
+        // Each try bounded: a daemon stuck at start-up accepts but never answers.
+        let status = tokio::time::timeout(Duration::from_secs(1), get(daemon.admin, "/status"));
+        status.await.is_ok_and(|reply| {
+            reply.is_ok_and(|reply| {
+                serde_json::from_slice::<serde_json::Value>(&reply.body)
+                    .is_ok_and(|status| status["active"] == "master-a")
+            })
+        })
+    })
+    .await;
+    let reply = tokio::time::timeout(DEADLINE, get(daemon.proxy, "/"))
+        .await
+        .expect("served within the deadline")
+        .expect("served");
+    assert_eq!(reply.master(), Some("master-a"));
+    let peak_kib = daemon.status_kib("VmHWM:");
+    assert!(
+        peak_kib < 100 * 1024,
+        "peak RSS {peak_kib} KiB: the file was read into memory"
+    );
+    let line = daemon.wait_log("ignoring the state file").await;
+    assert!(line.contains(&state.display().to_string()), "{line}");
+    assert!(line.contains(reason), "{line}");
+    assert!(
+        line.contains("failover.state_file"),
+        "says what to do: {line}"
+    );
+}
+
+#[tokio::test]
+async fn a_fifo_as_state_file_is_ignored_without_blocking_start_up() {
+    let plant = |state: &Path| {
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            state,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .expect("mkfifo");
+    };
+    a_bad_state_file_is_ignored("state-fifo", plant, "a FIFO").await;
+}
+
+#[tokio::test]
+async fn a_state_file_linked_to_dev_zero_is_ignored() {
+    let plant = |state: &Path| std::os::unix::fs::symlink("/dev/zero", state).expect("symlink");
+    a_bad_state_file_is_ignored("state-zero", plant, "a character device").await;
+}
+
+#[tokio::test]
+async fn a_one_megabyte_state_file_is_ignored() {
+    // Valid JSON naming master-b: the old code read it all and followed it.
+    let plant = |state: &Path| {
+        let mut content = br#"{"active":"master-b","since":"2026-11-21T00:00:00Z"}"#.to_vec();
+        content.resize(1 << 20, b' ');
+        std::fs::write(state, content).expect("write");
+    };
+    a_bad_state_file_is_ignored("state-huge", plant, "larger than 65536 bytes").await;
+}
+
 #[tokio::test]
 async fn switchover_is_refused_to_an_unhealthy_master_and_loses_nothing_when_accepted() {
     let (a, b, daemon) = both_healthy("switchover").await;
@@ -292,6 +421,52 @@ async fn mutating_calls_need_the_token_and_status_does_not() {
     let status = get(daemon.admin, "/status").await.expect("status");
     assert_eq!(status.status, StatusCode::OK);
     assert!(!status.text().contains("s3cret"), "the token never shows");
+    daemon.shutdown().await;
+}
+
+/// A reload whose `admin.token_file` is unusable is refused like `run` refuses to start:
+/// it used to be applied, and the admin API then refused every call, reloads included.
+#[tokio::test]
+async fn a_reload_with_an_unusable_token_file_is_refused_and_the_old_token_stays() {
+    let (a, b) = pair().await;
+    let dir = temp_dir("token-reload");
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, "s3cret-token\n").expect("token file");
+    let empty = dir.join("empty-token");
+    std::fs::write(&empty, "").expect("empty token file");
+    let path = dir.join("proxy.toml");
+    write_config(
+        &path,
+        &[&a, &b],
+        &format!("token_file = \"{}\"", token_file.display()),
+    );
+    let daemon = TestDaemon::start_from_file(&path).await;
+    daemon.wait_active(Some("master-a")).await;
+    wait_until("master-b healthy", || async {
+        daemon.status().await["backends"][1]["healthy"] == true
+    })
+    .await;
+    write_config(
+        &path,
+        &[&a, &b],
+        &format!("token_file = \"{}\"", empty.display()),
+    );
+    let reply = post(daemon.admin, "/reload", Some("s3cret-token")).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text());
+    assert!(
+        reply
+            .text()
+            .contains(&format!("admin.token_file {} is empty", empty.display())),
+        "{}",
+        reply.text()
+    );
+    let reply = post(
+        daemon.admin,
+        "/switchover?to=master-b",
+        Some("s3cret-token"),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     daemon.shutdown().await;
 }
 

@@ -39,15 +39,24 @@ impl std::fmt::Debug for Token {
 }
 
 impl Token {
-    /// Reads `admin.token_file` (surrounding whitespace trimmed).
+    /// Reads `admin.token_file` as `check` and `run` do; an unusable file fails closed.
     pub fn from_config(path: Option<&Path>) -> Token {
-        let Some(path) = path else {
-            return Token::NotRequired;
-        };
-        match std::fs::read_to_string(path) {
-            Ok(text) if !text.trim().is_empty() => Token::Required(text.trim().to_owned()),
-            Ok(_) => unreadable(path, "the file is empty"),
-            Err(error) => unreadable(path, &error.to_string()),
+        match Token::load(path) {
+            Ok(token) => token,
+            Err(message) => {
+                tracing::error!("{message}; mutating admin calls are refused until it is fixed");
+                Token::Unreadable(message)
+            }
+        }
+    }
+
+    /// Reads `admin.token_file`; the error names the file and what to do.
+    pub fn load(path: Option<&Path>) -> Result<Token, String> {
+        match path {
+            None => Ok(Token::NotRequired),
+            Some(path) => {
+                crate::small_file::read_secret("admin.token_file", path).map(Token::Required)
+            }
         }
     }
 
@@ -77,12 +86,6 @@ impl Token {
             ))
         }
     }
-}
-
-fn unreadable(path: &Path, why: &str) -> Token {
-    let message = format!("cannot read admin.token_file {}: {why}", path.display());
-    tracing::error!("{message}; mutating admin calls are refused until it is fixed");
-    Token::Unreadable(message)
 }
 
 /// Compares without an early exit, so timing does not reveal how much matched.

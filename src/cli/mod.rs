@@ -7,7 +7,6 @@ mod status;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
@@ -195,12 +194,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
 
 async fn run(path: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
-    if let Some(token_file) = &config.admin.token_file {
-        // Fail at start rather than refuse every admin call later.
-        std::fs::read_to_string(token_file).with_context(|| {
-            format!("cannot read admin.token_file {}: create it (one line, the secret) or fix its permissions", token_file.display())
-        })?;
-    }
+    // Fail at start rather than refuse every admin call later.
+    admin_token(&config)?;
     crate::fd_limit::prepare(&fd_budget(&config));
     let listeners = Listeners::bind(&config).await?;
     daemon::run(
@@ -223,10 +218,23 @@ fn fd_budget(config: &Config) -> crate::fd_limit::Budget {
     }
 }
 
+/// `check` fails where `run` would: on the config file, and on `admin.token_file`
+/// read by the same function. An unusable `jenkins.api_token_file` does not stop `run`
+/// (it logs an error and hot promotion fails), so `check` warns about it.
 fn check(path: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
+    admin_token(&config)?;
+    if let Err(error) = daemon::jenkins_credentials(&config) {
+        eprintln!("warning: {error}");
+    }
     println!("{} is valid.\n", path.display());
     print!("{}", config.summary());
+    Ok(())
+}
+
+/// Reads `admin.token_file` (if set) as the daemon will; the error names the file.
+fn admin_token(config: &Config) -> anyhow::Result<()> {
+    crate::admin::Token::load(config.admin.token_file.as_deref()).map_err(anyhow::Error::msg)?;
     Ok(())
 }
 

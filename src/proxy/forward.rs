@@ -28,7 +28,7 @@ use super::access::AccessEntry;
 use super::body::Streamed;
 use super::headers::{add_forwarded, strip_hop_by_hop, ClientOrigin};
 use super::jnlp::{self, Advertised};
-use super::session::{Check, CliSessions};
+use super::session::{self, Check, CliSessions};
 use super::upgrade;
 use crate::owner::OwnerHandle;
 use crate::routing::{Master, RoutingHandle, Snapshot};
@@ -120,9 +120,11 @@ pub async fn forward(
     let exchange = Exchange {
         replay: Replay::of(&parts, &body),
         request_host: parts.headers.get(HOST).cloned(),
+        // A longer value is not tracked (see `session`): not even copied.
         session: parts
             .headers
             .get(SESSION)
+            .filter(|h| h.len() <= session::MAX_ID_BYTES)
             .and_then(|h| h.to_str().ok())
             .map(str::to_owned),
         upgrade,
@@ -672,7 +674,7 @@ fn check_cli_session(
 ) -> Option<Response<ProxyBody>> {
     let session = exchange.session.as_deref()?;
     match ctx.cli_sessions.check(session, &master.name) {
-        Check::First | Check::Paired => None,
+        Check::First | Check::Paired | Check::Untracked => None,
         Check::Moved { first_master } => {
             let first = first_master.as_str();
             tracing::warn!(session, first_master = first, active = %master.name,

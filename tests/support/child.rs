@@ -103,6 +103,17 @@ impl ChildDaemon {
             .unwrap_or_default()
     }
 
+    /// A `/proc/<pid>/status` field in KiB, e.g. `"VmRSS:"` or `"VmHWM:"` (the peak).
+    pub fn status_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))
+            .unwrap_or_else(|error| panic!("read /proc/{}/status: {error}", self.pid));
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("{field} not in /proc/{}/status", self.pid))
+    }
+
     /// Descriptors the daemon has open now.
     pub fn open_fds(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid))
