@@ -607,3 +607,39 @@ async fn a_tcp_listener_carries_at_most_its_max_connections() {
     assert_eq!(reply.status, StatusCode::OK);
     daemon.shutdown().await;
 }
+
+/// A CLI call whose first request finds the active master dead (connection refused)
+/// is sent on to the new active master: that is where the session starts, so its
+/// second request pairs there. (The request path checked the session again on the
+/// retry, and refused the first request as "moved".)
+#[tokio::test]
+async fn a_cli_call_whose_first_request_fails_over_pairs_on_the_new_master() {
+    let a = SampleMaster::start("master-a", at("127.0.0.2"))
+        .await
+        .expect("master-a");
+    let b = SampleMaster::start("master-b", at("127.0.0.3"))
+        .await
+        .expect("master-b");
+    // Checks rare enough that the refused connect, not a check, finds master-a dead.
+    let daemon = TestDaemon::start_with_active(
+        config_for(&[&a, &b], health(1_000, 1, 3), Failback::Never),
+        "master-a",
+    )
+    .await;
+    let cli = |side: &str| {
+        Request::post("/cli?remoting=false")
+            .header("host", "proxy")
+            .header("session", "s-moved")
+            .header("side", side)
+            .body(Full::new(Bytes::new()))
+            .expect("request")
+    };
+    a.stop().await;
+    for side in ["download", "upload"] {
+        let reply = send(daemon.proxy, cli(side)).await.expect("reply");
+        assert_eq!(reply.status, StatusCode::OK, "{side}: {}", reply.text());
+        assert_eq!(reply.master(), Some("master-b"), "{side}");
+    }
+    assert_eq!(daemon.active().await.as_deref(), Some("master-b"));
+    daemon.shutdown().await;
+}

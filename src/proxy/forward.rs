@@ -127,6 +127,7 @@ pub async fn forward(
             .filter(|h| h.len() <= session::MAX_ID_BYTES)
             .and_then(|h| h.to_str().ok())
             .map(str::to_owned),
+        session_checked: None,
         upgrade,
         settings,
     };
@@ -185,6 +186,9 @@ struct Exchange {
     request_host: Option<HeaderValue>,
     /// The CLI's `Session` header, if any.
     session: Option<String>,
+    /// The master `session` was checked against, and how: a retry of this request on
+    /// the same master is not the session's second request.
+    session_checked: Option<(Arc<Master>, Check)>,
     upgrade: Option<Upgrade>,
     /// The reloadable settings as the request started.
     settings: Arc<ProxySettings>,
@@ -337,7 +341,7 @@ async fn send_with_retries(
                 None => return unavailable(ctx),
             }
         };
-        if let Some(refusal) = check_cli_session(ctx, &exchange, &master) {
+        if let Some(refusal) = check_cli_session(ctx, &mut exchange, &master) {
             return refusal;
         }
         // The rare paths below are boxed: inline, their futures would make every
@@ -667,28 +671,44 @@ async fn hold(ctx: &ProxyContext, snapshot: &Snapshot) -> Option<Arc<Snapshot>> 
 }
 
 /// Refuses the second request of a CLI call whose first went to another master.
+/// A request sent again (its connect failed, a stale connection) is checked once per
+/// master: on the same master it is not the session's second request; on another, a
+/// first request moves its record there, and a second one is refused.
 fn check_cli_session(
     ctx: &ProxyContext,
-    exchange: &Exchange,
-    master: &Master,
+    exchange: &mut Exchange,
+    master: &Arc<Master>,
 ) -> Option<Response<ProxyBody>> {
     let session = exchange.session.as_deref()?;
-    match ctx.cli_sessions.check(session, &master.name) {
-        Check::First | Check::Paired | Check::Untracked => None,
-        Check::Moved { first_master } => {
-            let first = first_master.as_str();
-            tracing::warn!(session, first_master = first, active = %master.name,
-                "CLI session split by a failover: refusing its second request");
-            Some(plain(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &format!(
-                    "jenkins-ha-proxy: this CLI session started on {first}, which is no longer the active master \
-                     ({} is); run the command again\n",
-                    master.name
-                ),
-            ))
+    match exchange.session_checked.take() {
+        Some((on, check)) if Arc::ptr_eq(&on, master) => {
+            exchange.session_checked = Some((on, check));
+            return None;
         }
+        // It never reached that master (CLI requests are never replayed).
+        Some((_, Check::First)) => ctx.cli_sessions.forget(session),
+        Some((on, Check::Paired)) => return Some(session_moved(session, &on.name, master)),
+        Some(_) | None => {}
     }
+    let check = ctx.cli_sessions.check(session, &master.name);
+    if let Check::Moved { first_master } = &check {
+        return Some(session_moved(session, first_master, master));
+    }
+    exchange.session_checked = Some((Arc::clone(master), check));
+    None
+}
+
+fn session_moved(session: &str, first: &str, master: &Master) -> Response<ProxyBody> {
+    tracing::warn!(session, first_master = first, active = %master.name,
+        "CLI session split by a failover: refusing its second request");
+    plain(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &format!(
+            "jenkins-ha-proxy: this CLI session started on {first}, which is no longer the active master \
+             ({} is); run the command again\n",
+            master.name
+        ),
+    )
 }
 
 fn unavailable(ctx: &ProxyContext) -> Response<ProxyBody> {

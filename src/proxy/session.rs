@@ -85,6 +85,15 @@ impl CliSessions {
         Check::First
     }
 
+    /// Forgets `session` (its first request is being sent to another master instead).
+    pub fn forget(&self, session: &str) {
+        let mut open = match self.open.lock() {
+            Ok(open) => open,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        open.remove(session);
+    }
+
     /// Sessions remembered now.
     pub fn len(&self) -> usize {
         match self.open.lock() {
