@@ -62,23 +62,13 @@
 
 pub mod admin;
 pub mod cli;
-pub mod commands;
 pub mod config;
+pub mod control;
 pub mod daemon;
-pub mod drain;
-pub mod election;
-pub mod fd_limit;
-pub mod health;
-pub mod jenkins;
-pub mod metrics;
-pub mod owner;
-pub mod promotion;
 pub mod proxy;
-pub mod routing;
 pub mod sample;
-pub mod small_file;
-pub mod state;
-pub mod systemd;
+pub mod sys;
 pub mod tcp;
-pub mod tunnel;
 pub mod upstream;
+
+pub use control::election;

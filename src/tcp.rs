@@ -10,10 +10,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::drain::Kind;
-use crate::owner::OwnerHandle;
-use crate::routing::{Master, RoutingHandle};
-use crate::tunnel::{self, End};
+use crate::control::owner::OwnerHandle;
+use crate::control::routing::{Master, RoutingHandle};
+use crate::upstream::attachments::Kind;
+use crate::upstream::tunnel::{self, End};
 
 /// What one TCP listener's forwards share.
 pub struct TcpContext {
@@ -43,9 +43,10 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let forward = Arc::new(forward);
-    let mut accept_errors = crate::fd_limit::AcceptErrors::new(format!("tcp {}", forward.name));
+    let mut accept_errors =
+        crate::sys::fd_limit::AcceptErrors::new(format!("tcp {}", forward.name));
     let slots = Arc::new(tokio::sync::Semaphore::new(ctx.max_connections.max(1)));
-    let mut refusals = crate::fd_limit::Refusals::default();
+    let mut refusals = crate::sys::fd_limit::Refusals::default();
     loop {
         let (client, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -64,8 +65,8 @@ pub async fn serve(
             });
             continue; // dropping the client closes it
         };
-        if crate::fd_limit::in_reserve(&client, crate::fd_limit::Claim::Client) {
-            refusals.log(|| crate::fd_limit::log_reserve_reached(&forward.name));
+        if crate::sys::fd_limit::in_reserve(&client, crate::sys::fd_limit::Claim::Client) {
+            refusals.log(|| crate::sys::fd_limit::log_reserve_reached(&forward.name));
             continue;
         }
         let _ = client.set_nodelay(true);
@@ -113,7 +114,7 @@ async fn connect_active(
             Ok(stream) => return Some((master, stream)),
             Err(error) if error.is_local() => {
                 // Out of descriptors here: not the master's fault, so not reported.
-                crate::fd_limit::log_exhaustion(
+                crate::sys::fd_limit::log_exhaustion(
                     "a TCP connection was closed: cannot connect to the master",
                     &error,
                 );

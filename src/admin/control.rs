@@ -9,7 +9,7 @@ use hyper::{HeaderMap, StatusCode};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-use crate::owner::{Control, ControlError};
+use crate::control::owner::{Control, ControlError};
 
 /// Asks the daemon to re-read its config file; answered with a summary or the error.
 #[derive(Debug)]
@@ -55,7 +55,7 @@ impl Token {
         match path {
             None => Ok(Token::NotRequired),
             Some(path) => {
-                crate::small_file::read_secret("admin.token_file", path).map(Token::Required)
+                crate::sys::small_file::read_secret("admin.token_file", path).map(Token::Required)
             }
         }
     }

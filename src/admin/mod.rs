@@ -16,10 +16,11 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::config::ADMIN_MAX_CONNECTIONS;
-use crate::owner::OwnerHandle;
-use crate::routing::RoutingHandle;
+use crate::control::owner::OwnerHandle;
+use crate::control::routing::RoutingHandle;
 
 pub mod control;
+pub mod metrics;
 mod page;
 pub mod status;
 
@@ -30,7 +31,7 @@ pub use status::Status;
 pub struct AdminContext {
     pub routing: RoutingHandle,
     pub owner: OwnerHandle,
-    pub metrics: Arc<crate::metrics::Metrics>,
+    pub metrics: Arc<metrics::Metrics>,
     /// Written by reloads; read by every mutating call.
     pub token: std::sync::RwLock<Token>,
     /// To the daemon, which owns the config file.
@@ -58,7 +59,7 @@ impl AdminContext {
 /// [`ADMIN_MAX_CONNECTIONS`] connections are served at once (more are closed when
 /// accepted): the admin port can never take the descriptors the proxy needs. The
 /// proxy, in turn, leaves the admin API a reserve of descriptors
-/// (`crate::fd_limit::in_reserve`), so `/status` answers while clients take theirs.
+/// (`crate::sys::fd_limit::in_reserve`), so `/status` answers while clients take theirs.
 pub async fn serve(
     listener: TcpListener,
     ctx: Arc<AdminContext>,
@@ -67,8 +68,8 @@ pub async fn serve(
 ) {
     tokio::pin!(shutdown);
     let mut connections = tokio::task::JoinSet::new();
-    let mut accept_errors = crate::fd_limit::AcceptErrors::new("admin");
-    let mut refusals = crate::fd_limit::Refusals::default();
+    let mut accept_errors = crate::sys::fd_limit::AcceptErrors::new("admin");
+    let mut refusals = crate::sys::fd_limit::Refusals::default();
     let mut builder = http1::Builder::new();
     builder
         .timer(hyper_util::rt::TokioTimer::new())
@@ -129,7 +130,7 @@ fn route<B>(ctx: &AdminContext, request: &Request<B>) -> Response<Full<Bytes>> {
         }
         (&Method::GET | &Method::HEAD, "/metrics") => respond(
             StatusCode::OK,
-            crate::metrics::CONTENT_TYPE,
+            metrics::CONTENT_TYPE,
             ctx.metrics.render(&ctx.routing.current()).into_bytes(),
         ),
         (&Method::GET | &Method::HEAD, "/") => page::response(),

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use crate::routing::Snapshot;
+use crate::control::routing::Snapshot;
 
 /// The `/status` document. Field names are a public contract: add, never rename.
 #[derive(Debug, Serialize)]
@@ -105,7 +105,7 @@ impl Status {
                     BackendStatus {
                         name: status.master.name.clone(),
                         url: status.master.url.clone(),
-                        healthy: status.health == crate::election::Health::Up,
+                        healthy: status.health == crate::control::election::Health::Up,
                         active: snapshot.active == Some(index),
                         state: status.state(),
                         last_check: status.last_check.map(rfc3339),

@@ -196,7 +196,7 @@ async fn run(path: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     // Fail at start rather than refuse every admin call later.
     admin_token(&config)?;
-    crate::fd_limit::prepare(&fd_budget(&config));
+    crate::sys::fd_limit::prepare(&fd_budget(&config));
     let listeners = Listeners::bind(&config).await?;
     daemon::run(
         config,
@@ -209,9 +209,9 @@ async fn run(path: &std::path::Path) -> anyhow::Result<()> {
 }
 
 /// What the configured limits may hold open, for the open-file limit check.
-fn fd_budget(config: &Config) -> crate::fd_limit::Budget {
+fn fd_budget(config: &Config) -> crate::sys::fd_limit::Budget {
     let sum = |counts: &mut dyn Iterator<Item = usize>| counts.map(|n| n as u64).sum();
-    crate::fd_limit::Budget {
+    crate::sys::fd_limit::Budget {
         clients: config.proxy.max_connections as u64,
         masters: sum(&mut config.backends.iter().map(|b| b.max_connections)),
         forwards: sum(&mut config.tcp.iter().map(|t| t.max_connections)),

@@ -30,8 +30,8 @@ use super::headers::{add_forwarded, strip_hop_by_hop, ClientOrigin};
 use super::jnlp::{self, Advertised};
 use super::session::{self, Check, CliSessions};
 use super::upgrade;
-use crate::owner::OwnerHandle;
-use crate::routing::{Master, RoutingHandle, Snapshot};
+use crate::control::owner::OwnerHandle;
+use crate::control::routing::{Master, RoutingHandle, Snapshot};
 use crate::upstream::UpstreamBody;
 
 /// Body of a response to the client: the master's, streamed, or one of ours.
@@ -47,7 +47,7 @@ pub struct ProxyContext {
     /// Written by reloads, read once per request (an uncontended read lock).
     pub settings: std::sync::RwLock<Arc<ProxySettings>>,
     pub cli_sessions: CliSessions,
-    pub metrics: Arc<crate::metrics::Metrics>,
+    pub metrics: Arc<crate::admin::metrics::Metrics>,
 }
 
 /// The request path's settings that a reload can change.
@@ -721,7 +721,7 @@ fn unavailable(ctx: &ProxyContext) -> Response<ProxyBody> {
 /// We are out of descriptors or socket memory: the master is not to blame (so it is
 /// not reported), and the client may retry once connections have ended.
 fn overloaded(ctx: &ProxyContext, error: &crate::upstream::ConnectError) -> Response<ProxyBody> {
-    crate::fd_limit::log_exhaustion("a request got 503: cannot connect to the master", error);
+    crate::sys::fd_limit::log_exhaustion("a request got 503: cannot connect to the master", error);
     retry_later(
         ctx,
         "jenkins-ha-proxy: the proxy is out of file descriptors or socket memory; retry shortly\n",

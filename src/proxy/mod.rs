@@ -231,8 +231,8 @@ async fn serve_on<H, F>(
     // the count of open connections. (A watch channel, as in hyper-util's
     // GracefulShutdown: cheaper per connection than a CancellationToken.)
     let (closing, closing_rx) = tokio::sync::watch::channel(());
-    let mut refusals = crate::fd_limit::Refusals::default();
-    let mut accept_errors = crate::fd_limit::AcceptErrors::new("proxy");
+    let mut refusals = crate::sys::fd_limit::Refusals::default();
+    let mut accept_errors = crate::sys::fd_limit::AcceptErrors::new("proxy");
     tokio::pin!(shutdown);
     loop {
         let (stream, client) = tokio::select! {
@@ -254,8 +254,8 @@ async fn serve_on<H, F>(
             drop(stream);
             continue;
         };
-        if crate::fd_limit::in_reserve(&stream, crate::fd_limit::Claim::Client) {
-            refusals.log(|| crate::fd_limit::log_reserve_reached("proxy"));
+        if crate::sys::fd_limit::in_reserve(&stream, crate::sys::fd_limit::Claim::Client) {
+            refusals.log(|| crate::sys::fd_limit::log_reserve_reached("proxy"));
             drop(stream);
             continue;
         }

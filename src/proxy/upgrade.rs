@@ -8,9 +8,9 @@ use hyper::header::{HeaderMap, HeaderValue, CONNECTION, UPGRADE};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
-use crate::drain::Kind;
-use crate::routing::Master;
-use crate::tunnel::{self, End};
+use crate::control::routing::Master;
+use crate::upstream::attachments::Kind;
+use crate::upstream::tunnel::{self, End};
 
 /// The `Upgrade` value of a request that asks for one (`Connection: upgrade` and an
 /// `Upgrade` header), else None.

@@ -16,8 +16,8 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::config::HealthConfig;
-use crate::owner::Event;
-use crate::routing::Master;
+use crate::control::owner::Event;
+use crate::control::routing::Master;
 use crate::upstream::{open_stream, ConnectError};
 
 /// Why a check failed. Display is what /status shows as `last_error`.
@@ -91,7 +91,7 @@ async fn probe_loop(master: Arc<Master>, settings: HealthConfig, events: mpsc::S
             Err(ProbeError::Connect(error)) if error.is_local() => {
                 // No connection was even tried: no evidence about the master either
                 // way, so nothing is reported; try again one timeout later.
-                crate::fd_limit::log_exhaustion("a health check could not run", error);
+                crate::sys::fd_limit::log_exhaustion("a health check could not run", error);
                 next = tokio::time::Instant::from_std(started) + settings.timeout;
                 continue;
             }

@@ -27,7 +27,7 @@ impl std::fmt::Debug for Credentials {
 impl Credentials {
     /// `user` and the API token read from `token_file`.
     pub fn load(user: &str, token_file: &Path) -> Result<Credentials, String> {
-        let token = crate::small_file::read_secret("jenkins.api_token_file", token_file)?;
+        let token = crate::sys::small_file::read_secret("jenkins.api_token_file", token_file)?;
         Ok(Credentials {
             header: format!("Basic {}", base64(format!("{user}:{token}").as_bytes())),
         })

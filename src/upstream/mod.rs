@@ -7,6 +7,9 @@
 //! Here connecting and sending are two steps, and `try_send_request` gives the request
 //! back when it was never written.
 
+pub mod attachments;
+pub mod tunnel;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,8 +22,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::drain::{Attachments, Kind};
-use crate::fd_limit::Claim;
+use crate::sys::fd_limit::Claim;
+use attachments::{Attachments, Kind};
 
 /// Body of a request sent to a master: the client's body streamed as is, or empty (for
 /// a retried request that never had one).
@@ -79,10 +82,10 @@ pub enum ConnectError {
 
 impl ConnectError {
     /// The connect failed for want of descriptors, buffers or ports on our side
-    /// ([`crate::fd_limit::is_local_exhaustion`]): it says nothing about the master.
+    /// ([`crate::sys::fd_limit::is_local_exhaustion`]): it says nothing about the master.
     pub fn is_local(&self) -> bool {
         match self {
-            ConnectError::Io { source, .. } => crate::fd_limit::is_local_exhaustion(source),
+            ConnectError::Io { source, .. } => crate::sys::fd_limit::is_local_exhaustion(source),
             ConnectError::Timeout { .. }
             | ConnectError::Handshake { .. }
             | ConnectError::Saturated { .. } => false,
@@ -171,16 +174,16 @@ pub async fn open_stream(authority: &str, timeout: Duration) -> Result<TcpStream
 }
 
 /// [`open_stream`] for traffic: a descriptor in the reserve the admin API and the
-/// health checks need (see [`crate::fd_limit::in_reserve`]) is given back at once.
+/// health checks need (see [`crate::sys::fd_limit::in_reserve`]) is given back at once.
 async fn open_traffic_stream(
     authority: &str,
     timeout: Duration,
 ) -> Result<TcpStream, ConnectError> {
     let stream = open_stream(authority, timeout).await?;
-    if crate::fd_limit::in_reserve(&stream, Claim::Upstream) {
+    if crate::sys::fd_limit::in_reserve(&stream, Claim::Upstream) {
         return Err(ConnectError::Io {
             authority: authority.to_owned(),
-            source: crate::fd_limit::reserve_error(),
+            source: crate::sys::fd_limit::reserve_error(),
         });
     }
     Ok(stream)

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::{InFlight, OwnerState};
-use crate::commands::{self, Vars};
 use crate::config::{HookEvent, Standby};
-use crate::election::{Health, Observation};
-use crate::health::ProbeReport;
-use crate::promotion::{self, Progress, Step};
-use crate::routing::{Master, StepRecord};
+use crate::control::commands::{self, Vars};
+use crate::control::election::{Health, Observation};
+use crate::control::health::ProbeReport;
+use crate::control::promotion::{self, Progress, Step};
+use crate::control::routing::{Master, StepRecord};
 
 impl OwnerState {
     /// A new `X-Jenkins-Session` means the JVM restarted: a hot standby then left
@@ -235,7 +235,7 @@ impl OwnerState {
             self.quieted.push(master.name.clone());
             let settings = Arc::clone(&self.settings.promotion);
             tokio::spawn(async move {
-                let outcome = crate::jenkins::post(
+                let outcome = crate::control::jenkins::post(
                     master.upstream.authority(),
                     "/quietDown",
                     settings.credentials.as_ref(),
@@ -319,7 +319,7 @@ impl OwnerState {
         let settings = Arc::clone(&self.settings.promotion);
         let events = self.own_events.clone();
         tokio::spawn(async move {
-            let quieting = crate::jenkins::quieting_down(
+            let quieting = crate::control::jenkins::quieting_down(
                 master.upstream.authority(),
                 settings.credentials.as_ref(),
                 settings.call_timeout,

@@ -15,8 +15,8 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::routing::Snapshot;
-use crate::small_file::{self, SmallFileError};
+use crate::control::routing::Snapshot;
+use crate::sys::small_file::{self, SmallFileError};
 
 #[derive(Debug, Serialize, Deserialize)]
 struct State {

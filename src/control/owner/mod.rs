@@ -1,7 +1,7 @@
 //! The owner task: the only writer of election state.
 //!
 //! Probes, the request path, the admin API and reloads send it [`Event`]s; it applies
-//! them with the pure rules in [`crate::election`], logs every change, and publishes a
+//! them with the pure rules in [`crate::control::election`], logs every change, and publishes a
 //! new immutable [`Snapshot`] on the watch channel.
 //!
 //! Events name masters by their `Arc<Master>`, not by position: a reload can reorder
@@ -17,10 +17,12 @@ use tokio::task::JoinHandle;
 mod readiness;
 
 use crate::config::{HookConfig, HookEvent, Standby};
-use crate::election::{Election, Health, Observation, Outcome, Policy, Refusal, Transition};
-use crate::health::ProbeReport;
-use crate::promotion::{Progress, PromotionSettings};
-use crate::routing::{
+use crate::control::election::{
+    Election, Health, Observation, Outcome, Policy, Refusal, Transition,
+};
+use crate::control::health::ProbeReport;
+use crate::control::promotion::{Progress, PromotionSettings};
+use crate::control::routing::{
     Master, MasterStatus, PromotionView, RoutingHandle, Snapshot, TransitionRecord,
     TRANSITION_HISTORY,
 };

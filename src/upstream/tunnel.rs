@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::drain::Attachment;
+use crate::upstream::attachments::Attachment;
 
 /// Big enough for bulk transfers, small enough that 10,000 tunnels stay cheap.
 const BUFFER: usize = 16 * 1024;

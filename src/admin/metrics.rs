@@ -23,9 +23,9 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 use tokio::sync::watch;
 
-use crate::drain::Counts;
-use crate::election::Health;
-use crate::routing::{Snapshot, TransitionRecord, STATES};
+use crate::control::election::Health;
+use crate::control::routing::{Snapshot, TransitionRecord, STATES};
+use crate::upstream::attachments::Counts;
 
 /// Every metric name starts with `jenkins_ha_proxy_`.
 pub const PREFIX: &str = "jenkins_ha_proxy";
@@ -409,7 +409,7 @@ fn gauge<S: EncodeLabelSet, V: EncodeGaugeValue>(
 }
 
 #[cfg(test)]
-#[path = "../tests/support/exposition.rs"]
+#[path = "../../tests/support/exposition.rs"]
 mod exposition;
 
 #[cfg(test)]
@@ -420,8 +420,8 @@ mod tests {
     use super::exposition::Exposition;
     use super::*;
     use crate::config::{Failback, Standby};
-    use crate::drain::Kind;
-    use crate::routing::{Master, MasterStatus};
+    use crate::control::routing::{Master, MasterStatus};
+    use crate::upstream::attachments::Kind;
     use crate::upstream::Upstream;
 
     fn master(index: usize, name: &str) -> Arc<Master> {

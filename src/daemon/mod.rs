@@ -14,19 +14,20 @@ use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::metrics::Metrics;
 use crate::admin::{self, AdminContext, ReloadRequest, Token};
 use crate::config::{Config, TcpConfig};
-use crate::election::Policy;
-use crate::jenkins::Credentials;
-use crate::metrics::Metrics;
-use crate::owner::{Control, OwnerHandle, OwnerSettings};
-use crate::promotion::PromotionSettings;
+use crate::control::election::Policy;
+use crate::control::jenkins::Credentials;
+use crate::control::owner::{Control, OwnerHandle, OwnerSettings};
+use crate::control::promotion::PromotionSettings;
+use crate::control::routing::{Master, RoutingHandle};
+use crate::control::{drain, health, owner, state_file};
 use crate::proxy::jnlp::Advertised;
 use crate::proxy::{self, ProxyContext, ProxySettings, ServerSettings};
-use crate::routing::{Master, RoutingHandle};
+use crate::sys::systemd;
 use crate::tcp::{self, TcpContext, TcpForward};
 use crate::upstream::{Upstream, UpstreamSettings};
-use crate::{drain, health, owner, state, systemd};
 
 /// The daemon's bound sockets.
 #[derive(Debug)]
@@ -183,7 +184,9 @@ pub enum Fatal {
 }
 
 /// Completes when the owner task has dropped its snapshot sender, i.e. has ended.
-async fn snapshots_end(mut snapshots: tokio::sync::watch::Receiver<Arc<crate::routing::Snapshot>>) {
+async fn snapshots_end(
+    mut snapshots: tokio::sync::watch::Receiver<Arc<crate::control::routing::Snapshot>>,
+) {
     while snapshots.changed().await.is_ok() {}
 }
 
@@ -227,7 +230,11 @@ impl Daemon {
     ) -> (Daemon, TcpListener, TcpListener, Vec<TcpListener>) {
         let workers = proxy_workers(&config);
         let masters = build_masters(&config, &[], workers);
-        let remembered = config.failover.state_file.as_deref().and_then(state::load);
+        let remembered = config
+            .failover
+            .state_file
+            .as_deref()
+            .and_then(state_file::load);
         let (owner, routing, owner_task) = owner::start(
             masters.clone(),
             policy(&config),
@@ -244,7 +251,7 @@ impl Daemon {
             .failover
             .state_file
             .clone()
-            .map(|path| background.spawn(state::follow(path, routing.subscribe())));
+            .map(|path| background.spawn(state_file::follow(path, routing.subscribe())));
         let metrics = Arc::new(Metrics::new());
         background.spawn(Arc::clone(&metrics).follow(routing.subscribe()));
         let admin_ctx = Arc::new(AdminContext {
@@ -403,7 +410,7 @@ impl Daemon {
             }
             self.state_writer = new.failover.state_file.clone().map(|path| {
                 self.background
-                    .spawn(state::follow(path, self.routing.subscribe()))
+                    .spawn(state_file::follow(path, self.routing.subscribe()))
             });
         }
         let unchanged = self
@@ -629,7 +636,7 @@ async fn ready_after_first_election(routing: RoutingHandle) {
             .borrow_and_update()
             .masters
             .iter()
-            .all(|m| m.health != crate::election::Health::Unknown);
+            .all(|m| m.health != crate::control::election::Health::Unknown);
         if checked {
             let active = routing.current().active_master().map(|m| m.name.clone());
             systemd::ready(&format!(

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 
-use crate::election::Health;
+use crate::control::election::Health;
 use crate::upstream::Upstream;
 
 /// A master of the pool: what does not change between snapshots.

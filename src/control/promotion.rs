@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use crate::commands::{self, Vars};
 use crate::config::{HealthConfig, Standby};
-use crate::jenkins::{self, Credentials};
-use crate::owner::Event;
-use crate::routing::Master;
+use crate::control::commands::{self, Vars};
+use crate::control::jenkins::{self, Credentials};
+use crate::control::owner::Event;
+use crate::control::routing::Master;
 
 /// How long to wait before fencing again when `require_fence` holds a promotion.
 const FENCE_RETRY: Duration = Duration::from_secs(2);
@@ -222,7 +222,7 @@ async fn wait_healthy(
     let poll = settings.health.interval.min(Duration::from_millis(200));
     let mut last_error = String::from("not checked yet");
     while started.elapsed() < settings.promote_timeout {
-        match crate::health::check(to.upstream.authority(), &settings.health).await {
+        match crate::control::health::check(to.upstream.authority(), &settings.health).await {
             Ok(()) => {
                 report
                     .send(Progress::Step(Step {
