@@ -1,7 +1,7 @@
 //! Heartbeat probes: one task per master sends `GET <health.path>` on a fresh
 //! connection every `interval` (every `timeout` after a failed check), bounded by
-//! `timeout`, and reports the outcome to the owner task. Probes never decide anything
-//! themselves.
+//! `timeout`, and sends a [`ProbeReport`] to whoever listens (the owner task, which
+//! takes them as events). Probes never decide anything themselves.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -16,7 +16,6 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::config::HealthConfig;
-use crate::control::owner::Event;
 use crate::control::routing::Master;
 use crate::upstream::{open_stream, ConnectError};
 
@@ -62,24 +61,33 @@ pub struct CheckInfo {
     pub session: Option<String>,
 }
 
-/// Starts one probe task per master; they run until the set is dropped or aborted.
-pub fn spawn_probes(
+/// Starts one probe task per master; they run until the set is dropped or aborted,
+/// or until nobody receives `reports` any more. `E`: what the receiver takes (the
+/// owner's events), made from each report.
+pub fn spawn_probes<E>(
     masters: &[Arc<Master>],
     settings: &HealthConfig,
-    events: mpsc::Sender<Event>,
-) -> JoinSet<()> {
+    reports: mpsc::Sender<E>,
+) -> JoinSet<()>
+where
+    E: From<ProbeReport> + Send + 'static,
+{
     let mut probes = JoinSet::new();
     for master in masters {
         let master = Arc::clone(master);
         let settings = settings.clone();
-        let events = events.clone();
+        let reports = reports.clone();
         let span = tracing::info_span!("probe", master = %master.name);
-        probes.spawn(probe_loop(master, settings, events).instrument(span));
+        probes.spawn(probe_loop(master, settings, reports).instrument(span));
     }
     probes
 }
 
-async fn probe_loop(master: Arc<Master>, settings: HealthConfig, events: mpsc::Sender<Event>) {
+async fn probe_loop<E: From<ProbeReport>>(
+    master: Arc<Master>,
+    settings: HealthConfig,
+    reports: mpsc::Sender<E>,
+) {
     let mut next = tokio::time::Instant::now();
     loop {
         tokio::time::sleep_until(next).await;
@@ -114,8 +122,8 @@ async fn probe_loop(master: Arc<Master>, settings: HealthConfig, events: mpsc::S
             session: outcome.as_ref().ok().and_then(|info| info.session.clone()),
             result: outcome.map(|_| ()).map_err(|error| error.to_string()),
         };
-        if events.send(Event::Probe(report)).await.is_err() {
-            return; // the owner has stopped: so do we
+        if reports.send(E::from(report)).await.is_err() {
+            return; // nobody listens (the owner has stopped): so do we
         }
     }
 }

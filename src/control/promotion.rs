@@ -1,7 +1,8 @@
 //! Making a master ready before it gets traffic, on a shared JENKINS_HOME:
 //! fence the master that had traffic, then reload (hot standby) or start (cold
 //! standby) the new one and wait until it answers healthy. Only then does the owner
-//! move traffic. Each step is reported with its timing for the transition record.
+//! move traffic. Each step is reported with its timing for the transition record, as
+//! a [`PromotionReport`] to whoever listens (the owner task, which takes them as events).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,7 +12,6 @@ use tokio::sync::mpsc;
 use crate::config::{HealthConfig, Standby};
 use crate::control::commands::{self, Vars};
 use crate::control::jenkins::{self, Credentials};
-use crate::control::owner::Event;
 use crate::control::routing::Master;
 
 /// How long to wait before fencing again when `require_fence` holds a promotion.
@@ -56,33 +56,41 @@ pub enum Progress {
     Done(Result<(), String>),
 }
 
-/// Sends a promotion's progress to the owner, as events about its target.
-struct Reporter {
-    events: mpsc::Sender<Event>,
+/// Progress of the promotion of `target`.
+#[derive(Debug)]
+pub struct PromotionReport {
+    pub target: Arc<Master>,
+    pub progress: Progress,
+}
+
+/// Sends a promotion's progress, as reports about its target. `E`: what the receiver
+/// takes (the owner's events), made from each report.
+struct Reporter<E> {
+    reports: mpsc::Sender<E>,
     target: Arc<Master>,
 }
 
-impl Reporter {
+impl<E: From<PromotionReport>> Reporter<E> {
     async fn send(&self, progress: Progress) {
-        let event = Event::Promotion {
+        let report = PromotionReport {
             target: Arc::clone(&self.target),
             progress,
         };
-        // The owner has stopped only when the daemon does: nothing to report to.
-        let _ = self.events.send(event).await;
+        // The receiver (the owner) stops only when the daemon does: nothing to report to.
+        let _ = self.reports.send(E::from(report)).await;
     }
 }
 
-/// Promotes `to` (fencing `from` first), reporting progress as owner events.
-pub async fn run(
+/// Promotes `to` (fencing `from` first), reporting progress on `reports`.
+pub async fn run<E: From<PromotionReport>>(
     from: Option<Arc<Master>>,
     to: Arc<Master>,
     reason: String,
     settings: Arc<PromotionSettings>,
-    events: mpsc::Sender<Event>,
+    reports: mpsc::Sender<E>,
 ) {
     let report = Reporter {
-        events,
+        reports,
         target: Arc::clone(&to),
     };
     if let Some(old) = from.as_ref().filter(|old| !Arc::ptr_eq(old, &to)) {
@@ -92,7 +100,12 @@ pub async fn run(
     report.send(Progress::Done(outcome)).await;
 }
 
-async fn fence(old: &Arc<Master>, reason: &str, settings: &PromotionSettings, report: &Reporter) {
+async fn fence(
+    old: &Arc<Master>,
+    reason: &str,
+    settings: &PromotionSettings,
+    report: &Reporter<impl From<PromotionReport>>,
+) {
     let Some(command) = &old.fence_command else {
         if settings.require_fence {
             let why = format!(
@@ -144,7 +157,7 @@ async fn rest_call(
     to: &Arc<Master>,
     path: &str,
     settings: &PromotionSettings,
-    report: &Reporter,
+    report: &Reporter<impl From<PromotionReport>>,
 ) -> Result<(), String> {
     let started = Instant::now();
     let outcome = jenkins::post(
@@ -171,7 +184,7 @@ async fn rest_call(
 async fn prepare(
     to: &Arc<Master>,
     settings: &PromotionSettings,
-    report: &Reporter,
+    report: &Reporter<impl From<PromotionReport>>,
 ) -> Result<(), String> {
     match to.standby {
         Standby::None => return Ok(()),
@@ -216,7 +229,7 @@ async fn prepare(
 async fn wait_healthy(
     to: &Arc<Master>,
     settings: &PromotionSettings,
-    report: &Reporter,
+    report: &Reporter<impl From<PromotionReport>>,
 ) -> Result<(), String> {
     let started = Instant::now();
     let poll = settings.health.interval.min(Duration::from_millis(200));

@@ -21,7 +21,7 @@ use crate::control::election::{
     Election, Health, Observation, Outcome, Policy, Refusal, Transition,
 };
 use crate::control::health::ProbeReport;
-use crate::control::promotion::{Progress, PromotionSettings};
+use crate::control::promotion::{PromotionReport, PromotionSettings};
 use crate::control::routing::{
     Master, MasterStatus, PromotionView, RoutingHandle, Snapshot, TransitionRecord,
     TRANSITION_HISTORY,
@@ -45,16 +45,25 @@ pub enum Event {
     },
     /// What a hot standby said about its quiet-down state.
     QuietState { master: Arc<Master>, quieting: bool },
-    /// Progress of the promotion of `target`.
-    Promotion {
-        target: Arc<Master>,
-        progress: Progress,
-    },
+    /// Progress of a promotion, from its promoter task.
+    Promotion(PromotionReport),
     /// An operator's command (admin API, reload).
     Control {
         command: Control,
         reply: oneshot::Sender<Result<Arc<Snapshot>, ControlError>>,
     },
+}
+
+impl From<ProbeReport> for Event {
+    fn from(report: ProbeReport) -> Event {
+        Event::Probe(report)
+    }
+}
+
+impl From<PromotionReport> for Event {
+    fn from(report: PromotionReport) -> Event {
+        Event::Promotion(report)
+    }
 }
 
 /// Operator commands.
@@ -376,7 +385,7 @@ impl OwnerState {
                 let outcome = self.command(command, now);
                 Reply::Control(reply, outcome)
             }
-            Event::Promotion { target, progress } => {
+            Event::Promotion(PromotionReport { target, progress }) => {
                 self.progress(&target, progress, now);
                 Reply::None
             }
