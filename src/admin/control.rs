@@ -10,8 +10,10 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 use crate::control::owner::{Control, ControlError};
+use crate::sys::small_file::SecretError;
 
-/// Asks the daemon to re-read its config file; answered with a summary or the error.
+/// Asks the daemon to re-read its config file; answered with a summary or why it was
+/// refused, in words: the daemon logs and counts the outcome, the caller only shows it.
 #[derive(Debug)]
 pub struct ReloadRequest {
     pub reply: oneshot::Sender<Result<String, String>>,
@@ -43,15 +45,15 @@ impl Token {
     pub fn from_config(path: Option<&Path>) -> Token {
         match Token::load(path) {
             Ok(token) => token,
-            Err(message) => {
-                tracing::error!("{message}; mutating admin calls are refused until it is fixed");
-                Token::Unreadable(message)
+            Err(error) => {
+                tracing::error!("{error}; mutating admin calls are refused until it is fixed");
+                Token::Unreadable(error.to_string())
             }
         }
     }
 
     /// Reads `admin.token_file`; the error names the file and what to do.
-    pub fn load(path: Option<&Path>) -> Result<Token, String> {
+    pub fn load(path: Option<&Path>) -> Result<Token, SecretError> {
         match path {
             None => Ok(Token::NotRequired),
             Some(path) => {

@@ -35,7 +35,7 @@ pub async fn run(listen: &str, admin_listen: &str, standby: &str) -> anyhow::Res
     let stop = quit.clone();
     let daemon = tokio::spawn(daemon::run(config, None, listeners, async move {
         tokio::select! {
-            () = super::shutdown_signal() => {}
+            () = daemon::shutdown_signal() => {}
             () = stop.cancelled() => {}
         }
     }));
@@ -43,7 +43,7 @@ pub async fn run(listen: &str, admin_listen: &str, standby: &str) -> anyhow::Res
     tokio::select! {
         () = commands(&masters, &admin_url) => quit.cancel(),
         () = quit.cancelled() => {}
-        _ = super::shutdown_signal() => quit.cancel(),
+        _ = daemon::shutdown_signal() => quit.cancel(),
     }
     daemon.await.context("the demo daemon panicked")??;
     for master in &masters {

@@ -202,7 +202,7 @@ async fn run(path: &std::path::Path) -> anyhow::Result<()> {
         config,
         Some(path.to_path_buf()),
         listeners,
-        shutdown_signal(),
+        daemon::shutdown_signal(),
     )
     .await?;
     Ok(())
@@ -234,27 +234,8 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
 
 /// Reads `admin.token_file` (if set) as the daemon will; the error names the file.
 fn admin_token(config: &Config) -> anyhow::Result<()> {
-    crate::admin::Token::load(config.admin.token_file.as_deref()).map_err(anyhow::Error::msg)?;
+    crate::admin::Token::load(config.admin.token_file.as_deref())?;
     Ok(())
-}
-
-/// Completes on SIGTERM (systemd stop) or SIGINT (Ctrl-C).
-pub async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C will stop the daemon");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
-    }
 }
 
 /// Master names are limited to [A-Za-z0-9._-] by validation; anything else is

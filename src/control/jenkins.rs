@@ -10,6 +10,7 @@ use hyper::client::conn::http1;
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 
+use crate::sys::small_file::SecretError;
 use crate::upstream::open_stream;
 
 /// Credentials for REST calls; Debug never shows the token.
@@ -26,7 +27,7 @@ impl std::fmt::Debug for Credentials {
 
 impl Credentials {
     /// `user` and the API token read from `token_file`.
-    pub fn load(user: &str, token_file: &Path) -> Result<Credentials, String> {
+    pub fn load(user: &str, token_file: &Path) -> Result<Credentials, SecretError> {
         let token = crate::sys::small_file::read_secret("jenkins.api_token_file", token_file)?;
         Ok(Credentials {
             header: format!("Basic {}", base64(format!("{user}:{token}").as_bytes())),

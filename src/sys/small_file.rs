@@ -6,7 +6,7 @@
 //! alone, so `check`, `run` and reloads judge a token file the same way.
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rustix::fs::{Mode, OFlags};
 
@@ -62,40 +62,70 @@ pub fn read(path: &Path, limit: u64) -> Result<Vec<u8>, SmallFileError> {
 /// Largest token file read: a token is one short line.
 pub const MAX_SECRET_BYTES: u64 = 64 * 1024;
 
+/// Why a secret (a token file) cannot be used. Display names the config key and the
+/// file, and says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("{key} {} does not exist: create it holding the secret (one line), or fix the path", .path.display())]
+    Missing { key: &'static str, path: PathBuf },
+    #[error("{key} {}: {problem}: point {key} at the file holding the secret", .path.display())]
+    NotRegular {
+        key: &'static str,
+        path: PathBuf,
+        problem: SmallFileError,
+    },
+    #[error("{key} {}: {problem}: the file must hold only the secret (one line)", .path.display())]
+    TooLarge {
+        key: &'static str,
+        path: PathBuf,
+        problem: SmallFileError,
+    },
+    #[error("cannot read {key} {}: {problem}: fix its permissions so the proxy's user can read it", .path.display())]
+    Unreadable {
+        key: &'static str,
+        path: PathBuf,
+        problem: SmallFileError,
+    },
+    #[error("{key} {} is not UTF-8 text: the file must hold only the secret (one line)", .path.display())]
+    NotText { key: &'static str, path: PathBuf },
+    #[error("{key} {} is empty: put the secret in it (one line)", .path.display())]
+    Empty { key: &'static str, path: PathBuf },
+}
+
 /// The secret in the file `path` that config key `key` names, surrounding whitespace
-/// trimmed. The error names the key and the file, and says what to do.
-pub fn read_secret(key: &str, path: &Path) -> Result<String, String> {
-    let shown = path.display();
-    let content = match read(path, MAX_SECRET_BYTES) {
-        Ok(content) => content,
-        Err(SmallFileError::NotFound) => {
-            return Err(format!(
-                "{key} {shown} does not exist: create it holding the secret (one line), or fix the path"
-            ))
-        }
-        Err(error @ SmallFileError::NotRegular(_)) => {
-            return Err(format!(
-                "{key} {shown}: {error}: point {key} at the file holding the secret"
-            ))
-        }
-        Err(error @ SmallFileError::TooLarge { .. }) => {
-            return Err(format!(
-                "{key} {shown}: {error}: the file must hold only the secret (one line)"
-            ))
-        }
-        Err(error) => {
-            return Err(format!(
-                "cannot read {key} {shown}: {error}: fix its permissions so the proxy's user can read it"
-            ))
-        }
-    };
-    let text = String::from_utf8(content).map_err(|_| {
-        format!("{key} {shown} is not UTF-8 text: the file must hold only the secret (one line)")
+/// trimmed.
+pub fn read_secret(key: &'static str, path: &Path) -> Result<String, SecretError> {
+    let path_buf = || path.to_path_buf();
+    let content = read(path, MAX_SECRET_BYTES).map_err(|problem| match problem {
+        SmallFileError::NotFound => SecretError::Missing {
+            key,
+            path: path_buf(),
+        },
+        SmallFileError::NotRegular(_) => SecretError::NotRegular {
+            key,
+            path: path_buf(),
+            problem,
+        },
+        SmallFileError::TooLarge { .. } => SecretError::TooLarge {
+            key,
+            path: path_buf(),
+            problem,
+        },
+        SmallFileError::Io(_) => SecretError::Unreadable {
+            key,
+            path: path_buf(),
+            problem,
+        },
+    })?;
+    let text = String::from_utf8(content).map_err(|_| SecretError::NotText {
+        key,
+        path: path_buf(),
     })?;
     match text.trim() {
-        "" => Err(format!(
-            "{key} {shown} is empty: put the secret in it (one line)"
-        )),
+        "" => Err(SecretError::Empty {
+            key,
+            path: path_buf(),
+        }),
         secret => Ok(secret.to_owned()),
     }
 }
@@ -161,8 +191,8 @@ mod tests {
         let file = dir.join("token");
         std::fs::write(&file, "  s3cret\n").expect("write");
         assert_eq!(
-            read_secret("admin.token_file", &file).as_deref(),
-            Ok("s3cret")
+            read_secret("admin.token_file", &file).ok().as_deref(),
+            Some("s3cret")
         );
         let empty = dir.join("empty");
         std::fs::write(&empty, " \n").expect("write");
@@ -174,7 +204,9 @@ mod tests {
             (empty, "is empty"),
             (binary, "not UTF-8"),
         ] {
-            let error = read_secret("admin.token_file", &path).expect_err("refused");
+            let error = read_secret("admin.token_file", &path)
+                .expect_err("refused")
+                .to_string();
             assert!(error.contains(why), "{error}");
             assert!(
                 error.contains(&format!("admin.token_file {}", path.display())),
