@@ -24,7 +24,7 @@ use prometheus_client::registry::{Registry, Unit};
 use tokio::sync::watch;
 
 use crate::control::election::Health;
-use crate::control::routing::{Snapshot, TransitionRecord, STATES};
+use crate::control::routing::{Cause, Snapshot, TransitionRecord, STATES};
 use crate::upstream::attachments::Counts;
 
 /// Every metric name starts with `jenkins_ha_proxy_`.
@@ -37,21 +37,6 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 /// pages in milliseconds, but a slow master (GC pause, plugin startup) takes seconds.
 const DURATION_BUCKETS: [f64; 16] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
-];
-
-/// Transition causes created at 0 at start, so `increase()` sees the first one (a
-/// series born at 1 looks like no change). Causes added later appear when they happen.
-const KNOWN_CAUSES: [&str; 10] = [
-    "initial",
-    "health_check",
-    "connect_failed",
-    "failback",
-    "recovered",
-    "no_master",
-    "promotion_failed",
-    "switchover",
-    "maintenance",
-    "reload",
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -105,12 +90,16 @@ impl Metrics {
         let failovers = Family::<CauseLabel, Counter>::default();
         let transitions = Family::<CauseLabel, Counter>::default();
         let reloads = Family::<ResultLabel, Counter>::default();
-        for cause in KNOWN_CAUSES {
-            create_at_zero(&transitions, CauseLabel { cause });
-            // The first election and a recovery from "no master" demote nobody.
-            if !matches!(cause, "initial" | "recovered") {
-                create_at_zero(&failovers, CauseLabel { cause });
+        // Every cause at 0 from the start, so `increase()` sees the first one (a series
+        // born at 1 looks like no change).
+        for cause in Cause::ALL {
+            let label = CauseLabel {
+                cause: cause.as_str(),
+            };
+            if cause.can_demote() {
+                create_at_zero(&failovers, label.clone());
             }
+            create_at_zero(&transitions, label);
         }
         for result in ["success", "failure"] {
             create_at_zero(&reloads, ResultLabel { result });
@@ -209,7 +198,7 @@ impl Metrics {
         };
         for record in new_transitions(snapshot, *counted) {
             let cause = CauseLabel {
-                cause: record.cause,
+                cause: record.cause.as_str(),
             };
             self.transitions.get_or_create(&cause).inc();
             if record.from.is_some() {
@@ -460,7 +449,11 @@ mod tests {
         }
     }
 
-    fn transition(from: Option<&str>, to: Option<&str>, cause: &'static str) -> TransitionRecord {
+    fn transition(from: Option<&str>, to: Option<&str>, cause: &str) -> TransitionRecord {
+        let cause = Cause::ALL
+            .into_iter()
+            .find(|known| known.as_str() == cause)
+            .expect("a known cause");
         TransitionRecord {
             at: SystemTime::now(),
             from: from.map(str::to_owned),

@@ -56,8 +56,9 @@ pub struct TransitionStatus {
     pub from: Option<String>,
     pub to: Option<String>,
     pub reason: String,
-    /// Machine-readable label: initial, health_check, connect_failed, failback,
-    /// recovered, no_master (more may be added).
+    /// Machine-readable label (`Cause::as_str`): initial, health_check,
+    /// connect_failed, failback, recovered, no_master, promotion_failed, switchover,
+    /// maintenance, reload (more may be added).
     pub cause: &'static str,
     /// The promotion's steps with their timings (empty when none was needed).
     pub steps: Vec<StepStatus>,
@@ -137,7 +138,7 @@ impl Status {
                     from: t.from.clone(),
                     to: t.to.clone(),
                     reason: t.reason.clone(),
-                    cause: t.cause,
+                    cause: t.cause.as_str(),
                     steps: t
                         .steps
                         .iter()

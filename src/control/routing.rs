@@ -68,13 +68,74 @@ pub struct TransitionRecord {
     pub from: Option<String>,
     pub to: Option<String>,
     pub reason: String,
-    /// A short machine-readable label of the reason (metrics label, scripts):
-    /// "initial", "health_check", "connect_failed", "failback", "recovered", "no_master",
-    /// "switchover", "maintenance", "reload", "promotion_failed".
-    pub cause: &'static str,
+    pub cause: Cause,
     /// Steps of the promotion that followed (fence, reload or start, ready, traffic
     /// moved), with timings; empty when none was needed.
     pub steps: Vec<StepRecord>,
+}
+
+/// Why the active master changed: the one list of labels that `/status`
+/// (`transitions[].cause`), the log and the metrics (`cause` label) show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Cause {
+    /// The first election after start.
+    Initial,
+    /// The health checks took the active master down.
+    HealthCheck,
+    /// A connection for a client request was refused.
+    ConnectFailed,
+    /// `failback = "auto"` returned to an earlier master.
+    Failback,
+    /// A master came up while none was active.
+    Recovered,
+    /// No master is healthy any more.
+    NoMaster,
+    /// Making the elected master ready failed.
+    PromotionFailed,
+    /// A planned switchover (admin API).
+    Switchover,
+    /// A master was taken out of the election or put back (admin API).
+    Maintenance,
+    /// A reload changed the pool.
+    Reload,
+}
+
+impl Cause {
+    /// Every cause, for metrics that must exist at 0 before the first one happens.
+    pub const ALL: [Cause; 10] = [
+        Cause::Initial,
+        Cause::HealthCheck,
+        Cause::ConnectFailed,
+        Cause::Failback,
+        Cause::Recovered,
+        Cause::NoMaster,
+        Cause::PromotionFailed,
+        Cause::Switchover,
+        Cause::Maintenance,
+        Cause::Reload,
+    ];
+
+    /// The label scripts and metrics see (a public contract: never renamed).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::Initial => "initial",
+            Cause::HealthCheck => "health_check",
+            Cause::ConnectFailed => "connect_failed",
+            Cause::Failback => "failback",
+            Cause::Recovered => "recovered",
+            Cause::NoMaster => "no_master",
+            Cause::PromotionFailed => "promotion_failed",
+            Cause::Switchover => "switchover",
+            Cause::Maintenance => "maintenance",
+            Cause::Reload => "reload",
+        }
+    }
+
+    /// Whether a transition of this cause can demote an active master: the first
+    /// election and a recovery from "no master" never do.
+    pub fn can_demote(self) -> bool {
+        !matches!(self, Cause::Initial | Cause::Recovered)
+    }
 }
 
 /// One step of a promotion.

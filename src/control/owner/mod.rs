@@ -23,7 +23,7 @@ use crate::control::election::{
 use crate::control::health::ProbeReport;
 use crate::control::promotion::{PromotionReport, PromotionSettings};
 use crate::control::routing::{
-    Master, MasterStatus, PromotionView, RoutingHandle, Snapshot, TransitionRecord,
+    Cause, Master, MasterStatus, PromotionView, RoutingHandle, Snapshot, TransitionRecord,
     TRANSITION_HISTORY,
 };
 
@@ -268,13 +268,13 @@ struct OwnerState {
 struct Announcement {
     from: String,
     to: Option<String>,
-    cause: &'static str,
+    cause: Cause,
     reason: String,
 }
 
 impl Announcement {
     fn log(&self) {
-        let (from, cause) = (self.from.as_str(), self.cause);
+        let (from, cause) = (self.from.as_str(), self.cause.as_str());
         match &self.to {
             Some(to) => {
                 tracing::info!(from, to = %to, cause, "active master changed: {}", self.reason)
@@ -424,7 +424,7 @@ impl OwnerState {
                 let transition = self.election.switchover(index)?;
                 self.sync_statuses();
                 if let Some(transition) = transition {
-                    self.record(transition, "switchover", now);
+                    self.record(transition, Cause::Switchover, now);
                 }
             }
             Control::SetDisabled { master, disabled } => {
@@ -433,7 +433,7 @@ impl OwnerState {
                 let transition = self.election.set_disabled(index, disabled);
                 self.sync_statuses();
                 if let Some(transition) = transition {
-                    self.record(transition, "maintenance", now);
+                    self.record(transition, Cause::Maintenance, now);
                 }
             }
             Control::Reload {
@@ -470,7 +470,7 @@ impl OwnerState {
         self.sync_statuses();
         if let Some(transition) = transition {
             // The previous active master may have been removed: name it from the record.
-            self.record(transition, "reload", now);
+            self.record(transition, Cause::Reload, now);
         }
     }
 
@@ -497,7 +497,7 @@ impl OwnerState {
     }
 
     /// Logs a change of the active master and keeps it in the history.
-    fn record(&mut self, transition: Transition, cause: &'static str, now: SystemTime) {
+    fn record(&mut self, transition: Transition, cause: Cause, now: SystemTime) {
         let name = |index: Option<usize>| index.map(|i| self.statuses[i].master.name.clone());
         let from = self.transitions_from(&transition);
         let record = TransitionRecord {
@@ -541,16 +541,16 @@ impl OwnerState {
     }
 
     /// The label of a transition, for metrics and scripts.
-    fn cause(&self, transition: &Transition, observation: &Observation) -> &'static str {
+    fn cause(&self, transition: &Transition, observation: &Observation) -> Cause {
         match (transition.from, transition.to) {
-            (_, None) => "no_master",
-            (None, Some(_)) if self.generation == 0 => "initial",
-            (None, Some(_)) => "recovered",
-            (Some(from), Some(_)) if self.election.masters()[from].electable() => "failback",
+            (_, None) => Cause::NoMaster,
+            (None, Some(_)) if self.generation == 0 => Cause::Initial,
+            (None, Some(_)) => Cause::Recovered,
+            (Some(from), Some(_)) if self.election.masters()[from].electable() => Cause::Failback,
             (Some(_), Some(_)) => match observation {
-                Observation::TrafficConnectFailed { .. } => "connect_failed",
-                Observation::PromotionFailed { .. } => "promotion_failed",
-                _ => "health_check",
+                Observation::TrafficConnectFailed { .. } => Cause::ConnectFailed,
+                Observation::PromotionFailed { .. } => Cause::PromotionFailed,
+                _ => Cause::HealthCheck,
             },
         }
     }
