@@ -41,18 +41,31 @@ pub enum ProbeError {
 }
 
 /// The outcome of one check of one master.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ProbeReport {
     pub master: Arc<Master>,
     /// When the check completed.
     pub at: SystemTime,
     pub latency: Duration,
-    /// `Err` holds the failure as text for /status and the logs.
-    pub result: Result<(), String>,
+    /// What a passed check learned, or why the check failed.
+    pub outcome: Result<CheckInfo, ProbeError>,
+}
+
+impl ProbeReport {
+    pub fn passed(&self) -> bool {
+        self.outcome.is_ok()
+    }
+
     /// Jenkins answered that it is starting (a failure, but a restart, not a crash).
-    pub starting: bool,
-    /// The `X-Jenkins-Session` header: a new value means the JVM restarted.
-    pub session: Option<String>,
+    pub fn starting(&self) -> bool {
+        matches!(self.outcome, Err(ProbeError::Starting))
+    }
+
+    /// The `X-Jenkins-Session` header of a passed check: a new value means the JVM
+    /// restarted.
+    pub fn session(&self) -> Option<&str> {
+        self.outcome.as_ref().ok()?.session.as_deref()
+    }
 }
 
 /// What a passed check learned.
@@ -118,9 +131,7 @@ async fn probe_loop<E: From<ProbeReport>>(
             master: Arc::clone(&master),
             at: SystemTime::now(),
             latency,
-            starting: matches!(outcome, Err(ProbeError::Starting)),
-            session: outcome.as_ref().ok().and_then(|info| info.session.clone()),
-            result: outcome.map(|_| ()).map_err(|error| error.to_string()),
+            outcome,
         };
         if reports.send(E::from(report)).await.is_err() {
             return; // nobody listens (the owner has stopped): so do we

@@ -47,13 +47,30 @@ pub struct Step {
 }
 
 /// What the promoter reports to the owner.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Progress {
     Step(Step),
     /// `require_fence` holds the promotion: fencing failed and is retried.
     WaitingOnFence(String),
     /// Ready for traffic, or failed (the owner marks the master down).
-    Done(Result<(), String>),
+    Done(Result<(), PromotionError>),
+}
+
+/// Why a master could not be made ready. Display is what `/status` and the log show.
+#[derive(Debug, thiserror::Error)]
+pub enum PromotionError {
+    #[error(transparent)]
+    Call(#[from] jenkins::CallError),
+    #[error("{0} is a cold standby without start_command")]
+    NoStartCommand(String),
+    #[error(transparent)]
+    Start(#[from] commands::CommandError),
+    #[error("not healthy within failover.promote_timeout {}: {last_error}", humantime::format_duration(*.timeout))]
+    NotReady {
+        timeout: Duration,
+        /// The last check's failure, in words.
+        last_error: String,
+    },
 }
 
 /// Progress of the promotion of `target`.
@@ -158,7 +175,7 @@ async fn rest_call(
     path: &str,
     settings: &PromotionSettings,
     report: &Reporter<impl From<PromotionReport>>,
-) -> Result<(), String> {
+) -> Result<(), PromotionError> {
     let started = Instant::now();
     let outcome = jenkins::post(
         to.upstream.authority(),
@@ -177,7 +194,8 @@ async fn rest_call(
                 .map_or_else(|e| e.to_string(), |s| s.to_string()),
         }))
         .await;
-    outcome.map(|_| ()).map_err(|error| error.to_string())
+    outcome?;
+    Ok(())
 }
 
 /// Hot: reload, wait until healthy, cancel quiet-down. Cold: start, wait until healthy.
@@ -185,7 +203,7 @@ async fn prepare(
     to: &Arc<Master>,
     settings: &PromotionSettings,
     report: &Reporter<impl From<PromotionReport>>,
-) -> Result<(), String> {
+) -> Result<(), PromotionError> {
     match to.standby {
         Standby::None => return Ok(()),
         Standby::Hot => {
@@ -197,10 +215,7 @@ async fn prepare(
         }
         Standby::Cold => {
             let Some(command) = &to.start_command else {
-                return Err(format!(
-                    "{} is a cold standby without start_command",
-                    to.name
-                ));
+                return Err(PromotionError::NoStartCommand(to.name.clone()));
             };
             let started = Instant::now();
             let vars = Vars {
@@ -220,7 +235,7 @@ async fn prepare(
                         .map_or_else(|e| e.to_string(), Clone::clone),
                 }))
                 .await;
-            outcome.map_err(|error| error.to_string())?;
+            outcome?;
         }
     }
     wait_healthy(to, settings, report).await
@@ -230,7 +245,7 @@ async fn wait_healthy(
     to: &Arc<Master>,
     settings: &PromotionSettings,
     report: &Reporter<impl From<PromotionReport>>,
-) -> Result<(), String> {
+) -> Result<(), PromotionError> {
     let started = Instant::now();
     let poll = settings.health.interval.min(Duration::from_millis(200));
     let mut last_error = String::from("not checked yet");
@@ -251,17 +266,17 @@ async fn wait_healthy(
         }
         tokio::time::sleep(poll).await;
     }
-    let detail = format!(
-        "not healthy within failover.promote_timeout {}: {last_error}",
-        humantime::format_duration(settings.promote_timeout)
-    );
+    let error = PromotionError::NotReady {
+        timeout: settings.promote_timeout,
+        last_error,
+    };
     report
         .send(Progress::Step(Step {
             step: format!("{} ready", to.name),
             ok: false,
             took: started.elapsed(),
-            detail: detail.clone(),
+            detail: error.to_string(),
         }))
         .await;
-    Err(detail)
+    Err(error)
 }

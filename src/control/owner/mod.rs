@@ -343,10 +343,10 @@ impl OwnerState {
                 let Some(index) = self.index_of(&report.master) else {
                     return Reply::None; // a probe of a master a reload removed
                 };
-                let observation = match &report.result {
-                    Ok(()) => Observation::CheckPassed,
+                let observation = match &report.outcome {
+                    Ok(_) => Observation::CheckPassed,
                     Err(error) => Observation::CheckFailed {
-                        error: error.clone(),
+                        error: error.to_string(),
                     },
                 };
                 self.statuses[index].last_check = Some(report.at);
@@ -357,12 +357,12 @@ impl OwnerState {
                     .promotion
                     .as_ref()
                     .is_some_and(|p| Arc::ptr_eq(&p.target, &report.master));
-                if promoting && report.result.is_err() {
+                if promoting && !report.passed() {
                     return Reply::None;
                 }
-                self.statuses[index].starting = report.starting;
+                self.statuses[index].starting = report.starting();
                 self.note_session(&report);
-                if report.result.is_ok() {
+                if report.passed() {
                     self.ask_quiet_state(&report.master);
                 }
                 if self.within_starting_grace(&report, now) {

@@ -18,12 +18,12 @@ impl OwnerState {
     /// A new `X-Jenkins-Session` means the JVM restarted: a hot standby then left
     /// quiet-down and must be put back (and the restart is logged).
     pub(super) fn note_session(&mut self, report: &ProbeReport) {
-        let Some(session) = &report.session else {
+        let Some(session) = report.session() else {
             return;
         };
         let name = &report.master.name;
-        let previous = self.sessions.insert(name.clone(), session.clone());
-        if previous.is_some_and(|previous| &previous != session) {
+        let previous = self.sessions.insert(name.clone(), session.to_owned());
+        if previous.is_some_and(|previous| previous != session) {
             tracing::warn!(master = %name, "Jenkins restarted (new X-Jenkins-Session)");
             self.quieted.retain(|q| q != name);
         }
@@ -36,7 +36,7 @@ impl OwnerState {
             .ready
             .as_ref()
             .is_some_and(|r| Arc::ptr_eq(r, &report.master));
-        if !report.starting || !serving || self.settings.starting_grace.is_zero() {
+        if !report.starting() || !serving || self.settings.starting_grace.is_zero() {
             if self
                 .restarting
                 .as_ref()
@@ -111,6 +111,7 @@ impl OwnerState {
             Progress::Done(Err(error)) => {
                 self.promotion = None;
                 if let Some(index) = self.index_of(target) {
+                    let error = error.to_string();
                     self.observe(index, &Observation::PromotionFailed { error }, now);
                 }
             }
