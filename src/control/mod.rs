@@ -8,5 +8,6 @@ pub mod health;
 pub mod jenkins;
 pub mod owner;
 pub mod promotion;
+pub mod readiness;
 pub mod routing;
 pub mod state_file;
