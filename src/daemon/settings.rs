@@ -12,8 +12,7 @@ use crate::control::jenkins::Credentials;
 use crate::control::owner::OwnerSettings;
 use crate::control::promotion::PromotionSettings;
 use crate::control::routing::Master;
-use crate::proxy::jnlp::Advertised;
-use crate::proxy::{ProxySettings, ServerSettings};
+use crate::proxy::{Advertised, ProxySettings, ServerSettings};
 use crate::sys::small_file::SecretError;
 use crate::upstream::{Upstream, UpstreamSettings};
 

@@ -1,0 +1,454 @@
+//! Sends one request to the active master through its pool, and streams the response
+//! back. When an attempt fails, [`super::retry::next_step`] decides what comes next and
+//! this module carries it out. The rare paths (holding for a promotion, connecting,
+//! reporting to the owner, recovering) are boxed: inline, their futures would make
+//! every request's future kilobytes larger, copied by value several times a request.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::Either;
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Request, Response, StatusCode};
+
+use super::body::Streamed;
+use super::exchange::{Exchange, Upgrade};
+use super::headers::strip_hop_by_hop;
+use super::retry::{next_step, Attempts, ConnectDeadline, Failure, Step};
+use super::{jnlp, responses, upgrade, ProxyBody, ProxyContext};
+use crate::control::routing::{Master, Snapshot};
+use crate::upstream::{ConnectError, UpstreamBody};
+
+/// Which master answered (or failed) a request; a response extension read by metrics
+/// and the access log.
+#[derive(Debug, Clone)]
+pub struct ServedBy(pub Arc<Master>);
+
+/// Why an attempt failed, for the log and the client's error page.
+#[derive(Debug, thiserror::Error)]
+enum Why {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error(transparent)]
+    Http(#[from] hyper::Error),
+    #[error("no response head in time")]
+    NoHead,
+    #[error("the master was demoted while the request waited")]
+    Demoted,
+}
+
+/// A failed attempt: how, why, and the request when it was never sent.
+struct Failed {
+    failure: Failure,
+    why: Why,
+    unsent: Option<Request<UpstreamBody>>,
+    /// It failed on a connection taken from the pool (for the log).
+    reused: bool,
+}
+
+/// What a request carries from one attempt to the next.
+struct Sending {
+    exchange: Exchange,
+    snapshot: Arc<Snapshot>,
+    /// The next attempt opens a new connection rather than reuse an idle one.
+    fresh_only: bool,
+    /// Masters whose connect failed and was reported; each may fail once.
+    connect_failures: usize,
+    deadline: ConnectDeadline,
+}
+
+/// Sends `request` to the active master, trying again where that is safe (see
+/// `super::retry`); every failure becomes a response.
+pub(super) async fn send_with_retries(
+    ctx: &ProxyContext,
+    mut request: Request<UpstreamBody>,
+    exchange: Exchange,
+) -> Response<ProxyBody> {
+    let mut sending = Sending {
+        exchange,
+        snapshot: ctx.routing.current(),
+        fresh_only: false,
+        connect_failures: 0,
+        deadline: ConnectDeadline::default(),
+    };
+    loop {
+        let Some(master) = sending.snapshot.active_master().cloned() else {
+            let hold_timeout = sending.exchange.settings.hold_timeout;
+            match Box::pin(hold(ctx, &sending.snapshot, hold_timeout)).await {
+                Some(next) => {
+                    sending.snapshot = next;
+                    continue;
+                }
+                None => return responses::unavailable(&sending.exchange.settings.retry_after),
+            }
+        };
+        if let Some(refusal) = sending
+            .exchange
+            .check_cli_session(&ctx.cli_sessions, &master)
+        {
+            return refusal;
+        }
+        let failed = match sending.attempt(ctx, &master, request).await {
+            Ok(response) => return response,
+            Err(failed) => failed,
+        };
+        request = match Box::pin(sending.recover(ctx, &master, failed)).await {
+            Ok(next) => next,
+            Err(answer) => return answer,
+        };
+    }
+}
+
+impl Sending {
+    /// Sends `request` once to `master`: the response, or how it failed.
+    async fn attempt(
+        &mut self,
+        ctx: &ProxyContext,
+        master: &Arc<Master>,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<ProxyBody>, Failed> {
+        // A request may wait as long for a connection as for a promotion.
+        let wait = self.exchange.settings.hold_timeout;
+        let connection = if std::mem::take(&mut self.fresh_only) {
+            Box::pin(master.upstream.connect(wait)).await
+        } else {
+            master.upstream.connection(wait).await
+        };
+        let mut connection = match connection {
+            Ok(connection) => connection,
+            Err(error) => return Err(self.connect_failed(ctx, master, error, request)),
+        };
+        let sent = connection.sender.try_send_request(request);
+        let replayable = self.exchange.replay.can_replay();
+        let timeout = self.exchange.settings.request_timeout;
+        let spent = |failure, why| Failed {
+            failure,
+            why,
+            unsent: None,
+            reused: connection.reused,
+        };
+        let outcome = match wait_for_head(ctx, master, sent, replayable, timeout).await {
+            Waited::Head(outcome) => outcome,
+            // Dropping the request cancelled it there (hyper closes that connection).
+            Waited::Rescued => return Err(spent(Failure::Demoted, Why::Demoted)),
+            Waited::TimedOut => return Err(spent(Failure::HeadTimedOut, Why::NoHead)),
+        };
+        match outcome {
+            Ok(response) => Ok(respond(
+                master,
+                connection.sender,
+                response,
+                &mut self.exchange,
+            )),
+            Err(mut failure) => {
+                let unsent = failure.take_message();
+                let error = failure.into_error();
+                let failure = match (&unsent, error.is_user()) {
+                    (Some(_), _) => Failure::Unsent {
+                        reused: connection.reused,
+                    },
+                    (None, true) => Failure::ClientBody,
+                    (None, false) => Failure::Broke,
+                };
+                Err(Failed {
+                    failure,
+                    why: Why::Http(error),
+                    unsent,
+                    reused: connection.reused,
+                })
+            }
+        }
+    }
+
+    /// A connect to `master` failed: which failure it is.
+    fn connect_failed(
+        &mut self,
+        ctx: &ProxyContext,
+        master: &Arc<Master>,
+        error: ConnectError,
+        request: Request<UpstreamBody>,
+    ) -> Failed {
+        let failure = if error.is_local() {
+            Failure::ConnectLocal
+        } else if error.is_saturated() {
+            Failure::ConnectSaturated
+        } else if error.is_timeout() {
+            let confirmation = self.exchange.settings.down_confirmation;
+            let deadline_passed = self
+                .deadline
+                .passed(std::time::Instant::now(), confirmation);
+            Failure::ConnectTimedOut {
+                still_active: still_active(&ctx.routing.current(), master),
+                deadline_passed,
+            }
+        } else {
+            Failure::ConnectFailed
+        };
+        Failed {
+            failure,
+            why: Why::Connect(error),
+            unsent: Some(request),
+            reused: false,
+        }
+    }
+
+    /// Carries out the step `next_step` chose after `failed`: the request to send
+    /// next (with the snapshot to send it by), or the answer to the client.
+    async fn recover(
+        &mut self,
+        ctx: &ProxyContext,
+        master: &Arc<Master>,
+        failed: Failed,
+    ) -> Result<Request<UpstreamBody>, Response<ProxyBody>> {
+        let attempts = Attempts {
+            can_resend: self.exchange.replay.can_replay(),
+            replayed_here: self.exchange.replay.replayed_on(master),
+        };
+        let Failed {
+            failure,
+            why,
+            unsent,
+            reused,
+        } = failed;
+        let bad_gateway = || responses::bad_gateway(master, &why);
+        let settings = Arc::clone(&self.exchange.settings);
+        match next_step(failure, &attempts) {
+            Step::Answer(answer) => Err(responses::answer(
+                answer,
+                master,
+                &why,
+                &settings.retry_after,
+            )),
+            Step::FreshConnection => {
+                self.fresh_only = true;
+                unsent.ok_or_else(bad_gateway)
+            }
+            Step::RetryOnActive => {
+                tracing::debug!(master = %master.name, error = %why,
+                    "connect timed out; trying again on the active master (the health checks decide whether it is down)");
+                self.snapshot = ctx.routing.current();
+                unsent.ok_or_else(bad_gateway)
+            }
+            Step::ReportAndRetry => {
+                self.connect_failures += 1;
+                let reported = ctx
+                    .owner
+                    .failed_connect(master, why.to_string(), self.connect_failures)
+                    .await;
+                self.snapshot = reported.ok_or_else(bad_gateway)?;
+                unsent.ok_or_else(bad_gateway)
+            }
+            Step::Replay => {
+                tracing::debug!(master = %master.name, error = %why, reused,
+                    "connection broke before the response; replaying the request once");
+                self.exchange.replay.replayed_on = Some(Arc::clone(master));
+                self.resend(ctx.routing.current()).ok_or_else(bad_gateway)
+            }
+            Step::Resend => {
+                tracing::info!(master = %master.name, "request rescued from a demoted master; sending it to the new active master");
+                let gateway_timeout = || {
+                    let answer = super::retry::Answer::GatewayTimeout;
+                    responses::answer(answer, master, &why, &settings.retry_after)
+                };
+                self.resend(ctx.routing.current())
+                    .ok_or_else(gateway_timeout)
+            }
+            Step::WaitForDemotion => {
+                // The replay, on a fresh connection, broke too: the master may be dying
+                // (killed, but its socket still accepting for a moment). Its health
+                // checks decide, never this client: wait for them to demote it.
+                let next = demoted_within(ctx, master, settings.down_confirmation)
+                    .await
+                    .ok_or_else(bad_gateway)?;
+                tracing::info!(master = %master.name, error = %why,
+                    "request broke twice on a master that was then demoted; sending it to the new active master");
+                self.resend(next).ok_or_else(bad_gateway)
+            }
+        }
+    }
+
+    /// A copy of the request for the active master of `snapshot`, on a fresh
+    /// connection; None when no copy may be sent.
+    fn resend(&mut self, snapshot: Arc<Snapshot>) -> Option<Request<UpstreamBody>> {
+        let copy = self.exchange.replay.again()?;
+        self.snapshot = snapshot;
+        self.fresh_only = true;
+        Some(copy)
+    }
+}
+
+/// How waiting for a response head ended.
+enum Waited<T> {
+    Head(T),
+    /// The master was demoted while the (replayable) request waited: resend it.
+    Rescued,
+    /// No response head within `proxy.request_timeout`.
+    TimedOut,
+}
+
+/// Waits for the response head, bounded by `proxy.request_timeout`. A replayable
+/// request (idempotent, no body) waiting on a master that gets demoted (it froze, was
+/// switched away from) is rescued rather than left hanging.
+///
+/// Most heads arrive within a millisecond: the demotion watch starts only after
+/// `WATCH_DEMOTION_AFTER` (checking the snapshot at once then), so a fast request
+/// costs one timer and no subscription to the snapshot channel.
+async fn wait_for_head<F: std::future::Future>(
+    ctx: &ProxyContext,
+    master: &Arc<Master>,
+    sent: F,
+    replayable: bool,
+    timeout: Option<Duration>,
+) -> Waited<F::Output> {
+    let started = tokio::time::Instant::now();
+    let deadline = timeout.map(|timeout| started + timeout);
+    let watch_from = started + WATCH_DEMOTION_AFTER;
+    let first_wake = match deadline {
+        Some(deadline) if !replayable || deadline < watch_from => deadline,
+        _ if replayable => watch_from,
+        _ => started, // neither a deadline nor a watch: the timer stays unarmed
+    };
+    let mut armed = replayable || deadline.is_some();
+    let timer = tokio::time::sleep_until(first_wake);
+    tokio::pin!(sent, timer);
+    let mut snapshots = None;
+    loop {
+        tokio::select! {
+            biased;
+            outcome = &mut sent => return Waited::Head(outcome),
+            () = demotion(snapshots.as_mut(), master) => return Waited::Rescued,
+            () = &mut timer, if armed => {
+                let now = tokio::time::Instant::now();
+                if deadline.is_some_and(|deadline| now >= deadline) {
+                    return Waited::TimedOut;
+                }
+                if replayable && snapshots.is_none() {
+                    let mut receiver = ctx.routing.subscribe();
+                    if !still_active(&receiver.borrow_and_update(), master) {
+                        return Waited::Rescued;
+                    }
+                    snapshots = Some(receiver);
+                }
+                match deadline {
+                    Some(deadline) => timer.as_mut().reset(deadline),
+                    None => armed = false,
+                }
+            }
+        }
+    }
+}
+
+/// How long a replayable request waits for its head before it watches for a demotion
+/// of its master (a rescue comes this much later at most; failover takes seconds).
+const WATCH_DEMOTION_AFTER: Duration = Duration::from_millis(20);
+
+/// Completes when `master` stops being the active master; never without `snapshots`.
+async fn demotion(
+    snapshots: Option<&mut tokio::sync::watch::Receiver<Arc<Snapshot>>>,
+    master: &Arc<Master>,
+) {
+    let Some(snapshots) = snapshots else {
+        return std::future::pending().await;
+    };
+    loop {
+        if snapshots.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        if !still_active(&snapshots.borrow_and_update(), master) {
+            return;
+        }
+    }
+}
+
+/// Waits up to `bound` for `master` to stop being the active master; returns the
+/// snapshot that demoted it, or None if it is still active after `bound`.
+async fn demoted_within(
+    ctx: &ProxyContext,
+    master: &Arc<Master>,
+    bound: Duration,
+) -> Option<Arc<Snapshot>> {
+    let mut snapshots = ctx.routing.subscribe();
+    let demoted = async {
+        loop {
+            let current = Arc::clone(&snapshots.borrow_and_update());
+            if !still_active(&current, master) {
+                return Some(current);
+            }
+            if snapshots.changed().await.is_err() {
+                return None; // the owner is gone: nothing will change any more
+            }
+        }
+    };
+    tokio::time::timeout(bound, demoted).await.ok().flatten()
+}
+
+fn still_active(snapshot: &Snapshot, master: &Arc<Master>) -> bool {
+    snapshot
+        .active_master()
+        .is_some_and(|active| Arc::ptr_eq(active, master))
+}
+
+/// While a master is being promoted (fenced, reloaded, started), requests wait for it
+/// rather than fail: returns the snapshot with the new active master, or None when
+/// there is no promotion or `hold_timeout` ran out (then: 503).
+async fn hold(
+    ctx: &ProxyContext,
+    snapshot: &Snapshot,
+    hold_timeout: Duration,
+) -> Option<Arc<Snapshot>> {
+    snapshot.promotion.as_ref()?;
+    let mut snapshots = ctx.routing.subscribe();
+    let deadline = tokio::time::Instant::now() + hold_timeout;
+    loop {
+        let current = Arc::clone(&snapshots.borrow_and_update());
+        if current.active.is_some() {
+            return Some(current);
+        }
+        current.promotion.as_ref()?;
+        tokio::select! {
+            changed = snapshots.changed() => changed.ok()?,
+            () = tokio::time::sleep_until(deadline) => return None,
+        }
+    }
+}
+
+/// The master's response, streamed, without its hop-by-hop headers; a 101 to an
+/// upgrade request starts the tunnel.
+fn respond(
+    master: &Arc<Master>,
+    sender: SendRequest<UpstreamBody>,
+    mut response: Response<Incoming>,
+    exchange: &mut Exchange,
+) -> Response<ProxyBody> {
+    let settings = &exchange.settings;
+    let mut returner = None;
+    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    match (switching, exchange.upgrade.take()) {
+        (true, Some(Upgrade { client, protocol })) => {
+            let upstream = hyper::upgrade::on(&mut response);
+            upgrade::spawn_tunnel(client, upstream, master, settings.tunnel_idle_timeout);
+            let protocol = response
+                .headers()
+                .get(hyper::header::UPGRADE)
+                .cloned()
+                .unwrap_or(protocol);
+            strip_hop_by_hop(response.headers_mut());
+            upgrade::restore(response.headers_mut(), protocol);
+        }
+        _ => {
+            // The connection goes back to the pool once this response is read.
+            returner = Some(master.upstream.returner(sender));
+            strip_hop_by_hop(response.headers_mut());
+        }
+    }
+    if !settings.advertised.is_empty() {
+        let host = exchange.request_host.as_ref().and_then(|h| h.to_str().ok());
+        jnlp::rewrite(response.headers_mut(), &settings.advertised, host);
+    }
+    response
+        .extensions_mut()
+        .insert(ServedBy(Arc::clone(master)));
+    let idle_timeout = settings.response_idle_timeout;
+    response.map(|body| Either::Left(Streamed::new(body, idle_timeout, returner)))
+}
