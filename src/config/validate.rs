@@ -7,20 +7,22 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::errors::Source;
-use super::raw::{Field, RawAdmin, RawConfig, RawHealth, RawProxy};
+use super::raw::{Field, RawAdmin, RawConfig, RawFailover, RawHealth};
 use super::{
     failback_meaning, fmt_duration, AdminConfig, Config, ConfigError, Failback, FailoverConfig,
-    HealthConfig, ProxyConfig, DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_DRAIN_TIMEOUT, DEFAULT_FAILBACK, DEFAULT_FALL, DEFAULT_HEADER_READ_TIMEOUT,
+    HealthConfig, DEFAULT_COMMAND_TIMEOUT, DEFAULT_DRAIN_TIMEOUT, DEFAULT_FAILBACK, DEFAULT_FALL,
     DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_PATH, DEFAULT_HEALTH_TIMEOUT, DEFAULT_HOLD_TIMEOUT,
-    DEFAULT_POOL_IDLE_TIMEOUT, DEFAULT_PROMOTE_TIMEOUT, DEFAULT_RETRY_AFTER, DEFAULT_RISE,
-    DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_STATE_FILE, DEFAULT_TUNNEL_IDLE_TIMEOUT,
+    DEFAULT_PROMOTE_TIMEOUT, DEFAULT_RISE, DEFAULT_STATE_FILE,
 };
 use std::path::PathBuf;
 
 mod backend;
 mod promotion;
+mod proxy;
 mod tcp;
+mod values;
+
+use values::{bounded, check_name, duration, is_off, optional_duration, positive_duration};
 
 pub(super) fn validate(src: &Source<'_>, raw: &RawConfig) -> Result<Config, ConfigError> {
     let proxy = required_table(src, "proxy", raw.proxy.as_ref(), PROXY_LISTEN_EXAMPLE)?;
@@ -45,58 +47,13 @@ pub(super) fn validate(src: &Source<'_>, raw: &RawConfig) -> Result<Config, Conf
     listeners.extend(tcp_listens);
     check_listener_clashes(src, &listeners)?;
     Ok(Config {
-        proxy: proxy_config(src, proxy.get_ref(), proxy_addr)?,
+        proxy: proxy::proxy_config(src, proxy.get_ref(), proxy_addr)?,
         admin: AdminConfig {
             listen: admin_addr,
             token_file: token_file(src, admin.get_ref(), admin_addr)?,
         },
         health: health_config(src, &raw.health)?,
-        failover: FailoverConfig {
-            failback: failback(src, raw.failover.failback.as_ref())?,
-            // Zero is allowed: close what is left on the demoted master at once.
-            drain_timeout: duration(
-                src,
-                "failover.drain_timeout",
-                &raw.failover.drain_timeout,
-                DEFAULT_DRAIN_TIMEOUT,
-            )?,
-            state_file: state_file(src, &raw.failover.state_file)?,
-            require_fence: raw
-                .failover
-                .require_fence
-                .as_ref()
-                .is_some_and(|f| *f.get_ref()),
-            hold_timeout: duration(
-                src,
-                "failover.hold_timeout",
-                &raw.failover.hold_timeout,
-                DEFAULT_HOLD_TIMEOUT,
-            )?,
-            promote_timeout: positive_duration(
-                src,
-                "failover.promote_timeout",
-                &raw.failover.promote_timeout,
-                DEFAULT_PROMOTE_TIMEOUT,
-            )?,
-            starting_grace: duration(
-                src,
-                "failover.starting_grace",
-                &raw.failover.starting_grace,
-                Duration::ZERO,
-            )?,
-            command_timeout: positive_duration(
-                src,
-                "failover.command_timeout",
-                &raw.failover.command_timeout,
-                DEFAULT_COMMAND_TIMEOUT,
-            )?,
-            min_active_time: duration(
-                src,
-                "failover.min_active_time",
-                &raw.failover.min_active_time,
-                super::DEFAULT_MIN_ACTIVE_TIME,
-            )?,
-        },
+        failover: failover_config(src, &raw.failover)?,
         backends: backend::backends(src, &raw.backend)?,
         jenkins: promotion::jenkins(src, &raw.jenkins)?,
         hooks: promotion::hooks(src, &raw.hooks)?,
@@ -104,9 +61,53 @@ pub(super) fn validate(src: &Source<'_>, raw: &RawConfig) -> Result<Config, Conf
     })
 }
 
+/// `[failover]`: every key has a default.
+fn failover_config(src: &Source<'_>, raw: &RawFailover) -> Result<FailoverConfig, ConfigError> {
+    Ok(FailoverConfig {
+        failback: failback(src, raw.failback.as_ref())?,
+        // Zero is allowed: close what is left on the demoted master at once.
+        drain_timeout: duration(
+            src,
+            "failover.drain_timeout",
+            &raw.drain_timeout,
+            DEFAULT_DRAIN_TIMEOUT,
+        )?,
+        state_file: state_file(src, &raw.state_file)?,
+        require_fence: raw.require_fence.as_ref().is_some_and(|f| *f.get_ref()),
+        hold_timeout: duration(
+            src,
+            "failover.hold_timeout",
+            &raw.hold_timeout,
+            DEFAULT_HOLD_TIMEOUT,
+        )?,
+        promote_timeout: positive_duration(
+            src,
+            "failover.promote_timeout",
+            &raw.promote_timeout,
+            DEFAULT_PROMOTE_TIMEOUT,
+        )?,
+        starting_grace: duration(
+            src,
+            "failover.starting_grace",
+            &raw.starting_grace,
+            Duration::ZERO,
+        )?,
+        command_timeout: positive_duration(
+            src,
+            "failover.command_timeout",
+            &raw.command_timeout,
+            DEFAULT_COMMAND_TIMEOUT,
+        )?,
+        min_active_time: duration(
+            src,
+            "failover.min_active_time",
+            &raw.min_active_time,
+            super::DEFAULT_MIN_ACTIVE_TIME,
+        )?,
+    })
+}
+
 const PROXY_LISTEN_EXAMPLE: &str = "0.0.0.0:8080";
-/// `proxy.workers` at most: more threads than this only add context switches.
-const MAX_WORKERS: usize = 1024;
 const ADMIN_LISTEN_EXAMPLE: &str = "127.0.0.1:8404";
 
 /// `[proxy]` and `[admin]` must be present (no line to point at when they are not).
@@ -158,113 +159,6 @@ fn listen_addr(
             Err(src.error(field.span(), key, message))
         }
     }
-}
-
-fn proxy_config(
-    src: &Source<'_>,
-    raw: &RawProxy,
-    listen: SocketAddr,
-) -> Result<ProxyConfig, ConfigError> {
-    Ok(ProxyConfig {
-        listen,
-        connect_timeout: positive_duration(
-            src,
-            "proxy.connect_timeout",
-            &raw.connect_timeout,
-            DEFAULT_CONNECT_TIMEOUT,
-        )?,
-        pool_idle_timeout: duration(
-            src,
-            "proxy.pool_idle_timeout",
-            &raw.pool_idle_timeout,
-            DEFAULT_POOL_IDLE_TIMEOUT,
-        )?,
-        // Zero would time out every client before it could send a request.
-        header_read_timeout: positive_duration(
-            src,
-            "proxy.header_read_timeout",
-            &raw.header_read_timeout,
-            DEFAULT_HEADER_READ_TIMEOUT,
-        )?,
-        shutdown_timeout: duration(
-            src,
-            "proxy.shutdown_timeout",
-            &raw.shutdown_timeout,
-            DEFAULT_SHUTDOWN_TIMEOUT,
-        )?,
-        retry_after: duration(
-            src,
-            "proxy.retry_after",
-            &raw.retry_after,
-            DEFAULT_RETRY_AFTER,
-        )?,
-        tunnel_idle_timeout: optional_duration(
-            src,
-            "proxy.tunnel_idle_timeout",
-            &raw.tunnel_idle_timeout,
-            Some(DEFAULT_TUNNEL_IDLE_TIMEOUT),
-        )?,
-        response_idle_timeout: optional_duration(
-            src,
-            "proxy.response_idle_timeout",
-            &raw.response_idle_timeout,
-            None,
-        )?,
-        access_log: raw.access_log.as_ref().is_some_and(|on| *on.get_ref()),
-        max_header_bytes: bounded(
-            src,
-            "proxy.max_header_bytes",
-            &raw.max_header_bytes,
-            super::DEFAULT_MAX_HEADER_BYTES,
-            8192,
-            16 << 20,
-        )?,
-        max_headers: bounded(
-            src,
-            "proxy.max_headers",
-            &raw.max_headers,
-            super::DEFAULT_MAX_HEADERS,
-            8,
-            10_000,
-        )?,
-        max_connections: bounded(
-            src,
-            "proxy.max_connections",
-            &raw.max_connections,
-            super::DEFAULT_MAX_CONNECTIONS,
-            1,
-            1_000_000,
-        )?,
-        workers: match &raw.workers {
-            None => None,
-            Some(field) => match usize::try_from(*field.get_ref()) {
-                Ok(n) if (1..=MAX_WORKERS).contains(&n) => Some(n),
-                _ => {
-                    return Err(src.error(
-                        field.span(),
-                        "proxy.workers",
-                        format!(
-                            "must be between 1 and {MAX_WORKERS}; leave it out for one per CPU core"
-                        ),
-                    ))
-                }
-            },
-        },
-        request_timeout: optional_duration(
-            src,
-            "proxy.request_timeout",
-            &raw.request_timeout,
-            Some(super::DEFAULT_REQUEST_TIMEOUT),
-        )?,
-        http2_max_streams: bounded(
-            src,
-            "proxy.http2_max_streams",
-            &raw.http2_max_streams,
-            super::DEFAULT_HTTP2_MAX_STREAMS,
-            1,
-            10_000,
-        )?,
-    })
 }
 
 /// Every listener against those before it (proxy, admin, then `[[tcp]]` in file
@@ -394,88 +288,6 @@ fn probe_count(
     })
 }
 
-/// An optional duration: humantime syntax ("500ms", "2s", "1m"); zero allowed,
-/// "off" refused (these settings cannot be disabled).
-fn duration(
-    src: &Source<'_>,
-    key: &str,
-    field: &Field<String>,
-    default: Duration,
-) -> Result<Duration, ConfigError> {
-    let Some(field) = field else {
-        return Ok(default);
-    };
-    if is_off(field.get_ref()) {
-        let message = format!(
-            "cannot be turned off; write a duration with a unit, e.g. \"{}\"",
-            fmt_duration(default)
-        );
-        return Err(src.error(field.span(), key, message));
-    }
-    parse_duration(src, key, field, "")
-}
-
-/// A timeout that can be disabled: "off" or zero gives None; absent gives `default`.
-fn optional_duration(
-    src: &Source<'_>,
-    key: &str,
-    field: &Field<String>,
-    default: Option<Duration>,
-) -> Result<Option<Duration>, ConfigError> {
-    let Some(field) = field else {
-        return Ok(default);
-    };
-    if is_off(field.get_ref()) {
-        return Ok(None);
-    }
-    let value = parse_duration(src, key, field, " (or \"off\" to disable)")?;
-    Ok(Some(value).filter(|value| !value.is_zero()))
-}
-
-fn is_off(text: &str) -> bool {
-    text.trim().eq_ignore_ascii_case("off")
-}
-
-/// humantime syntax; `also` is appended to the advice on error.
-fn parse_duration(
-    src: &Source<'_>,
-    key: &str,
-    field: &Spanned<String>,
-    also: &str,
-) -> Result<Duration, ConfigError> {
-    humantime::parse_duration(field.get_ref()).map_err(|e| {
-        src.error(
-            field.span(),
-            key,
-            format!(
-                "invalid duration {:?} ({e}); write a number with a unit, e.g. \"2s\", \"500ms\" or \"1m\"{also}",
-                field.get_ref()
-            ),
-        )
-    })
-}
-
-/// Like [`duration`], for deadlines where zero would make every attempt fail.
-pub(super) fn positive_duration(
-    src: &Source<'_>,
-    key: &str,
-    field: &Field<String>,
-    default: Duration,
-) -> Result<Duration, ConfigError> {
-    let value = duration(src, key, field, default)?;
-    match field {
-        Some(field) if value.is_zero() => Err(src.error(
-            field.span(),
-            key,
-            format!(
-                "must be greater than zero, e.g. \"{}\"",
-                fmt_duration(default)
-            ),
-        )),
-        _ => Ok(value),
-    }
-}
-
 fn failback(src: &Source<'_>, field: Option<&Spanned<String>>) -> Result<Failback, ConfigError> {
     let Some(field) = field else {
         return Ok(DEFAULT_FAILBACK);
@@ -495,23 +307,6 @@ fn failback(src: &Source<'_>, field: Option<&Spanned<String>>) -> Result<Failbac
     }
 }
 
-/// Names go into logs and metric labels: keep them to a safe alphabet. `example`
-/// is a good name for the kind of thing named.
-fn check_name(name: &str, example: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err(format!(
-            "must not be empty; use a short label such as \"{example}\""
-        ));
-    }
-    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
-    match name.chars().find(|&c| !allowed(c)) {
-        Some(bad) => Err(format!(
-            "{name:?} contains {bad:?}; use only letters, digits, '.', '_' and '-' (names appear in logs and metrics)"
-        )),
-        None => Ok(()),
-    }
-}
-
 /// `health.expect_header`: a valid header name.
 fn expect_header(src: &Source<'_>, field: &Field<String>) -> Result<Option<String>, ConfigError> {
     let Some(name) = field else {
@@ -526,28 +321,6 @@ fn expect_header(src: &Source<'_>, field: &Field<String>) -> Result<Option<Strin
                 "{:?} is not a header name; e.g. \"X-Jenkins\"",
                 name.get_ref()
             ),
-        )),
-    }
-}
-
-/// An optional whole number within `min..=max`.
-pub(super) fn bounded(
-    src: &Source<'_>,
-    key: &str,
-    field: &Field<i64>,
-    default: usize,
-    min: usize,
-    max: usize,
-) -> Result<usize, ConfigError> {
-    let Some(field) = field else {
-        return Ok(default);
-    };
-    match usize::try_from(*field.get_ref()) {
-        Ok(n) if (min..=max).contains(&n) => Ok(n),
-        _ => Err(src.error(
-            field.span(),
-            key,
-            format!("must be between {min} and {max}; the default is {default}"),
         )),
     }
 }
