@@ -9,12 +9,18 @@
 //! - The top-level modules form layers, and imports point down them:
 //!   `cli -> daemon -> proxy, tcp, admin -> control -> upstream -> config, sys, sample`.
 //!   Modules of one layer do not import each other, except the pairs in `PEER_IMPORTS`.
+//! - Non-test code: no file over `MAX_FILE_LINES` lines, no function over
+//!   `MAX_FN_LINES` lines.
 //!
 //! It reads `src/` as text (comments, strings and `#[cfg(test)]` items removed): no
-//! dependency and nothing to build, so it costs CI nothing.
+//! dependency and nothing to build, so it costs CI nothing. `cargo test --test layers
+//! -- --nocapture` prints the largest files and functions.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+
+const MAX_FILE_LINES: usize = 500;
+const MAX_FN_LINES: usize = 80;
 
 /// Top-level modules from the top layer down. A new top-level module must be placed here.
 const LAYERS: &[&[&str]] = &[
@@ -69,6 +75,44 @@ fn imports_point_down_the_layers() {
         wrong.is_empty(),
         "imports that do not point down the layers {LAYERS:?}:\n{}",
         wrong.join("\n")
+    );
+}
+
+#[test]
+fn no_file_or_function_is_too_long() {
+    let krate = Crate::read(&src());
+    let mut files: Vec<(usize, String)> = krate
+        .files
+        .values()
+        .map(|file| (file.code_lines, file.shown.clone()))
+        .collect();
+    files.sort_unstable_by(|a, b| b.cmp(a));
+    let mut functions: Vec<(usize, String)> = krate
+        .files
+        .values()
+        .flat_map(|file| {
+            file.functions
+                .iter()
+                .map(|(name, line, length)| (*length, format!("{}:{line} {name}", file.shown)))
+        })
+        .collect();
+    functions.sort_unstable_by(|a, b| b.cmp(a));
+    println!("largest files (non-test lines):");
+    for (lines, file) in files.iter().take(12) {
+        println!("{lines:6} {file}");
+    }
+    println!("longest functions (lines):");
+    for (lines, function) in functions.iter().take(12) {
+        println!("{lines:6} {function}");
+    }
+    let long_files: Vec<_> = files.iter().filter(|(n, _)| *n > MAX_FILE_LINES).collect();
+    let long_fns: Vec<_> = functions
+        .iter()
+        .filter(|(n, _)| *n > MAX_FN_LINES)
+        .collect();
+    assert!(
+        long_files.is_empty() && long_fns.is_empty(),
+        "over {MAX_FILE_LINES} lines: {long_files:?}\nover {MAX_FN_LINES} lines: {long_fns:?}"
     );
 }
 

@@ -1,6 +1,7 @@
 //! The command line: clap definitions and one function per command. `main.rs` only
 //! calls [`main`].
 
+mod admin_client;
 mod demo;
 mod status;
 
@@ -175,15 +176,15 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Check { config } => check(&config),
         Command::Status { admin, json } => status::print(&admin, json).await,
         Command::Switchover { to, admin } => {
-            status::call(&admin, &format!("/switchover?to={}", encode(&to))).await
+            admin_client::call(&admin, &format!("/switchover?to={}", encode(&to))).await
         }
         Command::Disable { name, admin } => {
-            status::call(&admin, &format!("/backends/{}/disable", encode(&name))).await
+            admin_client::call(&admin, &format!("/backends/{}/disable", encode(&name))).await
         }
         Command::Enable { name, admin } => {
-            status::call(&admin, &format!("/backends/{}/enable", encode(&name))).await
+            admin_client::call(&admin, &format!("/backends/{}/enable", encode(&name))).await
         }
-        Command::Reload { admin } => status::call(&admin, "/reload").await,
+        Command::Reload { admin } => admin_client::call(&admin, "/reload").await,
         Command::Demo {
             listen,
             admin_listen,

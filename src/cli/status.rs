@@ -1,20 +1,9 @@
 //! `jenkins-ha-proxy status`: fetch the admin `/status` and print it as a table.
 
-use std::time::Duration;
-
 use anyhow::{bail, Context};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper::client::conn::http1;
-use hyper::{Method, Request, StatusCode, Uri};
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
-use crate::upstream::open_stream;
-
-const TIMEOUT: Duration = Duration::from_secs(5);
-/// /status is small; anything bigger is not ours.
-const MAX_STATUS_BYTES: usize = 4 << 20;
+use super::admin_client::{fetch, TIMEOUT};
 
 pub async fn print(admin: &str, json: bool) -> anyhow::Result<()> {
     let body = tokio::time::timeout(TIMEOUT, fetch(admin))
@@ -34,113 +23,44 @@ pub async fn print(admin: &str, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A mutating admin call (`POST path`); prints the daemon's answer, fails on refusal.
-pub async fn call(args: &super::AdminArgs, path: &str) -> anyhow::Result<()> {
-    let token = match &args.token_file {
-        Some(file) => Some(
-            std::fs::read_to_string(file)
-                .with_context(|| format!("cannot read --token-file {}", file.display()))?
-                .trim()
-                .to_owned(),
-        ),
-        None => None,
-    };
-    let admin = args.admin.as_str();
-    let (status, body) =
-        tokio::time::timeout(TIMEOUT, send(admin, Method::POST, path, token.as_deref()))
-            .await
-            .unwrap_or_else(|_| bail!("no answer within {}", humantime::format_duration(TIMEOUT)))
-            .with_context(|| {
-                format!("cannot reach the admin API at {admin}: is the daemon running?")
-            })?;
-    let answer: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let message = answer.get("message").and_then(Value::as_str).map_or_else(
-        || String::from_utf8_lossy(&body).trim().to_owned(),
-        str::to_owned,
-    );
-    let active = answer
-        .get("active")
-        .and_then(Value::as_str)
-        .unwrap_or("none");
-    if !status.is_success() {
-        bail!("{status}: {message}");
-    }
-    println!("{message}; active master: {active}");
-    Ok(())
-}
-
-async fn fetch(admin: &str) -> anyhow::Result<Bytes> {
-    let (status, body) = send(admin, Method::GET, "/status", None).await?;
-    if !status.is_success() {
-        bail!("HTTP {status}");
-    }
-    Ok(body)
-}
-
-/// One request to the admin API; the body is read with a size limit.
-async fn send(
-    admin: &str,
-    method: Method,
-    path: &str,
-    token: Option<&str>,
-) -> anyhow::Result<(StatusCode, Bytes)> {
-    let uri: Uri = admin
-        .parse()
-        .with_context(|| format!("--admin {admin:?} is not a URL like http://127.0.0.1:8404"))?;
-    if uri.scheme_str().is_some_and(|s| s != "http") {
-        bail!("--admin {admin:?}: only http:// is supported");
-    }
-    let Some(authority) = uri.authority() else {
-        bail!("--admin {admin:?} has no host: use a URL like http://127.0.0.1:8404");
-    };
-    let host_port = match authority.port_u16() {
-        Some(_) => authority.as_str().to_owned(),
-        None => format!("{}:80", authority.host()),
-    };
-    let stream = open_stream(&host_port, TIMEOUT).await?;
-    let (mut sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(connection);
-    let mut request = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(hyper::header::HOST, authority.as_str());
-    if let Some(token) = token {
-        request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
-    }
-    let response = sender
-        .send_request(request.body(Empty::<Bytes>::new())?)
-        .await?;
-    let status = response.status();
-    let body = Limited::new(response.into_body(), MAX_STATUS_BYTES)
-        .collect()
-        .await
-        .map_err(|error| anyhow::anyhow!("reading the body: {error}"))?;
-    Ok((status, body.to_bytes()))
-}
-
 fn text<'a>(value: &'a Value, key: &str) -> &'a str {
     value.get(key).and_then(Value::as_str).unwrap_or("-")
 }
 
 /// The table `status` prints.
 pub fn render(status: &Value) -> String {
-    let mut out = String::new();
     let active = status
         .get("active")
         .and_then(Value::as_str)
         .unwrap_or("NONE (answering 503)");
-    out += &format!(
+    let mut out = format!(
         "active master: {active} (since {}), failovers: {}, failback: {}\n\n",
         text(status, "active_since"),
         status.get("failovers").and_then(Value::as_u64).unwrap_or(0),
         text(status, "failback"),
     );
-    out += &format!(
+    backends(&mut out, status);
+    holds_and_alarms(&mut out, status);
+    transitions(&mut out, status);
+    out
+}
+
+/// The elements of the array at `key`, none if it is missing.
+fn items<'a>(value: &'a Value, key: &str) -> impl Iterator<Item = &'a Value> {
+    value
+        .get(key)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+}
+
+/// One row per master.
+fn backends(out: &mut String, status: &Value) {
+    *out += &format!(
         "  {:<16} {:<7} {:<6} {:>10}  {:<24}  {}\n",
         "MASTER", "STATE", "ACTIVE", "LATENCY", "LAST CHECK", "URL / LAST ERROR"
     );
-    let backends = status.get("backends").and_then(Value::as_array);
-    for backend in backends.into_iter().flatten() {
+    for backend in items(status, "backends") {
         let latency = backend
             .get("latency_ms")
             .and_then(Value::as_f64)
@@ -154,7 +74,7 @@ pub fn render(status: &Value) -> String {
             Some(error) => format!("{}  ({error})", text(backend, "url")),
             None => text(backend, "url").to_owned(),
         };
-        out += &format!(
+        *out += &format!(
             "  {:<16} {:<7} {:<6} {:>10}  {:<24}  {}\n",
             text(backend, "name"),
             text(backend, "state"),
@@ -164,59 +84,56 @@ pub fn render(status: &Value) -> String {
             detail
         );
     }
+}
+
+/// A promotion that holds traffic, and the alarms.
+fn holds_and_alarms(out: &mut String, status: &Value) {
     if let Some(promotion) = status.get("promotion").filter(|p| !p.is_null()) {
-        out += &format!(
+        *out += &format!(
             "\ntraffic is held: waiting for {}\n",
             text(promotion, "waiting_for")
         );
         if let Some(why) = promotion.get("waiting_on_fence").and_then(Value::as_str) {
-            out += &format!("  WAITING ON FENCING: {why}\n");
+            *out += &format!("  WAITING ON FENCING: {why}\n");
         }
     }
-    for alarm in status
-        .get("alarms")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        out += &format!("\nALARM: {}\n", alarm.as_str().unwrap_or("-"));
+    for alarm in items(status, "alarms") {
+        *out += &format!("\nALARM: {}\n", alarm.as_str().unwrap_or("-"));
     }
-    let transitions = status.get("transitions").and_then(Value::as_array);
-    let transitions: Vec<&Value> = transitions.into_iter().flatten().take(10).collect();
-    if !transitions.is_empty() {
-        out += "\nrecent changes of the active master (newest first):\n";
-        for t in transitions {
-            let side = |key| t.get(key).and_then(Value::as_str).unwrap_or("none");
-            out += &format!(
-                "  {}  {} -> {}: {}\n",
-                text(t, "at"),
-                side("from"),
-                side("to"),
-                text(t, "reason")
+}
+
+/// The ten newest changes of the active master, with their promotion steps.
+fn transitions(out: &mut String, status: &Value) {
+    let transitions: Vec<&Value> = items(status, "transitions").take(10).collect();
+    if transitions.is_empty() {
+        return;
+    }
+    *out += "\nrecent changes of the active master (newest first):\n";
+    for t in transitions {
+        let side = |key| t.get(key).and_then(Value::as_str).unwrap_or("none");
+        *out += &format!(
+            "  {}  {} -> {}: {}\n",
+            text(t, "at"),
+            side("from"),
+            side("to"),
+            text(t, "reason")
+        );
+        for step in items(t, "steps") {
+            let ok = if step.get("ok").and_then(Value::as_bool) == Some(true) {
+                "ok"
+            } else {
+                "FAILED"
+            };
+            let took = step.get("took_ms").and_then(Value::as_f64).unwrap_or(0.0);
+            *out += &format!(
+                "      {:<36} {:>6} {:>9.1} ms  {}\n",
+                text(step, "step"),
+                ok,
+                took,
+                text(step, "detail")
             );
-            for step in t
-                .get("steps")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                let ok = if step.get("ok").and_then(Value::as_bool) == Some(true) {
-                    "ok"
-                } else {
-                    "FAILED"
-                };
-                let took = step.get("took_ms").and_then(Value::as_f64).unwrap_or(0.0);
-                out += &format!(
-                    "      {:<36} {:>6} {:>9.1} ms  {}\n",
-                    text(step, "step"),
-                    ok,
-                    took,
-                    text(step, "detail")
-                );
-            }
         }
     }
-    out
 }
 
 #[cfg(test)]

@@ -7,11 +7,19 @@ use super::{failback_meaning, fmt_duration, Config, TcpConfig};
 
 /// See [`Config::summary`].
 pub(super) fn render(config: &Config) -> String {
-    let (p, h) = (&config.proxy, &config.health);
     let mut lines = vec![format!(
         "listen:    proxy {}, admin {}",
-        p.listen, config.admin.listen
+        config.proxy.listen, config.admin.listen
     )];
+    master_lines(config, &mut lines);
+    tcp_lines(&config.tcp, &mut lines);
+    health_lines(config, &mut lines);
+    proxy_lines(config, &mut lines);
+    lines.iter().map(|line| format!("{line}\n")).collect()
+}
+
+/// The masters in order of preference, and their connection caps.
+fn master_lines(config: &Config, lines: &mut Vec<String>) {
     let width = config
         .backends
         .iter()
@@ -29,7 +37,11 @@ pub(super) fn render(config: &Config) -> String {
         ));
     }
     lines.push(backend_limits(config));
-    tcp_lines(&config.tcp, &mut lines);
+}
+
+/// How a master is found down, what happens then, and failback.
+fn health_lines(config: &Config, lines: &mut Vec<String>) {
+    let h = &config.health;
     lines.push(format!(
         "health:    GET {} every {}, timeout {}",
         h.path,
@@ -68,6 +80,11 @@ pub(super) fn render(config: &Config) -> String {
             fmt_duration(drain)
         )
     });
+}
+
+/// The client listener's timeouts and limits.
+fn proxy_lines(config: &Config, lines: &mut Vec<String>) {
+    let p = &config.proxy;
     lines.push(format!(
         "proxy:     connect timeout {}, pool idle {}, header read {}, shutdown {}",
         fmt_duration(p.connect_timeout),
@@ -98,7 +115,6 @@ pub(super) fn render(config: &Config) -> String {
         p.http2_max_streams,
         super::ADMIN_MAX_CONNECTIONS
     ));
-    lines.iter().map(|line| format!("{line}\n")).collect()
 }
 
 /// The connection caps of the masters: one line when they all share them.

@@ -23,27 +23,12 @@
 //!   the next failover.
 //! - The active master is always `Up` and enabled, or there is none.
 
+mod master;
+
 use std::time::Duration;
 
 use crate::config::Failback;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Health {
-    /// Not checked yet.
-    Unknown,
-    Up,
-    Down,
-}
-
-impl Health {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Health::Unknown => "unknown",
-            Health::Up => "up",
-            Health::Down => "down",
-        }
-    }
-}
+pub use master::{Health, MasterState, Observation};
 
 /// The thresholds and the failback policy the rules apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,48 +36,6 @@ pub struct Policy {
     pub rise: u32,
     pub fall: u32,
     pub failback: Failback,
-}
-
-/// One observation about one master.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Observation {
-    CheckPassed,
-    CheckFailed {
-        error: String,
-    },
-    /// A connection attempt for a client request failed (refused, timed out, reset
-    /// before any byte was sent).
-    TrafficConnectFailed {
-        error: String,
-    },
-    /// Making this master ready (reload, start, health after it) failed.
-    PromotionFailed {
-        error: String,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MasterState {
-    pub name: String,
-    pub health: Health,
-    pub consecutive_passed: u32,
-    pub consecutive_failed: u32,
-    pub last_error: Option<String>,
-    /// Taken out of the election for maintenance (admin API).
-    pub disabled: bool,
-    /// A cold standby: its JVM is stopped, so its checks fail, yet it can be started.
-    pub cold: bool,
-    /// Starting it (cold) or making it ready failed; cleared when it passes a check.
-    pub promotion_failed: bool,
-}
-
-impl MasterState {
-    /// Can be chosen: up, or a cold standby that can be started; never disabled. The
-    /// owner moves traffic to it only once it answers healthy.
-    pub fn electable(&self) -> bool {
-        let startable = self.cold && self.health == Health::Down && !self.promotion_failed;
-        (self.health == Health::Up || startable) && !self.disabled
-    }
 }
 
 /// Why a planned switchover was refused.
@@ -344,75 +287,15 @@ impl Election {
         let policy = self.policy;
         let state = self.masters.get_mut(master)?;
         let before = state.health;
-        let reason;
-        match observation {
-            Observation::CheckPassed => {
-                state.consecutive_passed = state.consecutive_passed.saturating_add(1);
-                state.consecutive_failed = 0;
-                state.promotion_failed = false;
-                let rises = match before {
-                    Health::Unknown => true,
-                    Health::Down => state.consecutive_passed >= policy.rise,
-                    Health::Up => false,
-                };
-                if !rises {
-                    return Some(None);
-                }
-                state.health = Health::Up;
-                // The error explained why it was down; it no longer applies.
-                state.last_error = None;
-                reason = if before == Health::Unknown {
-                    format!("{} up: first check passed", state.name)
-                } else {
-                    format!(
-                        "{} up after {} passed checks",
-                        state.name, state.consecutive_passed
-                    )
-                };
+        let reason = match observation {
+            Observation::CheckPassed => state.check_passed(policy.rise),
+            Observation::CheckFailed { error } => state.check_failed(policy.fall, error),
+            Observation::TrafficConnectFailed { error } => {
+                state.down_at_once(policy.fall, error, false)
             }
-            Observation::CheckFailed { error } => {
-                state.consecutive_failed = state.consecutive_failed.saturating_add(1);
-                state.consecutive_passed = 0;
-                state.last_error = Some(error.clone());
-                let falls = match before {
-                    Health::Unknown => true,
-                    Health::Up => state.consecutive_failed >= policy.fall,
-                    Health::Down => false,
-                };
-                if !falls {
-                    return Some(None);
-                }
-                state.health = Health::Down;
-                reason = if before == Health::Unknown {
-                    format!("{} down: first check failed: {error}", state.name)
-                } else {
-                    format!(
-                        "{} down after {} failed checks: {error}",
-                        state.name, state.consecutive_failed
-                    )
-                };
-            }
-            Observation::TrafficConnectFailed { error }
-            | Observation::PromotionFailed { error } => {
-                if matches!(observation, Observation::PromotionFailed { .. }) {
-                    state.promotion_failed = true;
-                }
-                state.consecutive_passed = 0;
-                state.consecutive_failed = state.consecutive_failed.max(policy.fall);
-                state.last_error = Some(error.clone());
-                let promotion_failed = matches!(observation, Observation::PromotionFailed { .. });
-                if before == Health::Down && !promotion_failed {
-                    return Some(None);
-                }
-                state.health = Health::Down;
-                let what = match observation {
-                    Observation::PromotionFailed { .. } => "promotion failed",
-                    _ => "connection for a client request failed",
-                };
-                reason = format!("{} down: {what}: {error}", state.name);
-            }
-        }
-        Some(Some(HealthChange {
+            Observation::PromotionFailed { error } => state.down_at_once(policy.fall, error, true),
+        };
+        Some(reason.map(|reason| HealthChange {
             master,
             from: before,
             to: state.health,
