@@ -72,9 +72,9 @@ pub struct Metrics {
     transitions: Family<CauseLabel, Counter>,
     /// Written by the reload path.
     reloads: Family<ResultLabel, Counter>,
-    /// Generation of the newest snapshot whose transitions are counted. Written by
-    /// `follow` and `render` (whichever sees a snapshot first counts it).
-    counted_generation: Mutex<u64>,
+    /// `transition_count` of the newest snapshot whose transitions are counted.
+    /// Written by `follow` and `render` (whichever sees a snapshot first counts it).
+    counted_transitions: Mutex<u64>,
 }
 
 impl Default for Metrics {
@@ -139,7 +139,7 @@ impl Metrics {
             failovers,
             transitions,
             reloads,
-            counted_generation: Mutex::new(0),
+            counted_transitions: Mutex::new(0),
         }
     }
 
@@ -192,7 +192,7 @@ impl Metrics {
 
     /// Counts the transitions of `snapshot` that no earlier snapshot counted.
     fn count_transitions(&self, snapshot: &Snapshot) {
-        let mut counted = match self.counted_generation.lock() {
+        let mut counted = match self.counted_transitions.lock() {
             Ok(counted) => counted,
             Err(poisoned) => poisoned.into_inner(),
         };
@@ -206,20 +206,19 @@ impl Metrics {
             }
         }
         // An older snapshot (render racing the follower) must not move it back.
-        *counted = (*counted).max(snapshot.generation);
+        *counted = (*counted).max(snapshot.transition_count);
     }
 }
 
-/// The transitions of `snapshot` newer than generation `counted`. The generation
-/// grows by one per transition, so the difference says how many of the newest are
-/// new; more than the history holds cannot be recovered (and would need over 50
+/// The transitions of `snapshot` after the first `counted`. The count grows by one
+/// per transition, so the difference says how many of the newest are new; more than the history holds cannot be recovered (and would need over 50
 /// transitions between two snapshots the follower sees).
 fn new_transitions(
     snapshot: &Snapshot,
     counted: u64,
 ) -> impl Iterator<Item = &TransitionRecord> + '_ {
     let history = snapshot.transitions.len();
-    let new = usize::try_from(snapshot.generation.saturating_sub(counted))
+    let new = usize::try_from(snapshot.transition_count.saturating_sub(counted))
         .unwrap_or(usize::MAX)
         .min(history);
     snapshot.transitions.iter().skip(history - new)
@@ -465,10 +464,12 @@ mod tests {
     }
 
     /// A pool of master-a (up) and master-b (unknown), master-a active, with
-    /// `transitions` as history (the generation is its length, as from a fresh owner).
+    /// `transitions` as history (the transition count is its length, as from a fresh
+    /// owner).
     fn snapshot(masters: &[Arc<Master>], transitions: Vec<TransitionRecord>) -> Snapshot {
         Snapshot {
             generation: transitions.len() as u64,
+            transition_count: transitions.len() as u64,
             active: Some(0),
             promotion: None,
             alarms: Vec::new(),
@@ -671,7 +672,7 @@ mod tests {
             .map(|_| transition(Some("master-a"), Some("master-b"), "health_check"))
             .collect();
         let mut burst = snapshot(&masters, records);
-        burst.generation = 10;
+        burst.transition_count = 10;
         assert_eq!(new_transitions(&burst, 0).count(), 3);
         assert_eq!(new_transitions(&burst, 9).count(), 1);
         assert_eq!(new_transitions(&burst, 10).count(), 0);

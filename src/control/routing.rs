@@ -166,8 +166,13 @@ pub const TRANSITION_HISTORY: usize = 50;
 /// An immutable view of the election, published by the owner task.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
-    /// Increases by one on every change of the active master (not on every probe).
+    /// Increases by one whenever what the request path acts on changes: the master
+    /// that receives traffic (`active`), or the master held traffic waits for
+    /// (`promotion`). Not on probes, counters or alarms.
     pub generation: u64,
+    /// Changes of the active master recorded since start (`transitions` keeps the
+    /// last [`TRANSITION_HISTORY`]): followers count the new ones by it.
+    pub transition_count: u64,
     /// Index into `masters` of the active master (the one receiving traffic); None
     /// when no master is healthy or one is still being promoted.
     pub active: Option<usize>,

@@ -69,7 +69,7 @@ pub async fn follow(path: PathBuf, mut snapshots: watch::Receiver<Arc<Snapshot>>
             .active_master()
             .map(|m| m.name.clone());
         // Nothing known yet at start-up: keep what the file says until an election.
-        let elected = snapshots.borrow().generation > 0;
+        let elected = snapshots.borrow().transition_count > 0;
         if elected && written.as_ref() != Some(&active) {
             let state = State {
                 active: active.clone(),

@@ -8,6 +8,7 @@
 //! the pool, and a report from before it must not land on another master.
 
 mod effects;
+mod publish;
 mod state;
 
 use std::sync::Arc;
@@ -190,7 +191,7 @@ async fn run(
         state.advance(clock.elapsed());
         let reply = state.handle(event);
         state.reconcile();
-        let snapshot = Arc::new(state.snapshot());
+        let snapshot = Arc::new(state.publish());
         publisher.send_replace(Arc::clone(&snapshot));
         state.announce();
         match reply {
@@ -213,4 +214,134 @@ enum Reply {
         oneshot::Sender<Result<Arc<Snapshot>, ControlError>>,
         Result<(), ControlError>,
     ),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::config::{Failback, HealthConfig, Standby};
+    use crate::control::health::{CheckInfo, ProbeError};
+    use crate::upstream::{Upstream, UpstreamSettings};
+
+    fn master(name: &str, fence_command: Option<Vec<String>>) -> Arc<Master> {
+        Arc::new(Master {
+            name: name.to_owned(),
+            url: format!("http://{name}:8080"),
+            host: name.to_owned(),
+            standby: Standby::None,
+            start_command: None,
+            fence_command,
+            upstream: Upstream::new(
+                name,
+                8080,
+                UpstreamSettings {
+                    connect_timeout: Duration::from_secs(1),
+                    idle_timeout: Duration::from_secs(3),
+                    max_connections: 8,
+                    max_connects: 2,
+                    workers: 1,
+                },
+            ),
+        })
+    }
+
+    fn settings() -> OwnerSettings {
+        OwnerSettings {
+            promotion: Arc::new(PromotionSettings {
+                require_fence: false,
+                promote_timeout: Duration::from_secs(5),
+                command_timeout: Duration::from_secs(5),
+                call_timeout: Duration::from_secs(1),
+                credentials: None,
+                health: HealthConfig {
+                    path: "/login".into(),
+                    interval: Duration::from_secs(2),
+                    timeout: Duration::from_secs(1),
+                    rise: 1,
+                    fall: 1,
+                    expect_header: None,
+                    expect_body: None,
+                },
+            }),
+            hooks: Vec::new(),
+            starting_grace: Duration::ZERO,
+            min_active_time: Duration::ZERO,
+        }
+    }
+
+    fn checked(master: &Arc<Master>, passed: bool) -> Event {
+        Event::Probe(ProbeReport {
+            master: Arc::clone(master),
+            at: SystemTime::now(),
+            latency: Duration::ZERO,
+            outcome: if passed {
+                Ok(CheckInfo::default())
+            } else {
+                Err(ProbeError::Timeout(Duration::from_secs(1)))
+            },
+        })
+    }
+
+    /// Waits for the first snapshot that satisfies `done`.
+    async fn until(routing: &RoutingHandle, done: impl Fn(&Snapshot) -> bool) -> Arc<Snapshot> {
+        let mut snapshots = routing.subscribe();
+        let waited = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let snapshot = Arc::clone(&snapshots.borrow_and_update());
+                if done(&snapshot) {
+                    return snapshot;
+                }
+                snapshots.changed().await.expect("the owner runs");
+            }
+        });
+        waited.await.expect("in time")
+    }
+
+    fn active(snapshot: &Snapshot) -> Option<&str> {
+        snapshot.active_master().map(|m| m.name.as_str())
+    }
+
+    #[tokio::test]
+    async fn the_generation_moves_whenever_traffic_moves_a_completed_promotion_included() {
+        // master-a has a fence command, so traffic reaches master-b only after a
+        // promotion (fence master-a, then master-b is ready).
+        let a = master("master-a", Some(vec!["true".to_owned()]));
+        let b = master("master-b", None);
+        let policy = Policy {
+            rise: 1,
+            fall: 1,
+            failback: Failback::Never,
+        };
+        let pool = vec![Arc::clone(&a), Arc::clone(&b)];
+        let (owner, routing, _task) = start(pool, policy, settings(), None);
+        assert_eq!(routing.current().generation, 0);
+        let events = owner.events();
+        for event in [checked(&a, true), checked(&b, true)] {
+            events.send(event).await.expect("the owner runs");
+        }
+        let first = until(&routing, |s| active(s) == Some("master-a")).await;
+        assert_eq!((first.generation, first.transition_count), (1, 1));
+
+        events
+            .send(checked(&a, false))
+            .await
+            .expect("the owner runs");
+        // Held for master-b (one generation), then master-b gets traffic (another).
+        let moved = until(&routing, |s| active(s) == Some("master-b")).await;
+        assert_eq!((moved.generation, moved.transition_count), (3, 2));
+        assert!(moved.promotion.is_none());
+
+        // A check that changes nothing the request path acts on moves nothing.
+        events
+            .send(checked(&b, true))
+            .await
+            .expect("the owner runs");
+        let after = until(&routing, |s| {
+            s.masters[1].last_check != moved.masters[1].last_check
+        })
+        .await;
+        assert_eq!(after.generation, 3);
+    }
 }

@@ -9,6 +9,7 @@ use std::time::SystemTime;
 use tokio::sync::mpsc;
 
 use super::effects::{self, Promoter};
+use super::publish::{Announcement, Routed};
 use super::{Control, ControlError, Event, OwnerSettings, Reply};
 use crate::config::{HookEvent, Standby};
 use crate::control::election::{Election, Health, Observation, Outcome, Policy, Transition};
@@ -28,7 +29,12 @@ pub(super) struct OwnerState {
     readiness: Readiness,
     /// The promoter task readiness asked for, while it runs.
     promoter: Option<Promoter>,
+    /// The generation of the last snapshot published, and what its request path acted
+    /// on: see [`Snapshot::generation`].
     generation: u64,
+    routed: Routed,
+    /// Transitions recorded since start.
+    transition_count: u64,
     active_since: SystemTime,
     failovers: u64,
     transitions: Arc<VecDeque<TransitionRecord>>,
@@ -40,26 +46,6 @@ pub(super) struct OwnerState {
     /// `announce` once the snapshot with that change is published, so that whoever
     /// reads the log line (operators, tests) finds the proxy already routing that way.
     announcements: Vec<Announcement>,
-}
-
-/// A change of the active master, to be logged after it is published.
-struct Announcement {
-    from: String,
-    to: Option<String>,
-    cause: Cause,
-    reason: String,
-}
-
-impl Announcement {
-    fn log(&self) {
-        let (from, cause) = (self.from.as_str(), self.cause.as_str());
-        match &self.to {
-            Some(to) => {
-                tracing::info!(from, to = %to, cause, "active master changed: {}", self.reason)
-            }
-            None => tracing::warn!(from, cause, "no active master: {}", self.reason),
-        }
-    }
 }
 
 /// An election over `masters`, cold standbys marked.
@@ -110,6 +96,8 @@ impl OwnerState {
             readiness: Readiness::new(settings.readiness()),
             promoter: None,
             generation: 0,
+            routed: Routed::default(),
+            transition_count: 0,
             active_since: now,
             failovers: 0,
             transitions: Arc::new(VecDeque::new()),
@@ -393,7 +381,7 @@ impl OwnerState {
         if record.from.is_some() {
             self.failovers += 1;
         }
-        self.generation += 1;
+        self.transition_count += 1;
         self.active_since = now;
         let transitions = Arc::make_mut(&mut self.transitions);
         if transitions.len() == TRANSITION_HISTORY {
@@ -415,7 +403,7 @@ impl OwnerState {
     fn cause(&self, transition: &Transition, observation: &Observation) -> Cause {
         match (transition.from, transition.to) {
             (_, None) => Cause::NoMaster,
-            (None, Some(_)) if self.generation == 0 => Cause::Initial,
+            (None, Some(_)) if self.transition_count == 0 => Cause::Initial,
             (None, Some(_)) => Cause::Recovered,
             (Some(from), Some(_)) if self.election.masters()[from].electable() => Cause::Failback,
             (Some(_), Some(_)) => match observation {
@@ -444,6 +432,19 @@ impl OwnerState {
         }
     }
 
+    /// The snapshot to publish after an event: its generation moves on when what the
+    /// request path acts on has changed.
+    pub(super) fn publish(&mut self) -> Snapshot {
+        let mut snapshot = self.snapshot();
+        let routed = Routed::of(&snapshot);
+        if routed != self.routed {
+            self.generation += 1;
+            self.routed = routed;
+        }
+        snapshot.generation = self.generation;
+        snapshot
+    }
+
     pub(super) fn snapshot(&self) -> Snapshot {
         // Traffic goes only to a master readiness routes to: promoted, not restarting.
         let active = self
@@ -452,6 +453,7 @@ impl OwnerState {
             .filter(|&index| self.readiness.routes_to(&self.statuses[index].master));
         Snapshot {
             generation: self.generation,
+            transition_count: self.transition_count,
             active,
             promotion: self.readiness.hold(),
             alarms: self.readiness.alarms().to_vec(),
