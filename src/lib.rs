@@ -1,19 +1,36 @@
 //! jenkins-ha-proxy: an active/passive high-availability reverse proxy for Jenkins
 //! masters that share one JENKINS_HOME.
 //!
+//! The invariant every module serves: at most one master receives traffic at any
+//! moment, and never one that is known to be down.
+//!
 //! ```text
-//!   SIGHUP / admin POST            probes (one task per master)      promoter (fence, reload/start)
-//!          |                                  |                                |
-//!          v                                  v                                v
-//!   config --> [ owner task: election rules (pure) + readiness ] <-- "connect failed on live traffic"
-//!                |  (the only writer of election state)
-//!                v  watch::Sender<Arc<Snapshot>>  (active master, promotion, per-master status)
-//!     +----------+-----------+--------------+-------------+-----------------+
-//!     |                      |              |             |                 |
-//!  HTTP proxy           TCP listeners    admin:       drain of the      state file,
-//!  (reads; holds during (follow the      /status,     demoted master    metrics
-//!   a promotion)         active master)  /metrics, /  (on change)       (on change)
+//!  SIGHUP, POST /reload (admin)            SIGTERM, SIGINT
+//!           |                                    |
+//!           v                                    v
+//!  [ daemon: run() and its select loop ] -- re-reads the config file; restarts probes,
+//!           |                               drain, state file, [[tcp]] listeners
+//!           | Control::Reload
+//!           v
+//!  probes ------ ProbeReport ------> [ owner task ] <-- Switchover, SetDisabled -- admin API
+//!  promoter ---- PromotionReport --> [ election (pure) ] <-- connect failed ----- proxy, tcp
+//!  quiet-down ask -- QuietState ---> [ readiness (pure)] (answered with the new snapshot)
+//!                                    [ the only writer ]
+//!                                            |
+//!                                            v  watch::Sender<Arc<Snapshot>>
+//!     +------------+------------+------------+------------+------------+------------+
+//!     |            |            |            |            |            |            |
+//!   proxy         tcp         admin        drain      state file    metrics     systemd
+//!  (reads per   (reads per   (/status,   (closes what (remembers   (counts     (READY after
+//!   request;     forward)     /metrics)   is left on   the active   transitions) the first
+//!   holds during                          the demoted) master)                   election)
+//!   a promotion)
 //! ```
+//!
+//! The owner starts the promoter tasks and the quiet-down questions itself (readiness
+//! asks it to); probes and promoters report to it through their own report types, so
+//! they know nothing of the owner. Reloads go through the daemon, which owns the config
+//! file and the tasks a reload restarts; the owner receives its part of them.
 //!
 //! Threads: the owner task, probes, admin listener, `[[tcp]]` listeners, drain, state
 //! file and metrics run on the main (multi-threaded) runtime. Client HTTP connections
@@ -24,51 +41,47 @@
 //! wakeup. Workers share only the snapshot (read), the owner's inbox, metrics and the
 //! `max_connections` limit.
 //!
-//! The invariant every module serves: at most one master receives traffic at any
-//! moment, and never one that is known to be down.
+//! Modules, in layers from the top; imports point down them and no module tree level
+//! has an import circle (`tests/layers.rs` checks both):
+//! - `cli`: the command line (`run`, `check`, `status`, `demo`, ...) and the admin
+//!   HTTP client; `main.rs` only calls [`cli::main`].
+//! - [`daemon`]: [`daemon::run`] takes bound listeners and a shutdown future, starts
+//!   everything and runs the select loop; `listeners`, `settings` (config -> runtime
+//!   settings), `reload` (all or nothing, typed errors), `signals`.
+//! - `proxy`, `tcp`, `admin`: what clients and operators talk to. `proxy`: the
+//!   HTTP/1.1 + h2c listener on its worker threads, one request's path, the pure
+//!   decision of what to do when sending fails (`proxy::retry`), the framing guard, and
+//!   every answer the proxy makes itself. `tcp`: raw TCP forwards (agent port) that
+//!   follow the active master. `admin`: `/status`, `/metrics`, the status page, the
+//!   control calls; the metrics the request path feeds.
+//! - `control`: what decides. [`election`] (the pure rules, tested exhaustively),
+//!   `readiness` (pure: a master gets traffic only once ready), `owner` (the task that
+//!   applies both and is the only writer), `routing` (the immutable `Snapshot` and the
+//!   read handle), `health` (probes), `promotion` (fence, reload or start), `drain` and
+//!   `state_file` (snapshot followers), `jenkins` (REST calls), `commands` (fence,
+//!   start and hook commands: no shell, with a timeout).
+//! - `upstream`: connections to masters: connect with a deadline, an idle pool per
+//!   proxy worker with per-master caps, what is attached to each master (counts and a
+//!   close switch), the byte pipe of tunnels and TCP forwards.
+//! - [`config`] (TOML schema, validation, errors naming file, line and key), `sys`
+//!   (the open-file limit and its reserve, systemd notifications, reading the small
+//!   files the config names) and [`sample`] (a Jenkins-like master for the demo, the
+//!   tests and the benches): the bottom, importing nothing else of the crate.
 //!
-//! Modules, one job each:
-//! - [`config`]: TOML schema, validation, errors naming file/line/key.
-//! - [`election`]: the pure election rules (no I/O, no clock), tested exhaustively.
-//! - [`owner`]: the task that owns election state, applies events, publishes snapshots;
-//!   its `readiness` part moves traffic only to a master made ready (promotion).
-//! - [`routing`]: the immutable [`routing::Snapshot`] and the read handle over it.
-//! - [`health`]: heartbeat probes, one task per master.
-//! - [`upstream`]: connections to masters: connect with deadline, a small idle pool per proxy
-//!   worker, per-master caps on connections and on connects in flight; a request that
-//!   must connect also takes a connection given back meanwhile.
-//! - [`drain`]: per-master connection gauges, and closing what is left on a demoted master.
-//! - [`fd_limit`]: the open-file limit: raised at start-up; a reserve kept from clients
-//!   for the admin API and the health checks; running out of descriptors is logged and
-//!   never blamed on a master.
-//! - [`tunnel`]: byte pipes for upgraded connections and TCP forwards, with idle timeout.
-//! - [`promotion`]: fence the old master, reload or start the new one, wait until ready.
-//! - [`proxy`]: the client-facing HTTP/1.1 + h2c listener (one worker thread per core) and request forwarding;
-//!   its `framing` guard reads each HTTP/1 stream alongside hyper to refuse requests
-//!   whose length is stated two ways.
-//! - [`tcp`]: raw TCP listeners (agent port) that follow the active master.
-//! - [`metrics`]: Prometheus metrics, fed by the request path and by snapshots.
-//! - [`commands`]: fence/start/hook commands: no shell, placeholders, timeout.
-//! - [`jenkins`]: the Jenkins REST calls promotion needs (quietDown, reload, ...).
-//! - [`admin`]: the admin listener: `/status`, `/metrics`, the status page, control calls.
-//! - [`daemon`]: wires it all together: [`daemon::run`] takes bound listeners and a shutdown future.
-//! - [`cli`]: the command line (`run`, `check`, `status`, `demo`); `main.rs` only calls it.
-//! - [`state`]: the state file that remembers the active master across restarts.
-//! - [`small_file`]: reads the small files the config names (state, tokens): regular
-//!   files only, never blocking on a FIFO or device, bounded in size.
-//! - [`systemd`]: sd_notify readiness, reload and watchdog messages.
-//! - [`sample`]: a sample Jenkins-like master, used by `demo`, tests and benches.
+//! The public surface is what `main.rs`, the tests and the benches use: [`cli::main`],
+//! [`config`], [`daemon::run`] with [`daemon::Listeners`], [`election`] (for the
+//! property tests) and [`sample`].
 #![forbid(unsafe_code)]
 
-pub mod admin;
+mod admin;
 pub mod cli;
 pub mod config;
-pub mod control;
+mod control;
 pub mod daemon;
-pub mod proxy;
+mod proxy;
 pub mod sample;
-pub mod sys;
-pub mod tcp;
-pub mod upstream;
+mod sys;
+mod tcp;
+mod upstream;
 
 pub use control::election;

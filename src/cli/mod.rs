@@ -23,33 +23,33 @@ use crate::daemon::{self, Listeners};
         when the active one fails, traffic moves to the next healthy master in file order.\n\n\
         First time? Run `jenkins-ha-proxy demo` and follow what it prints."
 )]
-pub struct Cli {
+struct Cli {
     /// Log format for the daemon's logs (stderr).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
+    log_format: LogFormat,
     #[command(subcommand)]
-    pub command: Command,
+    command: Command,
 }
 
 /// Where the running daemon's admin API is, and its token.
 #[derive(Debug, clap::Args)]
-pub struct AdminArgs {
+struct AdminArgs {
     /// Base URL of the admin listener.
     #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8404")]
-    pub admin: String,
+    admin: String,
     /// File holding the admin token (as in `admin.token_file`), if one is set.
     #[arg(long, value_name = "FILE")]
-    pub token_file: Option<PathBuf>,
+    token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum LogFormat {
+enum LogFormat {
     Text,
     Json,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+enum Command {
     /// Run the daemon in the foreground (what the systemd unit starts).
     Run {
         /// Path of the TOML config file.

@@ -24,9 +24,8 @@ use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 pub use listeners::{BindError, Listeners};
-pub use reload::{ReloadError, Reloaded};
-pub use settings::{jenkins_credentials, CredentialsError};
-pub use signals::shutdown_signal;
+pub(crate) use settings::jenkins_credentials;
+pub(crate) use signals::shutdown_signal;
 
 use crate::admin::metrics::Metrics;
 use crate::admin::{self, AdminContext, ReloadRequest, Token};

@@ -95,6 +95,7 @@ impl CliSessions {
     }
 
     /// Sessions remembered now.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         match self.open.lock() {
             Ok(open) => open.by_id.len(),
@@ -102,6 +103,7 @@ impl CliSessions {
         }
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -168,11 +168,6 @@ impl Upstream {
         self.authority == other.authority && self.settings == other.settings
     }
 
-    /// `[[backend]] max_connections`.
-    pub fn max_connections(&self) -> usize {
-        self.settings.max_connections
-    }
-
     pub fn attachments(&self) -> &Arc<Attachments> {
         &self.attachments
     }
