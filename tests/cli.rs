@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 
 use hyper::StatusCode;
 use jenkins_ha_proxy::sample::SampleMaster;
-use support::{get, wait_until, DEADLINE};
+use support::{get, wait_active_at, wait_until, DEADLINE};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 const BIN: &str = env!("CARGO_BIN_EXE_jenkins-ha-proxy");
@@ -173,9 +173,9 @@ async fn run_serves_then_sigterm_finishes_in_flight_requests_and_exits_0() {
     let mut child = spawn(&["run", "--config"], Some(&path));
     let mut lines = lines_of(child.stderr.take().expect("stderr"));
     let started = wait_line(&mut lines, "jenkins-ha-proxy starting").await;
-    let proxy = field(&started, "proxy");
-    wait_line(&mut lines, "master-a is now active").await;
+    let (proxy, admin) = (field(&started, "proxy"), field(&started, "admin"));
     drain_rest(lines);
+    wait_active_at(admin, "master-a").await;
     let reply = get(proxy, "/").await.expect("request");
     assert_eq!(reply.master(), Some("master-a"));
 
@@ -292,7 +292,10 @@ async fn the_access_log_writes_one_line_per_request_when_enabled() {
     let proxy: SocketAddr = json_field(&started, "proxy")
         .parse()
         .expect("proxy address");
-    wait_line(&mut lines, "master-a is now active").await;
+    let admin: SocketAddr = json_field(&started, "admin")
+        .parse()
+        .expect("admin address");
+    wait_active_at(admin, "master-a").await;
     let reply = get(proxy, "/job/x/api/json?depth=1")
         .await
         .expect("request");

@@ -42,7 +42,7 @@ async fn one_gib_each_way_with_flat_memory() {
         .expect("master");
     let config = config_file("streaming", &master);
     let daemon = ChildDaemon::start(&config, None).await;
-    daemon.wait_log("master-a is now active").await;
+    support::wait_active_at(daemon.admin, "master-a").await;
     let proxy = daemon.proxy;
     let idle_kib = daemon.status_kib("VmRSS:");
 
@@ -122,7 +122,7 @@ async fn unique_large_cli_session_headers_do_not_grow_memory() {
         .expect("master");
     let config = config_file("sessions", &master);
     let daemon = ChildDaemon::start(&config, None).await;
-    daemon.wait_log("master-a is now active").await;
+    support::wait_active_at(daemon.admin, "master-a").await;
     let proxy = daemon.proxy;
     let idle_kib = daemon.status_kib("VmRSS:");
 

@@ -43,6 +43,20 @@ where
     }
 }
 
+/// Waits until the daemon whose admin API is at `admin` names `expected` as the active
+/// master in `/status`. Requests go by what the daemon has published, so a test sends
+/// them after this, never on a log line.
+pub async fn wait_active_at(admin: SocketAddr, expected: &str) {
+    wait_until(&format!("{expected} active in /status"), || async {
+        get(admin, "/status")
+            .await
+            .ok()
+            .and_then(|reply| serde_json::from_slice::<serde_json::Value>(&reply.body).ok())
+            .is_some_and(|status| status["active"] == expected)
+    })
+    .await;
+}
+
 /// Test timings: short, so the suite is fast; timeout well under interval.
 pub fn health(interval_ms: u64, rise: u32, fall: u32) -> HealthConfig {
     HealthConfig {
