@@ -244,7 +244,7 @@ fn status_class(status: u16) -> &'static str {
 /// The per-master gauges of one snapshot, in a registry of their own.
 fn pool_registry(snapshot: &Snapshot) -> Registry {
     let mut registry = Registry::with_prefix(PREFIX);
-    registry.register_collector(Box::new(Pool::of(snapshot)));
+    registry.register_collector(Box::new(PoolGauges::of(snapshot)));
     registry
 }
 
@@ -252,7 +252,7 @@ fn pool_registry(snapshot: &Snapshot) -> Registry {
 /// collector, rather than label families, so that the series come out in that order,
 /// scrape after scrape).
 #[derive(Debug)]
-struct Pool {
+struct PoolGauges {
     masters: Vec<MasterRow>,
     promoting: bool,
     alarms: usize,
@@ -271,8 +271,8 @@ struct MasterRow {
     open: Counts,
 }
 
-impl Pool {
-    fn of(snapshot: &Snapshot) -> Pool {
+impl PoolGauges {
+    fn of(snapshot: &Snapshot) -> PoolGauges {
         let rows = snapshot
             .masters
             .iter()
@@ -286,7 +286,7 @@ impl Pool {
                 latency: status.latency.map(|l| l.as_secs_f64()),
                 open: status.master.upstream.attachments().counts(),
             });
-        Pool {
+        PoolGauges {
             masters: rows.collect(),
             promoting: snapshot.promotion.is_some(),
             alarms: snapshot.alarms.len(),
@@ -294,7 +294,7 @@ impl Pool {
     }
 }
 
-impl Collector for Pool {
+impl Collector for PoolGauges {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
         let rows = &self.masters;
         pool_gauge(
