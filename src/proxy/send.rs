@@ -15,7 +15,7 @@ use hyper::{Request, Response, StatusCode};
 use super::body::Streamed;
 use super::exchange::{Exchange, Upgrade};
 use super::headers::strip_hop_by_hop;
-use super::retry::{next_step, Attempts, ConnectDeadline, Failure, Step};
+use super::retry::{next_step, Answer, Attempts, ConnectDeadline, Failure, Step};
 use super::{jnlp, responses, upgrade, ProxyBody, ProxyContext};
 use crate::control::routing::{Master, Snapshot};
 use crate::upstream::{ConnectError, UpstreamBody};
@@ -248,8 +248,7 @@ impl Sending {
             Step::Resend => {
                 tracing::info!(master = %master.name, "request rescued from a demoted master; sending it to the new active master");
                 let gateway_timeout = || {
-                    let answer = super::retry::Answer::GatewayTimeout;
-                    responses::answer(answer, master, &why, &settings.retry_after)
+                    responses::answer(Answer::GatewayTimeout, master, &why, &settings.retry_after)
                 };
                 self.resend(ctx.routing.current())
                     .ok_or_else(gateway_timeout)
