@@ -1,6 +1,8 @@
 //! The admin listener: `GET /status` (JSON, the public contract scripts rely on), and
 //! the routes of the other admin endpoints. Reads render the latest snapshot; the
-//! mutating calls (`POST`, see [`control`]) go to the owner task as commands.
+//! mutating calls (`POST`, see [`control`]) go to the owner task as commands, except
+//! `POST /reload`, which goes to the daemon (it owns the config file). [`metrics`]:
+//! the Prometheus metrics the request path, the reloads and the snapshots feed.
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -1,5 +1,18 @@
-//! What decides: the election rules, the owner task that applies them, the snapshot
-//! everything else reads, and the tasks that make a master ready or follow changes.
+//! What decides which master gets traffic, and the tasks around that decision.
+//!
+//! - `election`: the rules (pure): health per master, the active pointer, failback.
+//! - `readiness`: the second state machine (pure): traffic reaches the elected master
+//!   only once it is ready (promotion), is held for a restarting master, and hot
+//!   standbys stay in quiet-down.
+//! - `owner`: the task that applies both and alone writes their state; everything else
+//!   sends it events.
+//! - `routing`: the immutable `Snapshot` the owner publishes, and the read handle.
+//! - `health`: the probes; `promotion`: fence, reload or start, wait until healthy.
+//!   Both report through types of their own, not the owner's events.
+//! - `drain`, `state_file`: followers of the snapshots (close what is left on a
+//!   demoted master; remember the active master across restarts).
+//! - `jenkins`: the REST calls promotion needs; `commands`: fence, start and hook
+//!   commands (no shell, a timeout).
 
 pub mod commands;
 pub mod drain;
