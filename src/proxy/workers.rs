@@ -203,7 +203,7 @@ mod tests {
         if request.uri().path() == "/panic" {
             panic!("injected panic while serving {}", request.uri());
         }
-        super::super::responses::plain(hyper::StatusCode::OK, "served\n")
+        crate::proxy::responses::plain(hyper::StatusCode::OK, "served\n")
     }
 
     /// Sends one request and reads until the server closes (`Connection: close`).
