@@ -62,6 +62,7 @@
 
 pub mod admin;
 pub mod cli;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod daemon;
