@@ -1,3 +1,5 @@
 //! Cluster mode: several proxy instances agree on one active master through etcd.
 
 pub mod etcd;
+pub mod leader;
+pub mod pool;
