@@ -2,4 +2,5 @@
 
 pub mod etcd;
 pub mod leader;
+pub mod member;
 pub mod pool;

@@ -98,6 +98,19 @@ pub(super) fn render(config: &Config) -> String {
         p.http2_max_streams,
         super::ADMIN_MAX_CONNECTIONS
     ));
+    if let Some(cluster) = &config.cluster {
+        lines.push(format!(
+            "cluster:   instance {} in pool {}, {} etcd member{}, lease {}",
+            cluster.instance,
+            cluster.key_prefix,
+            cluster.etcd.len(),
+            if cluster.etcd.len() == 1 { "" } else { "s" },
+            fmt_duration(cluster.lease_ttl)
+        ));
+        lines.push(
+            "           the pool's leader picks the active master; traffic moves once every live instance follows".to_owned(),
+        );
+    }
     lines.iter().map(|line| format!("{line}\n")).collect()
 }
 

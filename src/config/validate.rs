@@ -19,6 +19,7 @@ use super::{
 use std::path::PathBuf;
 
 mod backend;
+mod cluster;
 mod promotion;
 mod tcp;
 
@@ -101,6 +102,7 @@ pub(super) fn validate(src: &Source<'_>, raw: &RawConfig) -> Result<Config, Conf
         jenkins: promotion::jenkins(src, &raw.jenkins)?,
         hooks: promotion::hooks(src, &raw.hooks)?,
         tcp,
+        cluster: cluster::cluster(src, raw)?,
     })
 }
 

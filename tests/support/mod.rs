@@ -125,6 +125,7 @@ pub fn config_for(masters: &[&SampleMaster], health: HealthConfig, failback: Fai
         },
         hooks: Vec::new(),
         tcp: Vec::new(),
+        cluster: None,
     }
 }
 

@@ -1,0 +1,741 @@
+//! One instance's part in the pool: its lease and its key (its view of each master and
+//! the epoch it follows), the watch on the pool's keys, leadership when nobody holds
+//! it, and the route it tells the owner.
+//!
+//! The member is the only writer of this instance's keys; the owner is the only
+//! writer of the routing snapshot, and learns the route from [`Update::State`].
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::etcd::{prefix_end, Client, Cmp, Compare, EtcdError, Op, OpResult, WatchBatch};
+use super::leader::{Decision, Leadership};
+use super::pool::{
+    combined, route, InstanceRecord, Keys, Mirror, RecordedBackend, Route, SwitchoverRequest,
+};
+use crate::config::Failback;
+use crate::election::Health;
+
+/// What one instance needs to take part.
+#[derive(Debug, Clone)]
+pub struct MemberSettings {
+    /// `[cluster] etcd`.
+    pub etcd: Vec<String>,
+    /// `[cluster] instance`.
+    pub instance: String,
+    /// `[cluster] key_prefix`.
+    pub key_prefix: String,
+    /// `[cluster] lease_ttl`: also how long this instance may act on a view it could
+    /// not confirm.
+    pub lease_ttl: Duration,
+    /// The `[[backend]]` list, in order.
+    pub backends: Vec<RecordedBackend>,
+    pub failback: Failback,
+    pub min_active: Duration,
+}
+
+/// A fault that stops the instance from joining at all.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error("this instance's [[backend]] list ({ours}) differs from the one the pool {prefix:?} in etcd was started with ({recorded}); every instance of one pool needs the same masters in the same order: fix the config, or use another [cluster] key_prefix")]
+    OtherBackends {
+        prefix: String,
+        ours: String,
+        recorded: String,
+    },
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
+}
+
+/// The pool as this instance sees it: what the owner routes by and `/status` shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterState {
+    pub instance: String,
+    pub leader: Option<String>,
+    /// The pointer's epoch (0 before the first pointer).
+    pub epoch: i64,
+    /// The pointer's master (None: no master can take traffic).
+    pub master: Option<String>,
+    /// True once every live instance follows `epoch`: traffic may go to `master`.
+    /// False: requests are held (a new pointer is opening, or none is known yet).
+    pub open: bool,
+    /// The pointer's cause label and reason, for the transition record.
+    pub cause: String,
+    pub reason: String,
+    /// Until when this instance may act on its view: the send time of its last lease
+    /// renewal that etcd confirmed, plus the lease's time to live (at most
+    /// `lease_ttl`). None before the first.
+    pub valid_until: Option<Instant>,
+    /// Wall-clock time of that confirmation, for people.
+    pub confirmed_at: Option<SystemTime>,
+    /// The last call to etcd succeeded.
+    pub etcd_connected: bool,
+    /// The live instances, by name.
+    pub instances: Vec<InstanceStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceStatus {
+    pub name: String,
+    /// The epoch it follows.
+    pub acked: i64,
+}
+
+/// What the member tells the daemon.
+#[derive(Debug)]
+pub enum Update {
+    /// The pool changed as this instance sees it; `published` is answered once the
+    /// routing snapshot reflects it (the member acknowledges an epoch only then).
+    State {
+        state: ClusterState,
+        published: oneshot::Sender<()>,
+    },
+    /// Another instance found this master refusing connections: check it at once.
+    CheckNow { master: String },
+}
+
+/// Operator commands that act on the whole pool.
+#[derive(Debug)]
+pub enum Command {
+    Switchover {
+        to: String,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    SetDisabled {
+        master: String,
+        disabled: bool,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+}
+
+/// This instance's own health view: (master, health) in file order. Written by the
+/// daemon from the owner's snapshots; read by the member.
+pub type LocalView = Vec<(String, Health)>;
+
+/// Runs the member until `stop`. Returns an error only when the instance cannot join
+/// (another backend list); etcd being away is waited out.
+pub async fn run(
+    settings: MemberSettings,
+    mut views: watch::Receiver<LocalView>,
+    mut commands: mpsc::Receiver<Command>,
+    updates: mpsc::Sender<Update>,
+    stop: CancellationToken,
+) -> Result<(), JoinError> {
+    // One call to one endpoint may take at most a quarter of the lease: renewals keep
+    // their pace even when a member does not answer.
+    let call_timeout =
+        (settings.lease_ttl / 4).clamp(Duration::from_millis(200), Duration::from_secs(2));
+    let client = Arc::new(Client::new(&settings.etcd, call_timeout)?);
+    let keys = Keys::new(&settings.key_prefix);
+    let mut member = tokio::select! {
+        joined = Member::join(settings, Arc::clone(&client), keys, views.borrow().clone()) => joined?,
+        () = stop.cancelled() => return Ok(()),
+    };
+    let (batches_tx, mut batches) = mpsc::channel(64);
+    let watcher = tokio::spawn(follow(
+        Arc::clone(&client),
+        member.keys.prefix().as_bytes().to_vec(),
+        Arc::clone(&member.watch_from),
+        batches_tx,
+    ));
+    let mut renewals = tokio::time::interval(member.settings.lease_ttl / 3);
+    renewals.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = renewals.tick() => member.renew().await,
+            Some(batch) = batches.recv() => member.watched(batch),
+            changed = views.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let view = views.borrow_and_update().clone();
+                member.view_changed(view).await;
+            }
+            Some(command) = commands.recv() => member.command(command).await,
+        }
+        member.react(&updates).await;
+    }
+    watcher.abort();
+    member.leave().await;
+    Ok(())
+}
+
+/// The member's state; written only by its own task.
+struct Member {
+    settings: MemberSettings,
+    client: Arc<Client>,
+    keys: Keys,
+    mirror: Mirror,
+    lease: i64,
+    /// What this instance wrote last at its key.
+    record: InstanceRecord,
+    /// Leadership of this term, with the create revision of our leader key.
+    leadership: Option<(Leadership, i64, Instant)>,
+    /// "Check now" requests handled, per master: the revision of the last.
+    checks_seen: BTreeMap<String, i64>,
+    /// The state last given to the owner.
+    published: Option<ClusterState>,
+    valid_until: Option<Instant>,
+    confirmed_at: Option<SystemTime>,
+    etcd_connected: bool,
+    /// The revision the watch resumes from; written by the member after each full
+    /// read, read by the watch task when it starts again.
+    watch_from: Arc<AtomicI64>,
+}
+
+impl Member {
+    /// Leases, checks the backend list, registers, reads the pool. Retries while etcd
+    /// is away.
+    async fn join(
+        settings: MemberSettings,
+        client: Arc<Client>,
+        keys: Keys,
+        view: LocalView,
+    ) -> Result<Member, JoinError> {
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match Member::try_join(&settings, &client, &keys, &view).await {
+                Ok((lease, record, mirror)) => {
+                    tracing::info!(instance = %settings.instance, prefix = %keys.prefix(),
+                        leader = ?mirror.leader.as_ref().map(|(n, _)| n), epoch = mirror.epoch(),
+                        "joined the cluster pool");
+                    let watch_from = Arc::new(AtomicI64::new(mirror.revision + 1));
+                    return Ok(Member {
+                        settings,
+                        client,
+                        keys,
+                        mirror,
+                        lease: lease.0,
+                        record,
+                        leadership: None,
+                        checks_seen: BTreeMap::new(),
+                        published: None,
+                        valid_until: Some(lease.1),
+                        confirmed_at: Some(SystemTime::now()),
+                        etcd_connected: true,
+                        watch_from,
+                    });
+                }
+                Err(JoinError::Etcd(error)) => {
+                    tracing::warn!(%error, "cannot reach etcd to join the cluster pool; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                Err(fatal) => return Err(fatal),
+            }
+        }
+    }
+
+    async fn try_join(
+        settings: &MemberSettings,
+        client: &Client,
+        keys: &Keys,
+        view: &LocalView,
+    ) -> Result<((i64, Instant), InstanceRecord, Mirror), JoinError> {
+        let ours = serde_json::to_vec(&settings.backends).unwrap_or_default();
+        let recorded = client
+            .txn(
+                &[Compare::Version(
+                    keys.backends().into_bytes(),
+                    Cmp::Equal,
+                    0,
+                )],
+                &[Op::Put {
+                    key: keys.backends().into_bytes(),
+                    value: ours.clone(),
+                    lease: 0,
+                }],
+                &[Op::Range {
+                    key: keys.backends().into_bytes(),
+                    range_end: None,
+                }],
+            )
+            .await?;
+        if let Some(OpResult::Range(kvs)) = recorded.results.first() {
+            let theirs: Option<Vec<RecordedBackend>> = kvs
+                .first()
+                .and_then(|kv| serde_json::from_slice(&kv.value).ok());
+            if theirs.as_ref() != Some(&settings.backends) {
+                return Err(JoinError::OtherBackends {
+                    prefix: keys.prefix().to_owned(),
+                    ours: describe(&settings.backends),
+                    recorded: theirs.map_or_else(|| "unreadable".to_owned(), |b| describe(&b)),
+                });
+            }
+        }
+        let sent = Instant::now();
+        let lease = client.grant(settings.lease_ttl).await?;
+        let record = InstanceRecord {
+            acked: 0,
+            view: view_map(view),
+        };
+        let value = serde_json::to_vec(&record).unwrap_or_default();
+        client
+            .put(
+                keys.instance(&settings.instance).as_bytes(),
+                &value,
+                lease.id,
+            )
+            .await?;
+        let end = prefix_end(keys.prefix().as_bytes());
+        let read = client.range(keys.prefix().as_bytes(), Some(&end)).await?;
+        let mirror = Mirror::read(keys, &read.kvs, read.revision);
+        Ok((
+            (lease.id, sent + lease.ttl.min(settings.lease_ttl)),
+            record,
+            mirror,
+        ))
+    }
+
+    /// Renews the lease and reads the whole pool again (catching anything a watch
+    /// missed). Both answered: this instance's view is confirmed until the renewal's
+    /// send time plus the lease's time to live.
+    async fn renew(&mut self) {
+        let sent = Instant::now();
+        let confirmed = SystemTime::now();
+        let renewed = self.client.keep_alive(self.lease).await;
+        match renewed {
+            Ok(Some(ttl)) => {
+                let end = prefix_end(self.keys.prefix().as_bytes());
+                match self
+                    .client
+                    .range(self.keys.prefix().as_bytes(), Some(&end))
+                    .await
+                {
+                    Ok(read) => {
+                        self.mirror = Mirror::read(&self.keys, &read.kvs, read.revision);
+                        self.watch_from.store(read.revision + 1, Ordering::Relaxed);
+                        self.valid_until = Some(sent + ttl.min(self.settings.lease_ttl));
+                        self.confirmed_at = Some(confirmed);
+                        self.etcd_connected = true;
+                    }
+                    Err(error) => self.lost_etcd(&error),
+                }
+            }
+            Ok(None) => {
+                // Our lease expired (we were frozen or cut off): our key is gone and
+                // the pool went on without us. Register again.
+                tracing::warn!(instance = %self.settings.instance,
+                    "this instance's lease expired; registering again");
+                self.leadership = None;
+                self.rejoin().await;
+            }
+            Err(error) => self.lost_etcd(&error),
+        }
+    }
+
+    fn lost_etcd(&mut self, error: &EtcdError) {
+        if self.etcd_connected {
+            tracing::error!(%error, valid_until = ?self.valid_until.map(|u| u.saturating_duration_since(Instant::now())),
+                "cannot confirm this instance's view with etcd; it stops routing when its lease runs out");
+        }
+        self.etcd_connected = false;
+    }
+
+    async fn rejoin(&mut self) {
+        let view: LocalView = self
+            .record
+            .view
+            .iter()
+            .map(|(m, h)| (m.clone(), health_of(h)))
+            .collect();
+        match Member::try_join(&self.settings, &self.client, &self.keys, &view).await {
+            Ok((lease, record, mirror)) => {
+                self.lease = lease.0;
+                self.valid_until = Some(lease.1);
+                self.confirmed_at = Some(SystemTime::now());
+                self.etcd_connected = true;
+                self.record = record;
+                self.watch_from
+                    .store(mirror.revision + 1, Ordering::Relaxed);
+                self.mirror = mirror;
+            }
+            Err(error) => tracing::warn!(%error, "cannot register with the pool again yet"),
+        }
+    }
+
+    fn watched(&mut self, batch: Result<WatchBatch, EtcdError>) {
+        match batch {
+            Ok(batch) => self.mirror.apply(&self.keys, &batch.events, batch.revision),
+            Err(error) => tracing::debug!(%error, "the watch on the pool ended; watching again"),
+        }
+    }
+
+    /// Publishes this instance's new view; a master it now sees down is checked by
+    /// every instance at once.
+    async fn view_changed(&mut self, view: LocalView) {
+        let map = view_map(&view);
+        if map == self.record.view {
+            return;
+        }
+        let newly_down: Vec<String> = map
+            .iter()
+            .filter(|(m, h)| {
+                h.as_str() == "down" && self.record.view.get(*m).map(String::as_str) != Some("down")
+            })
+            .map(|(m, _)| m.clone())
+            .collect();
+        let mut record = self.record.clone();
+        record.view = map;
+        self.write_record(record).await;
+        for master in newly_down {
+            let key = self.keys.check(&master);
+            if let Err(error) = self
+                .client
+                .put(
+                    key.as_bytes(),
+                    self.settings.instance.as_bytes(),
+                    self.lease,
+                )
+                .await
+            {
+                tracing::warn!(%error, %master, "cannot ask the other instances to check the master");
+            }
+        }
+    }
+
+    async fn write_record(&mut self, record: InstanceRecord) {
+        let value = serde_json::to_vec(&record).unwrap_or_default();
+        let key = self.keys.instance(&self.settings.instance);
+        match self.client.put(key.as_bytes(), &value, self.lease).await {
+            Ok(revision) => {
+                // Seen at once; the watch brings the same write later (and nothing
+                // it has not delivered yet is skipped: the mirror's revision stays).
+                let _ = revision;
+                self.mirror
+                    .instances
+                    .insert(self.settings.instance.clone(), record.clone());
+                self.record = record;
+            }
+            Err(error) => {
+                self.lost_etcd(&error);
+                // Kept for the next try: the renewal's full read shows our real key.
+                self.record.view = record.view;
+            }
+        }
+    }
+
+    async fn command(&mut self, command: Command) {
+        match command {
+            Command::Switchover { to, reply } => {
+                let outcome = self.switchover(&to).await;
+                let _ = reply.send(outcome);
+            }
+            Command::SetDisabled {
+                master,
+                disabled,
+                reply,
+            } => {
+                let key = self.keys.disabled(&master);
+                let outcome = if disabled {
+                    self.client.put(key.as_bytes(), b"", 0).await.map(|_| ())
+                } else {
+                    self.client.delete(key.as_bytes(), None).await.map(|_| ())
+                };
+                let _ = reply.send(outcome.map_err(|e| e.to_string()));
+            }
+        }
+    }
+
+    /// Asks the leader for a switchover, after the checks it will make itself.
+    async fn switchover(&mut self, to: &str) -> Result<(), String> {
+        if !self.settings.backends.iter().any(|b| b.name == to) {
+            let known: Vec<&str> = self
+                .settings
+                .backends
+                .iter()
+                .map(|b| b.name.as_str())
+                .collect();
+            return Err(format!(
+                "no master named {to:?}; the pool has: {}",
+                known.join(", ")
+            ));
+        }
+        if self.mirror.disabled.contains(to) {
+            return Err(format!("{to} is disabled: enable it first"));
+        }
+        let seen = combined(&self.mirror, to);
+        if seen.health != Some(Health::Up) {
+            return Err(format!(
+                "{to} is not seen up by a majority of the {} live instances: refusing to send traffic to it",
+                seen.live
+            ));
+        }
+        let request = SwitchoverRequest {
+            to: to.to_owned(),
+            by: self.settings.instance.clone(),
+        };
+        let value = serde_json::to_vec(&request).unwrap_or_default();
+        self.client
+            .put(self.keys.switchover().as_bytes(), &value, 0)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// After any change: answer "check now" requests, lead if nobody does, write the
+    /// leader's decision, follow the pointer.
+    async fn react(&mut self, updates: &mpsc::Sender<Update>) {
+        for (master, revision) in self.mirror.checks.clone() {
+            let seen = self.checks_seen.insert(master.clone(), revision);
+            if seen.is_some_and(|before| before >= revision) {
+                continue;
+            }
+            let _ = updates.send(Update::CheckNow { master }).await;
+        }
+        self.lead().await;
+        // Follow the pointer; an acknowledgement may open it at once.
+        for _ in 0..2 {
+            match route(&self.mirror, &self.settings.instance) {
+                Route::Acknowledge { epoch } => {
+                    // Stop routing to the old master first, then say so.
+                    if !self.publish(updates, false).await {
+                        return;
+                    }
+                    let mut record = self.record.clone();
+                    record.acked = epoch;
+                    self.write_record(record).await;
+                    tracing::info!(instance = %self.settings.instance, epoch, "following the new pointer");
+                }
+                Route::Open { .. } => {
+                    self.publish(updates, true).await;
+                    return;
+                }
+                Route::Opening { .. } | Route::Waiting => {
+                    self.publish(updates, false).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Takes leadership when nobody holds it; as leader, writes what the election
+    /// decides, in a transaction that holds only while our leader key is ours.
+    async fn lead(&mut self) {
+        let me = self.settings.instance.clone();
+        match &self.mirror.leader {
+            Some((name, revision)) if *name == me => {
+                if !matches!(&self.leadership, Some((_, ours, _)) if ours == revision) {
+                    // Our key from an earlier term: a fresh election over the pool's state.
+                    self.start_term(*revision);
+                }
+            }
+            Some(_) => {
+                if self.leadership.take().is_some() {
+                    tracing::info!(instance = %me, "no longer the cluster's leader");
+                }
+                return;
+            }
+            None => {
+                let key = self.keys.leader().into_bytes();
+                let campaign = self
+                    .client
+                    .txn(
+                        &[Compare::Version(key.clone(), Cmp::Equal, 0)],
+                        &[Op::Put {
+                            key,
+                            value: me.clone().into_bytes(),
+                            lease: self.lease,
+                        }],
+                        &[],
+                    )
+                    .await;
+                match campaign {
+                    Ok(won) if won.succeeded => {
+                        self.mirror.leader = Some((me.clone(), won.revision));
+                        self.start_term(won.revision);
+                        tracing::info!(instance = %me, "this instance is now the cluster's leader");
+                    }
+                    Ok(_) => return, // someone else was first; the watch will say who
+                    Err(error) => {
+                        self.lost_etcd(&error);
+                        return;
+                    }
+                }
+            }
+        }
+        let Some((leadership, revision, since)) = self.leadership.as_mut() else {
+            return;
+        };
+        let Some(decision) = leadership.step(&self.mirror, since.elapsed()) else {
+            return;
+        };
+        let revision = *revision;
+        self.write_pointer(decision, revision).await;
+    }
+
+    fn start_term(&mut self, revision: i64) {
+        let names: Vec<String> = self
+            .settings
+            .backends
+            .iter()
+            .map(|b| b.name.clone())
+            .collect();
+        let leadership = Leadership::new(
+            &self.settings.instance,
+            &names,
+            self.settings.failback,
+            self.settings.min_active,
+            &self.mirror,
+        );
+        self.leadership = Some((leadership, revision, Instant::now()));
+    }
+
+    async fn write_pointer(&mut self, decision: Decision, leader_revision: i64) {
+        let value = serde_json::to_vec(&decision.pointer).unwrap_or_default();
+        let written = self
+            .client
+            .txn(
+                &[Compare::CreateRevision(
+                    self.keys.leader().into_bytes(),
+                    Cmp::Equal,
+                    leader_revision,
+                )],
+                &[Op::Put {
+                    key: self.keys.pointer().into_bytes(),
+                    value,
+                    lease: 0,
+                }],
+                &[],
+            )
+            .await;
+        match written {
+            Ok(done) if done.succeeded => {
+                tracing::info!(epoch = done.revision, from = ?decision.from, to = ?decision.pointer.master,
+                    cause = %decision.pointer.cause, "active master changed (cluster): {}", decision.pointer.reason);
+                self.mirror.pointer = Some((decision.pointer, done.revision));
+            }
+            Ok(_) => {
+                tracing::warn!("lost the cluster's leadership before writing the pointer");
+                self.leadership = None;
+            }
+            Err(error) => {
+                // Not written; the next change (or renewal) decides again.
+                self.lost_etcd(&error);
+                self.leadership = None;
+            }
+        }
+    }
+
+    /// Tells the owner the route if it changed; true once the owner has published it.
+    async fn publish(&mut self, updates: &mpsc::Sender<Update>, open: bool) -> bool {
+        let (master, epoch, cause, reason) = match &self.mirror.pointer {
+            Some((pointer, epoch)) => (
+                pointer.master.clone(),
+                *epoch,
+                pointer.cause.clone(),
+                pointer.reason.clone(),
+            ),
+            None => (None, 0, String::new(), String::new()),
+        };
+        let state = ClusterState {
+            instance: self.settings.instance.clone(),
+            leader: self.mirror.leader.as_ref().map(|(name, _)| name.clone()),
+            epoch,
+            master,
+            open,
+            cause,
+            reason,
+            valid_until: self.valid_until,
+            confirmed_at: self.confirmed_at,
+            etcd_connected: self.etcd_connected,
+            instances: self
+                .mirror
+                .instances
+                .iter()
+                .map(|(name, record)| InstanceStatus {
+                    name: name.clone(),
+                    acked: record.acked,
+                })
+                .collect(),
+        };
+        if self.published.as_ref() == Some(&state) {
+            return true;
+        }
+        let (published, answer) = oneshot::channel();
+        let update = Update::State {
+            state: state.clone(),
+            published,
+        };
+        if updates.send(update).await.is_err() || answer.await.is_err() {
+            return false; // the daemon is stopping
+        }
+        self.published = Some(state);
+        true
+    }
+
+    /// Gives the lease back: this instance's keys go at once, and the others stop
+    /// waiting for it.
+    async fn leave(&mut self) {
+        if let Err(error) = self.client.revoke(self.lease).await {
+            tracing::debug!(%error, "could not revoke the lease on the way out; it expires");
+        }
+    }
+}
+
+/// Follows the pool's keys, from the revision the member last read, until aborted.
+async fn follow(
+    client: Arc<Client>,
+    prefix: Vec<u8>,
+    from: Arc<AtomicI64>,
+    batches: mpsc::Sender<Result<WatchBatch, EtcdError>>,
+) {
+    let end = prefix_end(&prefix);
+    loop {
+        match client
+            .watch(&prefix, Some(&end), from.load(Ordering::Relaxed))
+            .await
+        {
+            Ok(mut watch) => loop {
+                match watch.next().await {
+                    Ok(batch) => {
+                        from.fetch_max(batch.revision + 1, Ordering::Relaxed);
+                        if batches.send(Ok(batch)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(error) => {
+                        if batches.send(Err(error)).await.is_err() {
+                            return;
+                        }
+                        break;
+                    }
+                }
+            },
+            Err(error) => {
+                if batches.send(Err(error)).await.is_err() {
+                    return;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn view_map(view: &LocalView) -> BTreeMap<String, String> {
+    view.iter()
+        .map(|(master, health)| (master.clone(), health.as_str().to_owned()))
+        .collect()
+}
+
+fn health_of(text: &str) -> Health {
+    match text {
+        "up" => Health::Up,
+        "down" => Health::Down,
+        _ => Health::Unknown,
+    }
+}
+
+fn describe(backends: &[RecordedBackend]) -> String {
+    let each: Vec<String> = backends
+        .iter()
+        .map(|b| format!("{} {}", b.name, b.url))
+        .collect();
+    each.join(", ")
+}
