@@ -1361,3 +1361,27 @@ fn cluster_mistakes_name_the_key() {
         "not supported with [cluster]",
     );
 }
+
+#[test]
+fn shipped_example_cluster_block_parses_when_uncommented() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/jenkins-ha-proxy.toml");
+    let text = std::fs::read_to_string(path).expect("shipped example is readable");
+    let block = text
+        .split("#[cluster]")
+        .nth(1)
+        .expect("the example has a commented [cluster] block");
+    let uncommented: String = std::iter::once("[cluster]\n".to_owned())
+        .chain(
+            block
+                .lines()
+                .filter_map(|line| line.strip_prefix('#'))
+                .map(|line| format!("{line}\n")),
+        )
+        .collect();
+    let config = parse(&format!("{BASE}{uncommented}"));
+    let cluster = config.cluster.expect("cluster");
+    assert_eq!(cluster.instance, "proxy-1");
+    assert_eq!(cluster.etcd.len(), 3);
+    assert_eq!(cluster.key_prefix, "/jenkins-ha-proxy/prod");
+    assert_eq!(cluster.lease_ttl, config::DEFAULT_LEASE_TTL);
+}

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod child;
+pub mod cluster;
 pub mod etcd;
 pub mod exposition;
 pub mod h2;
