@@ -59,7 +59,9 @@
 //!   applies both and is the only writer), `routing` (the immutable `Snapshot` and the
 //!   read handle), `health` (probes), `promotion` (fence, reload or start), `drain` and
 //!   `state_file` (snapshot followers), `jenkins` (REST calls), `commands` (fence,
-//!   start and hook commands: no shell, with a timeout).
+//!   start and hook commands: no shell, with a timeout), [`cluster`] (cluster mode:
+//!   the etcd client, the pool's rules, the leader's decisions, an instance's member
+//!   task; not wired into the daemon yet).
 //! - `upstream`: connections to masters: connect with a deadline, an idle pool per
 //!   proxy worker with per-master caps, what is attached to each master (counts and a
 //!   close switch), the byte pipe of tunnels and TCP forwards.
@@ -70,7 +72,7 @@
 //!
 //! The public surface is what `main.rs`, the tests and the benches use: [`cli::main`],
 //! [`config`], [`daemon::run`] with [`daemon::Listeners`], [`election`] (for the
-//! property tests) and [`sample`].
+//! property tests), [`cluster`] (its etcd client, for the cluster tests) and [`sample`].
 #![forbid(unsafe_code)]
 
 mod admin;
@@ -84,4 +86,4 @@ mod sys;
 mod tcp;
 mod upstream;
 
-pub use control::election;
+pub use control::{cluster, election};

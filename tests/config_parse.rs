@@ -1279,3 +1279,109 @@ fn client_limits_out_of_range_name_their_bounds_and_default() {
         );
     }
 }
+
+// ----- [cluster] -----
+
+const CLUSTER: &str = "\n[cluster]\netcd = [\"http://127.0.0.1:2379\", \"http://10.0.0.6:2379\"]\ninstance = \"proxy-1\"\nkey_prefix = \"/jha/prod/\"\nlease_ttl = \"4s\"\n";
+
+#[test]
+fn a_cluster_section_is_read_with_its_defaults() {
+    let config = parse(&format!("{BASE}{CLUSTER}"));
+    let cluster = config.cluster.expect("cluster");
+    assert_eq!(
+        cluster.etcd,
+        ["http://127.0.0.1:2379", "http://10.0.0.6:2379"]
+    );
+    assert_eq!(cluster.instance, "proxy-1");
+    assert_eq!(cluster.key_prefix, "/jha/prod", "trailing '/' dropped");
+    assert_eq!(cluster.lease_ttl, Duration::from_secs(4));
+    let minimal = parse(&format!(
+        "{BASE}\n[cluster]\netcd = [\"http://e:2379\"]\ninstance = \"p\"\n"
+    ));
+    let cluster = minimal.cluster.clone().expect("cluster");
+    assert_eq!(cluster.key_prefix, config::DEFAULT_KEY_PREFIX);
+    assert_eq!(cluster.lease_ttl, config::DEFAULT_LEASE_TTL);
+    assert!(minimal.summary().contains(
+        "cluster:   instance p in pool /jenkins-ha-proxy/default, 1 etcd member, lease 10s\n"
+    ));
+    assert!(
+        parse(BASE).cluster.is_none(),
+        "standalone without the section"
+    );
+}
+
+#[test]
+fn cluster_mistakes_name_the_key() {
+    let text = format!("{BASE}\n[cluster]\ninstance = \"p\"\n");
+    rejects(
+        &text,
+        "cluster.etcd",
+        Some("[cluster]"),
+        "list the etcd members",
+    );
+    let text = format!(
+        "{BASE}{}",
+        CLUSTER.replace("http://10.0.0.6:2379", "https://10.0.0.6:2379")
+    );
+    rejects(
+        &text,
+        "cluster.etcd",
+        Some("etcd ="),
+        "not an http://host:port URL",
+    );
+    let text = format!("{BASE}{}", CLUSTER.replace("proxy-1", "proxy 1"));
+    rejects(&text, "cluster.instance", Some("instance ="), "' '");
+    let text = format!("{BASE}{}", CLUSTER.replace("/jha/prod/", "jha"));
+    rejects(
+        &text,
+        "cluster.key_prefix",
+        Some("key_prefix ="),
+        "starts with '/'",
+    );
+    let text = format!("{BASE}{}", CLUSTER.replace("4s", "1s"));
+    rejects(
+        &text,
+        "cluster.lease_ttl",
+        Some("lease_ttl ="),
+        "between 2s and 10m",
+    );
+    let text = format!("{BASE}{}", CLUSTER.replace("instance", "instanse"));
+    rejects(&text, "cluster.instanse", Some("instanse ="), "unknown");
+    let text = format!(
+        "{}{CLUSTER}",
+        with(
+            "name = \"master-b\"",
+            "name = \"master-b\"\nstandby = \"hot\""
+        )
+    );
+    rejects(
+        &text,
+        "backend[1].standby",
+        Some("standby ="),
+        "not supported with [cluster]",
+    );
+}
+
+#[test]
+fn shipped_example_cluster_block_parses_when_uncommented() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/jenkins-ha-proxy.toml");
+    let text = std::fs::read_to_string(path).expect("shipped example is readable");
+    let block = text
+        .split("#[cluster]")
+        .nth(1)
+        .expect("the example has a commented [cluster] block");
+    let uncommented: String = std::iter::once("[cluster]\n".to_owned())
+        .chain(
+            block
+                .lines()
+                .filter_map(|line| line.strip_prefix('#'))
+                .map(|line| format!("{line}\n")),
+        )
+        .collect();
+    let config = parse(&format!("{BASE}{uncommented}"));
+    let cluster = config.cluster.expect("cluster");
+    assert_eq!(cluster.instance, "proxy-1");
+    assert_eq!(cluster.etcd.len(), 3);
+    assert_eq!(cluster.key_prefix, "/jenkins-ha-proxy/prod");
+    assert_eq!(cluster.lease_ttl, config::DEFAULT_LEASE_TTL);
+}

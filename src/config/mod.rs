@@ -19,6 +19,8 @@ mod raw;
 mod summary;
 mod validate;
 
+pub use validate::etcd_endpoint;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -42,6 +44,10 @@ pub const DEFAULT_STATE_FILE: &str = "state.json";
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 pub const DEFAULT_MAX_HEADERS: usize = 100;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
+/// `[cluster] key_prefix` when it is left out.
+pub const DEFAULT_KEY_PREFIX: &str = "/jenkins-ha-proxy/default";
+/// `[cluster] lease_ttl` when it is left out.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
 /// Admin API connections served at once: enough for people and scripts, never enough
 /// to take the descriptors the proxy needs.
 pub const ADMIN_MAX_CONNECTIONS: usize = 64;
@@ -89,6 +95,25 @@ pub struct Config {
     pub hooks: Vec<HookConfig>,
     /// `[[tcp]]` listeners in file order (may be empty).
     pub tcp: Vec<TcpConfig>,
+    /// `[cluster]`: several proxy instances agreeing through etcd; None: standalone.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]`: this instance's place in a pool of proxies that agree on one active
+/// master through etcd.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterConfig {
+    /// `etcd`: the members' client URLs, `http://host:port` each (at least one).
+    pub etcd: Vec<String>,
+    /// `instance`: this proxy's name, unique in the pool. Default: the host name.
+    pub instance: String,
+    /// `key_prefix`: the pool's keys in etcd; one pool per prefix. Default
+    /// [`DEFAULT_KEY_PREFIX`].
+    pub key_prefix: String,
+    /// `lease_ttl`: how long an instance's registration outlives its last renewal,
+    /// and the longest time it acts on a view it cannot confirm. Default
+    /// [`DEFAULT_LEASE_TTL`].
+    pub lease_ttl: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

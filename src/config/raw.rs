@@ -25,6 +25,16 @@ pub(super) struct RawConfig {
     pub(super) jenkins: RawJenkins,
     #[serde(default)]
     pub(super) hooks: Vec<Spanned<RawHook>>,
+    pub(super) cluster: Field<RawCluster>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [cluster] table")]
+pub(super) struct RawCluster {
+    pub(super) etcd: Field<Vec<String>>,
+    pub(super) instance: Field<String>,
+    pub(super) key_prefix: Field<String>,
+    pub(super) lease_ttl: Field<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -142,6 +152,7 @@ pub(super) const DURATION_KEYS: &[&str] = &[
     "command_timeout",
     "min_active_time",
     "call_timeout",
+    "lease_ttl",
 ];
 
 /// The duration keys that "off" (or zero) disables.

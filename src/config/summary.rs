@@ -15,6 +15,7 @@ pub(super) fn render(config: &Config) -> String {
     tcp_lines(&config.tcp, &mut lines);
     health_lines(config, &mut lines);
     proxy_lines(config, &mut lines);
+    cluster_lines(config, &mut lines);
     lines.iter().map(|line| format!("{line}\n")).collect()
 }
 
@@ -115,6 +116,24 @@ fn proxy_lines(config: &Config, lines: &mut Vec<String>) {
         p.http2_max_streams,
         super::ADMIN_MAX_CONNECTIONS
     ));
+}
+
+/// `[cluster]`, when set: this instance, its pool and etcd.
+fn cluster_lines(config: &Config, lines: &mut Vec<String>) {
+    let Some(cluster) = &config.cluster else {
+        return;
+    };
+    lines.push(format!(
+        "cluster:   instance {} in pool {}, {} etcd member{}, lease {}",
+        cluster.instance,
+        cluster.key_prefix,
+        cluster.etcd.len(),
+        if cluster.etcd.len() == 1 { "" } else { "s" },
+        fmt_duration(cluster.lease_ttl)
+    ));
+    lines.push(
+        "           the pool's leader picks the active master; traffic moves once every live instance follows".to_owned(),
+    );
 }
 
 /// The connection caps of the masters: one line when they all share them.

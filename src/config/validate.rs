@@ -17,11 +17,13 @@ use super::{
 use std::path::PathBuf;
 
 mod backend;
+mod cluster;
 mod promotion;
 mod proxy;
 mod tcp;
 mod values;
 
+pub use cluster::etcd_endpoint;
 use values::{bounded, check_name, duration, is_off, optional_duration, positive_duration};
 
 pub(super) fn validate(src: &Source<'_>, raw: &RawConfig) -> Result<Config, ConfigError> {
@@ -58,6 +60,7 @@ pub(super) fn validate(src: &Source<'_>, raw: &RawConfig) -> Result<Config, Conf
         jenkins: promotion::jenkins(src, &raw.jenkins)?,
         hooks: promotion::hooks(src, &raw.hooks)?,
         tcp,
+        cluster: cluster::cluster(src, raw)?,
     })
 }
 

@@ -13,7 +13,10 @@
 //!   demoted master; remember the active master across restarts).
 //! - `jenkins`: the REST calls promotion needs; `commands`: fence, start and hook
 //!   commands (no shell, a timeout).
+//! - `cluster`: cluster mode: the etcd client, the pool's keys and rules, the leader's
+//!   decisions, and an instance's member task (not wired into the daemon yet).
 
+pub mod cluster;
 pub mod commands;
 pub mod drain;
 pub mod election;

@@ -67,6 +67,8 @@ pub struct RecordedRequest {
     pub headers: Vec<(String, String)>,
     /// e.g. `HTTP/1.1`.
     pub version: String,
+    /// When it arrived (tests compare the masters' records in time).
+    pub at: std::time::Instant,
 }
 
 /// One Jenkins REST call (`POST /quietDown`, `/cancelQuietDown`, `/reload`) as received.
@@ -370,6 +372,7 @@ impl Shared {
                 })
                 .collect(),
             version: format!("{:?}", req.version()),
+            at: std::time::Instant::now(),
         };
         {
             let mut requests = lock(&self.requests);

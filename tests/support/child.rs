@@ -86,6 +86,13 @@ impl ChildDaemon {
         daemon
     }
 
+    /// Sends `signal` to the daemon (SIGSTOP freezes it, SIGCONT wakes it, SIGKILL
+    /// ends it without a word).
+    pub fn signal(&self, signal: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.pid as i32).expect("a real pid");
+        rustix::process::kill_process(pid, signal).expect("signal the daemon");
+    }
+
     /// The stderr lines so far.
     pub fn log(&self) -> Vec<String> {
         self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()

@@ -3,6 +3,8 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod child;
+pub mod cluster;
+pub mod etcd;
 pub mod exposition;
 pub mod h2;
 pub mod tcp_master;
@@ -138,6 +140,7 @@ pub fn config_for(masters: &[&SampleMaster], health: HealthConfig, failback: Fai
         },
         hooks: Vec::new(),
         tcp: Vec::new(),
+        cluster: None,
     }
 }
 
