@@ -106,7 +106,7 @@ async fn connect_active(
     // As on the HTTP path: a timed-out connect never demotes a master by itself.
     let mut give_up_at: Option<std::time::Instant> = None;
     loop {
-        let Some(master) = snapshot.active_master().cloned() else {
+        let Some(master) = snapshot.routable_master().cloned() else {
             tracing::warn!(listener = %forward.name, "no healthy master: closing the TCP connection");
             return None;
         };

@@ -431,6 +431,7 @@ mod tests {
                     workers: 1,
                 },
             ),
+            check_now: tokio::sync::Notify::new(),
         })
     }
 
@@ -482,6 +483,8 @@ mod tests {
             transitions: Arc::new(VecDeque::from(transitions)),
             started_at: SystemTime::now(),
             failback: Failback::Never,
+            cluster: None,
+            valid_until: None,
         }
     }
 

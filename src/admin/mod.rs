@@ -18,6 +18,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::config::ADMIN_MAX_CONNECTIONS;
+use crate::control::cluster::member::Command as PoolCommand;
+use crate::control::owner::Control;
 use crate::control::owner::OwnerHandle;
 use crate::control::routing::RoutingHandle;
 
@@ -38,6 +40,9 @@ pub struct AdminContext {
     pub token: std::sync::RwLock<Token>,
     /// To the daemon, which owns the config file.
     pub reloads: tokio::sync::mpsc::Sender<ReloadRequest>,
+    /// Cluster mode: switchover and maintenance act on the whole pool, through this
+    /// instance's member; None standalone (they go to the owner).
+    pub pool: Option<tokio::sync::mpsc::Sender<PoolCommand>>,
 }
 
 impl AdminContext {
@@ -136,7 +141,8 @@ fn route<B>(ctx: &AdminContext, request: &Request<B>) -> Response<Full<Bytes>> {
             ctx.metrics.render(&ctx.routing.current()).into_bytes(),
         ),
         (&Method::GET | &Method::HEAD, "/") => page::response(),
-        (_, "/status" | "/metrics" | "/") => respond(
+        (&Method::GET | &Method::HEAD, "/ready") => ready(ctx),
+        (_, "/status" | "/metrics" | "/" | "/ready") => respond(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain; charset=utf-8",
             b"use GET\n".to_vec(),
@@ -166,9 +172,119 @@ async fn mutate<B>(ctx: &AdminContext, request: &Request<B>) -> Response<Full<By
     let Some(command) = call.into_control() else {
         return reload(ctx).await;
     };
+    if let Some(pool) = &ctx.pool {
+        return pool_command(ctx, pool, command).await;
+    }
     match ctx.owner.control(command).await {
         Ok(_) => outcome(StatusCode::OK, true, "done".into(), ctx),
         Err(error) => outcome(control::status_of(&error), false, error.to_string(), ctx),
+    }
+}
+
+/// `GET /ready`: 200 while this instance sends traffic to a master, 503 otherwise
+/// (no healthy master; in cluster mode also while a switch opens or this instance
+/// cannot confirm its view with etcd). For keepalived and load balancers.
+fn ready(ctx: &AdminContext) -> Response<Full<Bytes>> {
+    let snapshot = ctx.routing.current();
+    match snapshot.routable_master() {
+        Some(master) => text(
+            StatusCode::OK,
+            &format!("ready: routing to {}\n", master.name),
+        ),
+        None => {
+            let why = match &snapshot.cluster {
+                Some(cluster) if !cluster.etcd_connected || snapshot.expired() => {
+                    "this instance cannot confirm its view with etcd"
+                }
+                Some(cluster) if !cluster.open => {
+                    "waiting for every proxy instance to follow the pool's pointer"
+                }
+                _ => "no healthy master",
+            };
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("not ready: {why}\n"),
+            )
+        }
+    }
+}
+
+/// How long a switchover asked in cluster mode is waited for before the call answers
+/// that it is under way.
+const POOL_SWITCH_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Cluster mode: the command goes to the pool through this instance's member; a
+/// switchover is answered once this instance routes to the new master.
+async fn pool_command(
+    ctx: &AdminContext,
+    pool: &tokio::sync::mpsc::Sender<PoolCommand>,
+    command: Control,
+) -> Response<Full<Bytes>> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let (command, target) = match command {
+        Control::Switchover { to } => (
+            PoolCommand::Switchover {
+                to: to.clone(),
+                reply,
+            },
+            Some(to),
+        ),
+        Control::SetDisabled { master, disabled } => (
+            PoolCommand::SetDisabled {
+                master,
+                disabled,
+                reply,
+            },
+            None,
+        ),
+        Control::Reload { .. } => return reload(ctx).await,
+    };
+    let stopping = || {
+        outcome(
+            StatusCode::SERVICE_UNAVAILABLE,
+            false,
+            "the daemon is stopping".into(),
+            ctx,
+        )
+    };
+    if pool.send(command).await.is_err() {
+        return stopping();
+    }
+    match answer.await {
+        Err(_) => stopping(),
+        Ok(Err(message)) => {
+            let status = if message.starts_with("no master named") {
+                StatusCode::NOT_FOUND
+            } else {
+                StatusCode::CONFLICT
+            };
+            outcome(status, false, message, ctx)
+        }
+        Ok(Ok(())) => {
+            let Some(to) = target else {
+                return outcome(
+                    StatusCode::OK,
+                    true,
+                    "done (for the whole pool)".into(),
+                    ctx,
+                );
+            };
+            let mut snapshots = ctx.routing.subscribe();
+            let switched = tokio::time::timeout(
+                POOL_SWITCH_WAIT,
+                snapshots.wait_for(|s| s.active_master().is_some_and(|m| m.name == to)),
+            )
+            .await;
+            match switched {
+                Ok(Ok(_)) => outcome(StatusCode::OK, true, "done (for the whole pool)".into(), ctx),
+                _ => outcome(
+                    StatusCode::ACCEPTED,
+                    true,
+                    format!("asked: the pool's leader moves traffic to {to} once every instance follows"),
+                    ctx,
+                ),
+            }
+        }
     }
 }
 

@@ -23,6 +23,37 @@ pub struct Status {
     pub alarms: Vec<String>,
     /// Newest first.
     pub transitions: Vec<TransitionStatus>,
+    /// Cluster mode: the pool as this instance sees it; absent standalone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterStatus>,
+}
+
+/// `/status` `cluster`: field names are a public contract, as above.
+#[derive(Debug, Serialize)]
+pub struct ClusterStatus {
+    /// This instance's name (`[cluster] instance`).
+    pub instance: String,
+    /// The instance that decides, if any.
+    pub leader: Option<String>,
+    /// The pointer's epoch: it only grows; 0 before the first pointer.
+    pub epoch: i64,
+    /// The last call to etcd succeeded.
+    pub etcd_connected: bool,
+    /// This instance sends traffic now (what `GET /ready` answers).
+    pub routing: bool,
+    /// When etcd last confirmed this instance's view.
+    pub confirmed_at: Option<String>,
+    /// The live instances of the pool.
+    pub instances: Vec<ClusterInstance>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ClusterInstance {
+    pub name: String,
+    /// The newest epoch it follows.
+    pub acknowledged_epoch: i64,
+    /// When it last renewed its registration (its own clock).
+    pub last_seen: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -114,7 +145,11 @@ impl Status {
                         latency_ms: status.latency.map(|l| l.as_secs_f64() * 1000.0),
                         consecutive_passed: status.consecutive_passed,
                         consecutive_failed: status.consecutive_failed,
-                        disabled: status.disabled,
+                        disabled: status.disabled
+                            || snapshot
+                                .cluster
+                                .as_ref()
+                                .is_some_and(|c| c.disabled.contains(&status.master.name)),
                         standby: status.master.standby.as_str(),
                         open_connections: open.http,
                         tunnels: open.tunnels,
@@ -152,6 +187,29 @@ impl Status {
                         .collect(),
                 })
                 .collect(),
+            cluster: cluster_status(snapshot),
         }
     }
+}
+
+/// `cluster`, in cluster mode.
+fn cluster_status(snapshot: &Snapshot) -> Option<ClusterStatus> {
+    let cluster = snapshot.cluster.as_ref()?;
+    Some(ClusterStatus {
+        instance: cluster.instance.clone(),
+        leader: cluster.leader.clone(),
+        epoch: cluster.epoch,
+        etcd_connected: cluster.etcd_connected,
+        routing: snapshot.routable_master().is_some(),
+        confirmed_at: cluster.confirmed_at.map(rfc3339),
+        instances: cluster
+            .instances
+            .iter()
+            .map(|i| ClusterInstance {
+                name: i.name.clone(),
+                acknowledged_epoch: i.acked,
+                last_seen: i.seen.clone(),
+            })
+            .collect(),
+    })
 }

@@ -1,5 +1,5 @@
 //! Runs operator commands (fence, start, hooks): argv without a shell, with `{name}`,
-//! `{url}`, `{host}` and `{reason}` substituted, bounded by a timeout, output logged.
+//! `{url}`, `{host}`, `{reason}` and `{epoch}` (cluster mode) substituted, bounded by a timeout, output logged.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -11,6 +11,8 @@ pub struct Vars<'a> {
     pub url: &'a str,
     pub host: &'a str,
     pub reason: &'a str,
+    /// The cluster pointer's epoch the command is about; empty in standalone mode.
+    pub epoch: &'a str,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +41,7 @@ pub fn substitute(argv: &[String], vars: &Vars<'_>) -> Vec<String> {
                 .replace("{url}", vars.url)
                 .replace("{host}", vars.host)
                 .replace("{reason}", vars.reason)
+                .replace("{epoch}", vars.epoch)
         })
         .collect()
 }
@@ -119,14 +122,15 @@ mod tests {
             url: "http://10.0.0.11:8080",
             host: "10.0.0.11",
             reason: "a; rm -rf /",
+            epoch: "42",
         };
         let out = substitute(
-            &argv(&["fence", "{host}", "--name={name}", "{reason}"]),
+            &argv(&["fence", "{host}", "--name={name}", "{reason}", "{epoch}"]),
             &vars,
         );
         assert_eq!(
             out,
-            argv(&["fence", "10.0.0.11", "--name=master-a", "a; rm -rf /"])
+            argv(&["fence", "10.0.0.11", "--name=master-a", "a; rm -rf /", "42"])
         );
     }
 

@@ -49,11 +49,23 @@ pub struct ProbeReport {
     pub latency: Duration,
     /// What a passed check learned, or why the check failed.
     pub outcome: Result<CheckInfo, ProbeError>,
+    /// The check ran at once because another instance of the pool found the master
+    /// refusing connections (cluster mode): a refused connection now is as good a
+    /// proof as it was there.
+    pub urgent: bool,
 }
 
 impl ProbeReport {
     pub fn passed(&self) -> bool {
         self.outcome.is_ok()
+    }
+
+    /// The master refused the connection of a check run at another instance's
+    /// request: down at once, as for a refused client connection.
+    pub fn refused_on_request(&self) -> bool {
+        self.urgent
+            && matches!(&self.outcome, Err(ProbeError::Connect(error))
+                if !error.is_timeout() && !error.is_local())
     }
 
     /// Jenkins answered that it is starting (a failure, but a restart, not a crash).
@@ -103,7 +115,10 @@ async fn probe_loop<E: From<ProbeReport>>(
 ) {
     let mut next = tokio::time::Instant::now();
     loop {
-        tokio::time::sleep_until(next).await;
+        let urgent = tokio::select! {
+            () = tokio::time::sleep_until(next) => false,
+            () = master.check_now.notified() => true,
+        };
         let started = Instant::now();
         let outcome = check_detailed(master.upstream.authority(), &settings).await;
         let latency = started.elapsed();
@@ -132,6 +147,7 @@ async fn probe_loop<E: From<ProbeReport>>(
             at: SystemTime::now(),
             latency,
             outcome,
+            urgent,
         };
         if reports.send(E::from(report)).await.is_err() {
             return; // nobody listens (the owner has stopped): so do we

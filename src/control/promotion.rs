@@ -141,6 +141,7 @@ async fn fence(
             url: &old.url,
             host: &old.host,
             reason,
+            epoch: "",
         };
         let outcome = commands::run(command, &vars, settings.command_timeout).await;
         let ok = outcome.is_ok();
@@ -223,6 +224,7 @@ async fn prepare(
                 url: &to.url,
                 host: &to.host,
                 reason: "promotion",
+                epoch: "",
             };
             let outcome = commands::run(command, &vars, settings.command_timeout).await;
             report

@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 
@@ -27,6 +27,9 @@ pub struct Master {
     pub fence_command: Option<Vec<String>>,
     /// Connections to this master (connect, idle pool).
     pub upstream: Upstream,
+    /// Wakes this master's probe for a check at once (cluster mode: another instance
+    /// found it refusing connections). Notified by the daemon, awaited by the probe.
+    pub check_now: tokio::sync::Notify,
 }
 
 /// What the owner knows about one master at the time of a snapshot.
@@ -131,6 +134,11 @@ impl Cause {
         }
     }
 
+    /// The cause with this label (as [`Cause::as_str`] gives it).
+    pub fn from_label(label: &str) -> Option<Cause> {
+        Cause::ALL.into_iter().find(|cause| cause.as_str() == label)
+    }
+
     /// Whether a transition of this cause can demote an active master: the first
     /// election and a recovery from "no master" never do.
     pub fn can_demote(self) -> bool {
@@ -191,12 +199,69 @@ pub struct Snapshot {
     pub started_at: SystemTime,
     /// The failback policy in force (it can change on reload).
     pub failback: crate::config::Failback,
+    /// Cluster mode: the pool as this instance sees it; None standalone.
+    pub cluster: Option<Arc<ClusterView>>,
+    /// Cluster mode: until when the request path may act on this snapshot (the
+    /// instance's view, confirmed with etcd, runs out then: fail closed). None: no
+    /// limit (standalone).
+    pub valid_until: Option<Instant>,
+}
+
+/// Cluster mode: what `/status`, `/ready` and the metrics show of the pool.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterView {
+    pub instance: String,
+    pub leader: Option<String>,
+    /// The pointer's epoch (0 before the first).
+    pub epoch: i64,
+    /// Every live instance follows `epoch`: traffic may go to the pointer's master.
+    pub open: bool,
+    pub etcd_connected: bool,
+    /// When this instance's view was last confirmed with etcd.
+    pub confirmed_at: Option<SystemTime>,
+    /// The live instances: name, the epoch it follows, when it last renewed.
+    pub instances: Vec<InstanceView>,
+    /// Masters the pool took out of the election (maintenance).
+    pub disabled: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceView {
+    pub name: String,
+    pub acked: i64,
+    /// RFC 3339, as the instance wrote it.
+    pub seen: String,
 }
 
 impl Snapshot {
     /// The master that receives traffic now, if any.
     pub fn active_master(&self) -> Option<&Arc<Master>> {
         self.active.map(|index| &self.masters[index].master)
+    }
+
+    /// The master a request may be sent to now: [`Snapshot::active_master`], unless
+    /// this snapshot's time to act has run out (cluster mode; the one clock read on
+    /// the request path, and only there: standalone reads no clock).
+    pub fn routable_master(&self) -> Option<&Arc<Master>> {
+        if self.expired() {
+            return None;
+        }
+        self.active_master()
+    }
+
+    /// Cluster mode: this instance could not confirm its view in time.
+    pub fn expired(&self) -> bool {
+        self.valid_until
+            .is_some_and(|until| Instant::now() >= until)
+    }
+
+    /// Requests wait for a master rather than get 503: a promotion is under way, or
+    /// (cluster mode) a new pointer is opening or this instance's view awaits
+    /// confirmation.
+    pub fn holds_requests(&self) -> bool {
+        self.promotion.is_some()
+            || self.cluster.as_ref().is_some_and(|cluster| !cluster.open)
+            || self.expired()
     }
 }
 

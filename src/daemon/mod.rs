@@ -8,6 +8,7 @@
 //! - `reload`: re-reading the config file, all or nothing.
 //! - `signals`: SIGTERM and SIGINT stop the daemon, SIGHUP reloads it.
 
+mod cluster;
 mod listeners;
 mod reload;
 mod settings;
@@ -83,6 +84,7 @@ pub async fn run(
             () = &mut shutdown => break None,
             () = &mut owner_stopped => break Some(Fatal::OwnerStopped),
             _ = &mut proxy_task => break Some(Fatal::ProxyStopped),
+            ended = pool_ended(&mut daemon.pool) => break Some(ended),
             Some(request) = reloads.recv() => {
                 let outcome = daemon.reload().await;
                 let _ = request.reply.send(outcome.map(|r| r.to_string()).map_err(|e| e.to_string()));
@@ -113,6 +115,24 @@ pub enum Fatal {
     OwnerStopped,
     #[error("the proxy listener's accept loop stopped unexpectedly (a bug: see the panic logged before); exiting so that the service manager restarts the daemon")]
     ProxyStopped,
+    /// Cluster mode: this instance cannot take part in its pool.
+    #[error("cannot join the cluster pool: {0}")]
+    Cluster(String),
+}
+
+/// Cluster mode: completes when the member task ends on its own (it cannot join, or
+/// it panicked); never in standalone mode.
+async fn pool_ended(pool: &mut Option<cluster::Pool>) -> Fatal {
+    let Some(running) = pool else {
+        return std::future::pending().await;
+    };
+    let why = match (&mut running.task).await {
+        Ok(Err(error)) => error.to_string(),
+        Ok(Ok(())) => "the member task ended".to_owned(),
+        Err(error) => format!("the member task failed: {error}"),
+    };
+    *pool = None;
+    Fatal::Cluster(why)
 }
 
 /// Completes when the owner task has dropped its snapshot sender, i.e. has ended.
@@ -140,6 +160,8 @@ struct Daemon {
     state_writer: Option<AbortHandle>,
     tcp: Vec<TcpTask>,
     background: JoinSet<()>,
+    /// Cluster mode: this instance's member of the pool.
+    pool: Option<cluster::Pool>,
     /// Stops the admin listener and the TCP listeners.
     stop: CancellationToken,
 }
@@ -188,12 +210,16 @@ impl Daemon {
             .map(|path| background.spawn(state_file::follow(path, routing.subscribe())));
         let metrics = Arc::new(Metrics::new());
         background.spawn(Arc::clone(&metrics).follow(routing.subscribe()));
+        let pool = config.cluster.as_ref().map(|cluster| {
+            cluster::Pool::start(&config, cluster, &routing, &owner, &mut background)
+        });
         let admin_ctx = Arc::new(AdminContext {
             routing: routing.clone(),
             owner: owner.clone(),
             metrics: Arc::clone(&metrics),
             token: std::sync::RwLock::new(Token::from_config(config.admin.token_file.as_deref())),
             reloads: reload_requests,
+            pool: pool.as_ref().map(|pool| pool.commands.clone()),
         });
         let bound_port = |index: usize| {
             let listener: Option<&TcpListener> = tcp.get(index);
@@ -222,6 +248,7 @@ impl Daemon {
             state_writer,
             tcp: Vec::new(),
             background,
+            pool,
             stop: CancellationToken::new(),
         }
     }
@@ -278,6 +305,9 @@ impl Daemon {
 
     async fn stop(mut self) {
         self.stop.cancel();
+        if let Some(pool) = self.pool.take() {
+            pool.leave().await;
+        }
         // Tunnels and TCP forwards are not tracked by the HTTP graceful shutdown.
         for master in &self.masters {
             master.upstream.attachments().close_all();

@@ -44,6 +44,8 @@ pub enum ReloadError {
     Bind(#[from] BindError),
     #[error(transparent)]
     Owner(#[from] ControlError),
+    #[error("{0} changed: in cluster mode it is the pool's; restart this instance (and, for the masters, every instance of the pool with the same list) to change it")]
+    ClusterFixed(&'static str),
 }
 
 /// What a reload applied.
@@ -91,6 +93,7 @@ impl Daemon {
         let new = Config::load(path)?;
         let token = Token::load(new.admin.token_file.as_deref())?;
         refuse_moved_listeners(&self.config, &new)?;
+        refuse_pool_changes(&self.config, &new)?;
         let sockets = self.tcp_sockets(&new).await?;
         let masters = build_masters(&new, &self.masters, self.proxy_workers);
         self.owner
@@ -197,6 +200,25 @@ fn refuse_moved_listeners(old: &Config, new: &Config) -> Result<(), ReloadError>
         if old != new {
             return Err(ReloadError::ListenerMoved { key, old, new });
         }
+    }
+    Ok(())
+}
+
+/// In cluster mode the `[cluster]` table and the masters (names, URLs, order) are
+/// what the pool agreed on: a reload cannot change them.
+fn refuse_pool_changes(old: &Config, new: &Config) -> Result<(), ReloadError> {
+    if old.cluster != new.cluster {
+        return Err(ReloadError::ClusterFixed("[cluster]"));
+    }
+    let masters = |config: &Config| {
+        config
+            .backends
+            .iter()
+            .map(|b| (b.name.clone(), b.url.clone()))
+            .collect::<Vec<_>>()
+    };
+    if old.cluster.is_some() && masters(old) != masters(new) {
+        return Err(ReloadError::ClusterFixed("the [[backend]] list"));
     }
     Ok(())
 }

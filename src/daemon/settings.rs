@@ -118,6 +118,7 @@ pub(super) fn owner_settings(config: &Config) -> OwnerSettings {
         hooks: config.hooks.clone(),
         starting_grace: config.failover.starting_grace,
         min_active_time: config.failover.min_active_time,
+        cluster: config.cluster.is_some(),
     }
 }
 
@@ -170,6 +171,7 @@ pub(super) fn build_masters(
                     start_command: backend.start_command.clone(),
                     fence_command: backend.fence_command.clone(),
                     upstream: fresh,
+                    check_now: tokio::sync::Notify::new(),
                 }),
             }
         })

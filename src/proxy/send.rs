@@ -73,7 +73,7 @@ pub(super) async fn send_with_retries(
         deadline: ConnectDeadline::default(),
     };
     loop {
-        let Some(master) = sending.snapshot.active_master().cloned() else {
+        let Some(master) = sending.snapshot.routable_master().cloned() else {
             let hold_timeout = sending.exchange.settings.hold_timeout;
             match Box::pin(hold(ctx, &sending.snapshot, hold_timeout)).await {
                 Some(next) => {
@@ -235,8 +235,17 @@ impl Sending {
                 let reported = ctx
                     .owner
                     .failed_connect(master, why.to_string(), self.connect_failures)
-                    .await;
-                self.snapshot = reported.ok_or_else(bad_gateway)?;
+                    .await
+                    .ok_or_else(bad_gateway)?;
+                // Standalone, the owner has demoted it already. In cluster mode the
+                // pool decides: wait for its pointer to move (as for a promotion).
+                self.snapshot = if still_active(&reported, master) {
+                    demoted_within(ctx, master, settings.hold_timeout)
+                        .await
+                        .ok_or_else(bad_gateway)?
+                } else {
+                    reported
+                };
                 unsent.ok_or_else(bad_gateway)
             }
             Step::Replay => {
@@ -388,23 +397,28 @@ fn still_active(snapshot: &Snapshot, master: &Arc<Master>) -> bool {
         .is_some_and(|active| Arc::ptr_eq(active, master))
 }
 
-/// While a master is being promoted (fenced, reloaded, started), requests wait for it
-/// rather than fail: returns the snapshot with the new active master, or None when
-/// there is no promotion or `hold_timeout` ran out (then: 503).
+/// While a master is being promoted (fenced, reloaded, started), or in cluster mode
+/// while a new pointer opens or this instance's view awaits confirmation, requests
+/// wait rather than fail: returns the snapshot with a master to send to, or None when
+/// nothing is awaited or `hold_timeout` ran out (then: 503).
 async fn hold(
     ctx: &ProxyContext,
     snapshot: &Snapshot,
     hold_timeout: Duration,
 ) -> Option<Arc<Snapshot>> {
-    snapshot.promotion.as_ref()?;
+    if !snapshot.holds_requests() {
+        return None;
+    }
     let mut snapshots = ctx.routing.subscribe();
     let deadline = tokio::time::Instant::now() + hold_timeout;
     loop {
         let current = Arc::clone(&snapshots.borrow_and_update());
-        if current.active.is_some() {
+        if current.routable_master().is_some() {
             return Some(current);
         }
-        current.promotion.as_ref()?;
+        if !current.holds_requests() {
+            return None;
+        }
         tokio::select! {
             changed = snapshots.changed() => changed.ok()?,
             () = tokio::time::sleep_until(deadline) => return None,

@@ -204,9 +204,14 @@ mod tests {
                 .iter()
                 .map(|(m, h)| ((*m).to_owned(), (*h).to_owned()))
                 .collect();
-            mirror
-                .instances
-                .insert((*instance).to_owned(), InstanceRecord { acked: 0, view });
+            mirror.instances.insert(
+                (*instance).to_owned(),
+                InstanceRecord {
+                    acked: 0,
+                    view,
+                    seen: String::new(),
+                },
+            );
         }
         mirror
     }

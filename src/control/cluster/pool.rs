@@ -129,6 +129,9 @@ pub struct InstanceRecord {
     /// Its own health checks' verdict per master: "up", "down" or "unknown".
     #[serde(default)]
     pub view: BTreeMap<String, String>,
+    /// When it last wrote this (RFC 3339, its own clock): at least every renewal.
+    #[serde(default)]
+    pub seen: String,
 }
 
 /// The value of `P/switchover`.
@@ -340,6 +343,7 @@ mod tests {
                 .iter()
                 .map(|(m, h)| ((*m).to_owned(), (*h).to_owned()))
                 .collect(),
+            seen: String::new(),
         }
     }
 

@@ -54,6 +54,7 @@ pub(super) fn run_hooks(
                 url: &master.url,
                 host: &master.host,
                 reason: &reason,
+                epoch: "",
             };
             if let Err(error) = commands::run(&hook.command, &vars, hook.timeout).await {
                 tracing::warn!(hook = hook.on.as_str(), %error, "hook failed");

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::HookConfig;
+use crate::control::cluster::member::ClusterState;
 use crate::control::election::{Policy, Refusal};
 use crate::control::health::ProbeReport;
 use crate::control::promotion::{PromotionReport, PromotionSettings};
@@ -48,6 +49,12 @@ pub enum Event {
     Control {
         command: Control,
         reply: oneshot::Sender<Result<Arc<Snapshot>, ControlError>>,
+    },
+    /// Cluster mode: the pool as this instance's member sees it; the route comes
+    /// from it. `published` is answered once the snapshot reflects it.
+    Cluster {
+        state: ClusterState,
+        published: oneshot::Sender<()>,
     },
 }
 
@@ -87,6 +94,9 @@ pub struct OwnerSettings {
     pub starting_grace: std::time::Duration,
     /// `failover.min_active_time`.
     pub min_active_time: std::time::Duration,
+    /// Cluster mode: traffic follows the pool's pointer ([`Event::Cluster`]); this
+    /// instance's own election only makes its view.
+    pub cluster: bool,
 }
 
 impl OwnerSettings {
@@ -202,6 +212,9 @@ async fn run(
             Reply::Control(reply, outcome) => {
                 let _ = reply.send(outcome.map(|()| snapshot));
             }
+            Reply::Published(reply) => {
+                let _ = reply.send(());
+            }
         }
     }
 }
@@ -214,6 +227,7 @@ enum Reply {
         oneshot::Sender<Result<Arc<Snapshot>, ControlError>>,
         Result<(), ControlError>,
     ),
+    Published(oneshot::Sender<()>),
 }
 
 #[cfg(test)]
@@ -244,6 +258,7 @@ mod tests {
                     workers: 1,
                 },
             ),
+            check_now: tokio::sync::Notify::new(),
         })
     }
 
@@ -268,6 +283,7 @@ mod tests {
             hooks: Vec::new(),
             starting_grace: Duration::ZERO,
             min_active_time: Duration::ZERO,
+            cluster: false,
         }
     }
 
@@ -281,6 +297,7 @@ mod tests {
             } else {
                 Err(ProbeError::Timeout(Duration::from_secs(1)))
             },
+            urgent: false,
         })
     }
 

@@ -8,6 +8,8 @@ use std::time::SystemTime;
 
 use tokio::sync::mpsc;
 
+mod pool;
+
 use super::effects::{self, Promoter};
 use super::publish::{Announcement, Routed};
 use super::{Control, ControlError, Event, OwnerSettings, Reply};
@@ -42,6 +44,10 @@ pub(super) struct OwnerState {
     settings: OwnerSettings,
     /// For the reports of the tasks the owner starts (promoters, quiet-down questions).
     own_events: mpsc::Sender<Event>,
+    /// Cluster mode: the pool as the member last told it (see `pool`).
+    cluster: Option<crate::control::cluster::member::ClusterState>,
+    /// Cluster mode: the master the last recorded transition moved traffic to.
+    cluster_routed: Option<String>,
     /// "active master changed" lines not yet logged: written by `record`, emitted by
     /// `announce` once the snapshot with that change is published, so that whoever
     /// reads the log line (operators, tests) finds the proxy already routing that way.
@@ -104,6 +110,8 @@ impl OwnerState {
             started_at: now,
             settings,
             own_events,
+            cluster: None,
+            cluster_routed: None,
             announcements: Vec::new(),
         }
     }
@@ -143,6 +151,10 @@ impl OwnerState {
                 self.readiness.quiet_state(&master, quieting);
                 Reply::None
             }
+            Event::Cluster { state, published } => {
+                self.follow_pool(state, now);
+                Reply::Published(published)
+            }
         }
     }
 
@@ -166,6 +178,9 @@ impl OwnerState {
         if verdict == Verdict::Counts {
             let observation = match &report.outcome {
                 Ok(_) => Observation::CheckPassed,
+                Err(error) if report.refused_on_request() => Observation::TrafficConnectFailed {
+                    error: format!("checked at another proxy instance's request: {error}"),
+                },
                 Err(error) => Observation::CheckFailed {
                     error: error.to_string(),
                 },
@@ -177,6 +192,9 @@ impl OwnerState {
     /// Brings traffic in line with the election (after every event): see
     /// [`Readiness::reconcile`].
     pub(super) fn reconcile(&mut self) {
+        if self.settings.cluster {
+            return; // the pool decides where traffic goes; standbys are "none"
+        }
         let now = SystemTime::now();
         let elected = self
             .election
@@ -345,6 +363,11 @@ impl OwnerState {
             }
         }
         if let Some(transition) = transition {
+            if self.settings.cluster {
+                // Only this instance's view: the pool's leader moves traffic.
+                tracing::debug!("own view: {}", transition.reason);
+                return;
+            }
             let cause = self.cause(&transition, observation);
             self.record(transition, cause, now);
         }
@@ -446,11 +469,18 @@ impl OwnerState {
     }
 
     pub(super) fn snapshot(&self) -> Snapshot {
+        if self.settings.cluster {
+            return self.pool_snapshot();
+        }
         // Traffic goes only to a master readiness routes to: promoted, not restarting.
         let active = self
             .election
             .active()
             .filter(|&index| self.readiness.routes_to(&self.statuses[index].master));
+        self.snapshot_with(active)
+    }
+
+    fn snapshot_with(&self, active: Option<usize>) -> Snapshot {
         Snapshot {
             generation: self.generation,
             transition_count: self.transition_count,
@@ -463,6 +493,8 @@ impl OwnerState {
             transitions: Arc::clone(&self.transitions),
             started_at: self.started_at,
             failback: self.election.policy().failback,
+            cluster: None,
+            valid_until: None,
         }
     }
 }

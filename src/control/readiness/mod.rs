@@ -439,6 +439,7 @@ mod tests {
                     workers: 1,
                 },
             ),
+            check_now: tokio::sync::Notify::new(),
         })
     }
 

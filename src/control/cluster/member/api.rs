@@ -26,6 +26,19 @@ pub struct MemberSettings {
     pub backends: Vec<RecordedBackend>,
     pub failback: Failback,
     pub min_active: Duration,
+    /// What the leader runs when it moves the pointer, with `{epoch}` substituted.
+    pub commands: LeaderCommands,
+}
+
+/// The commands the leader runs after it moved the pointer: the fence of the master it
+/// left, and the `promote`, `demote` and `no_master` hooks.
+#[derive(Debug, Clone, Default)]
+pub struct LeaderCommands {
+    /// Per master, in file order: name, URL, host, its `fence_command`.
+    pub masters: Vec<(String, String, String, Option<Vec<String>>)>,
+    pub hooks: Vec<crate::config::HookConfig>,
+    /// `failover.command_timeout`, for the fence.
+    pub timeout: Duration,
 }
 
 /// A fault that stops the instance from joining at all.
@@ -66,6 +79,8 @@ pub struct ClusterState {
     pub etcd_connected: bool,
     /// The live instances, by name.
     pub instances: Vec<InstanceStatus>,
+    /// Masters the pool took out of the election (maintenance).
+    pub disabled: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +88,8 @@ pub struct InstanceStatus {
     pub name: String,
     /// The epoch it follows.
     pub acked: i64,
+    /// When it last renewed its registration (RFC 3339, its own clock).
+    pub seen: String,
 }
 
 /// What the member tells the daemon.

@@ -9,6 +9,10 @@ use super::super::pool::{combined, SwitchoverRequest};
 use super::Member;
 use crate::control::election::Health;
 
+use super::LeaderCommands;
+use crate::config::HookEvent;
+use crate::control::commands::{self, Vars};
+
 impl Member {
     /// Asks the leader for a switchover, after the checks it will make itself.
     pub(super) async fn switchover(&mut self, to: &str) -> Result<(), String> {
@@ -140,6 +144,7 @@ impl Member {
             Ok(done) if done.succeeded => {
                 tracing::info!(epoch = done.revision, from = ?decision.from, to = ?decision.pointer.master,
                     cause = %decision.pointer.cause, "active master changed (cluster): {}", decision.pointer.reason);
+                run_commands(&self.settings.commands, &decision, done.revision);
                 self.mirror.pointer = Some((decision.pointer, done.revision));
             }
             Ok(_) => {
@@ -152,5 +157,75 @@ impl Member {
                 self.leadership = None;
             }
         }
+    }
+}
+
+/// One command the leader runs, about one master (name, URL, host).
+struct Run {
+    argv: Vec<String>,
+    timeout: std::time::Duration,
+    what: &'static str,
+    master: (String, String, String),
+}
+
+/// After a move of the pointer: the fence of the master it left (each instance has
+/// already stopped sending to it, or will have within `lease_ttl`), and the hooks.
+/// In tasks of their own; failures are logged.
+fn run_commands(commands: &LeaderCommands, decision: &Decision, epoch: i64) {
+    let epoch = epoch.to_string();
+    let find = |name: &Option<String>| {
+        name.as_deref()
+            .and_then(|name| commands.masters.iter().find(|m| m.0 == name))
+            .cloned()
+    };
+    let (from, to) = (find(&decision.from), find(&decision.pointer.master));
+    let reason = decision.pointer.reason.clone();
+    let mut runs: Vec<Run> = Vec::new();
+    if let Some((name, url, host, Some(fence))) = from.clone() {
+        runs.push(Run {
+            argv: fence,
+            timeout: commands.timeout,
+            what: "fence",
+            master: (name, url, host),
+        });
+    }
+    for hook in &commands.hooks {
+        let about = match (hook.on, &from, &to) {
+            (HookEvent::Demote, Some(from), _) => from,
+            (HookEvent::Promote, _, Some(to)) => to,
+            (HookEvent::NoMaster, Some(from), None) => from,
+            _ => continue,
+        };
+        let (name, url, host, _) = about.clone();
+        runs.push(Run {
+            argv: hook.command.clone(),
+            timeout: hook.timeout,
+            what: hook.on.as_str(),
+            master: (name, url, host),
+        });
+    }
+    for Run {
+        argv,
+        timeout,
+        what,
+        master: (name, url, host),
+    } in runs
+    {
+        let (reason, epoch) = (reason.clone(), epoch.clone());
+        tokio::spawn(async move {
+            let vars = Vars {
+                name: &name,
+                url: &url,
+                host: &host,
+                reason: &reason,
+                epoch: &epoch,
+            };
+            match commands::run(&argv, &vars, timeout).await {
+                Ok(_) => tracing::info!(master = %name, epoch, "{what} command done"),
+                Err(error) => {
+                    tracing::warn!(master = %name, epoch, %error, "{what} command failed")
+                }
+            }
+        });
     }
 }

@@ -22,7 +22,8 @@ use super::leader::Leadership;
 use super::pool::{route, InstanceRecord, Keys, Mirror, RecordedBackend, Route};
 use crate::control::election::Health;
 pub use api::{
-    ClusterState, Command, InstanceStatus, JoinError, LocalView, MemberSettings, Update,
+    ClusterState, Command, InstanceStatus, JoinError, LeaderCommands, LocalView, MemberSettings,
+    Update,
 };
 
 /// Runs the member until `stop`. Returns an error only when the instance cannot join
@@ -182,6 +183,7 @@ impl Member {
         let record = InstanceRecord {
             acked: 0,
             view: view_map(view),
+            seen: now_text(),
         };
         let value = serde_json::to_vec(&record).unwrap_or_default();
         client
@@ -221,7 +223,12 @@ impl Member {
                         self.watch_from.store(read.revision + 1, Ordering::Relaxed);
                         self.valid_until = Some(sent + ttl.min(self.settings.lease_ttl));
                         self.confirmed_at = Some(confirmed);
+                        if !self.etcd_connected {
+                            tracing::info!(instance = %self.settings.instance, "etcd confirms this instance's view again");
+                        }
                         self.etcd_connected = true;
+                        // `seen` for the others' /status.
+                        self.write_record(self.record.clone()).await;
                     }
                     Err(error) => self.lost_etcd(&error),
                 }
@@ -308,7 +315,8 @@ impl Member {
         }
     }
 
-    async fn write_record(&mut self, record: InstanceRecord) {
+    async fn write_record(&mut self, mut record: InstanceRecord) {
+        record.seen = now_text();
         let value = serde_json::to_vec(&record).unwrap_or_default();
         let key = self.keys.instance(&self.settings.instance);
         match self.client.put(key.as_bytes(), &value, self.lease).await {
@@ -416,8 +424,10 @@ impl Member {
                 .map(|(name, record)| InstanceStatus {
                     name: name.clone(),
                     acked: record.acked,
+                    seen: record.seen.clone(),
                 })
                 .collect(),
+            disabled: self.mirror.disabled.iter().cloned().collect(),
         };
         if self.published.as_ref() == Some(&state) {
             return true;
@@ -441,6 +451,11 @@ impl Member {
             tracing::debug!(%error, "could not revoke the lease on the way out; it expires");
         }
     }
+}
+
+/// Now, RFC 3339 with milliseconds.
+fn now_text() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
 fn view_map(view: &LocalView) -> BTreeMap<String, String> {
