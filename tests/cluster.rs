@@ -386,3 +386,105 @@ async fn etcd_quorum_loss_fails_closed_and_recovery_resumes_on_the_same_master()
     assert_eq!(status["cluster"]["epoch"], epoch, "no switch: {status:#}");
     assert!(traffic(pool.b.requests()).is_empty());
 }
+
+/// A switchover asked on any instance moves the whole pool, and so does maintenance;
+/// `/status`, `/metrics` and the transitions say so on every instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switchover_and_maintenance_asked_anywhere_act_on_the_pool() {
+    let pool = Pool::start(3, 1, &FAST, |_| String::new()).await;
+    pool.wait_routing("master-a").await;
+    let ask = |index: usize, path: &'static str| {
+        let admin = pool.admins[index];
+        async move {
+            let request = hyper::Request::post(path)
+                .header("host", admin.to_string())
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .expect("request");
+            support::send(admin, request).await.expect("admin call")
+        }
+    };
+    let reply = ask(2, "/switchover?to=master-b").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    pool.wait_routing("master-b").await;
+    for index in 0..3 {
+        let status = pool.status(index).await.expect("status");
+        assert_eq!(
+            status["transitions"][0]["cause"], "switchover",
+            "{status:#}"
+        );
+        assert_eq!(status["transitions"][0]["to"], "master-b", "{status:#}");
+    }
+    // Refused where the pool would refuse it, with the reason.
+    let reply = ask(1, "/switchover?to=master-x").await;
+    assert_eq!(reply.status, 404, "{}", reply.text());
+    // Maintenance: master-b out of the election, on the word of one instance.
+    let reply = ask(0, "/backends/master-b/disable").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    pool.wait_routing("master-a").await;
+    let status = pool.status(2).await.expect("status");
+    assert_eq!(status["backends"][1]["disabled"], true, "{status:#}");
+    assert_eq!(
+        status["transitions"][0]["cause"], "maintenance",
+        "{status:#}"
+    );
+    let metrics = get(pool.admins[1], "/metrics")
+        .await
+        .expect("metrics")
+        .text();
+    assert!(
+        metrics.contains("jenkins_ha_proxy_cluster_routing 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("jenkins_ha_proxy_cluster_instances 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("jenkins_ha_proxy_cluster_epoch "),
+        "{metrics}"
+    );
+    let leaders = metrics.contains("jenkins_ha_proxy_cluster_leader 1")
+        || metrics.contains("jenkins_ha_proxy_cluster_leader 0");
+    assert!(leaders, "{metrics}");
+}
+
+/// Another pool (another key prefix) on the same etcd keeps its own pointer; an
+/// instance whose masters differ from what its pool recorded refuses to start, naming
+/// both lists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pools_on_one_etcd_are_apart_and_a_different_master_list_cannot_join() {
+    let pool = Pool::start(2, 1, &FAST, |_| String::new()).await;
+    pool.wait_routing("master-a").await;
+    // The other pool prefers master-b: it routes there; this one stays on master-a.
+    let other_prefix = format!("{}-other", pool.prefix);
+    let reversed = [("master-b", pool.b.url()), ("master-a", pool.a.url())];
+    let other = pool.spawn("other-0", &other_prefix, &reversed).await;
+    wait_until("the other pool to route to master-b", || async {
+        get(other.admin, "/ready")
+            .await
+            .is_ok_and(|r| r.status == 200 && r.text().contains("master-b"))
+    })
+    .await;
+    for index in 0..2 {
+        let status = pool.status(index).await.expect("status");
+        assert_eq!(status["active"], "master-a", "{status:#}");
+        assert_eq!(
+            status["cluster"]["instances"].as_array().map(Vec::len),
+            Some(2),
+            "{status:#}"
+        );
+    }
+    // The same reversed list in this pool: refused.
+    let mut stranger = pool.spawn("stranger", &pool.prefix, &reversed).await;
+    let code = stranger.exit_code(support::DEADLINE).await;
+    assert_eq!(code, Some(1), "{}", stranger.log().join("\n"));
+    let log = stranger.log().join("\n");
+    assert!(log.contains("differs from the one the pool"), "{log}");
+    assert!(log.contains("master-b http://127.0.0.3"), "{log}");
+    let status = pool.status(0).await.expect("status");
+    assert_eq!(
+        status["cluster"]["instances"].as_array().map(Vec::len),
+        Some(2),
+        "{status:#}"
+    );
+}

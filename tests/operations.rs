@@ -521,3 +521,36 @@ async fn next_notification(socket: &tokio::net::UnixDatagram) -> String {
         .expect("recv");
     String::from_utf8_lossy(&buffer[..n]).into_owned()
 }
+
+/// `GET /ready` (for keepalived and load balancers): 200 while a master takes
+/// traffic, 503 while none does, and 200 again once one is back.
+#[tokio::test]
+async fn ready_says_whether_traffic_is_served() {
+    let a = SampleMaster::start("master-a", "127.0.0.2:0".parse().expect("addr"))
+        .await
+        .expect("master-a");
+    let config = support::config_for(
+        &[&a],
+        support::health(100, 1, 2),
+        jenkins_ha_proxy::config::Failback::Never,
+    );
+    let daemon = TestDaemon::start_with_active(config, "master-a").await;
+    let ready = get(daemon.admin, "/ready").await.expect("GET /ready");
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.text());
+    assert_eq!(ready.text(), "ready: routing to master-a\n");
+    a.set_healthy(false);
+    wait_until("/ready to answer 503", || async {
+        get(daemon.admin, "/ready").await.is_ok_and(|r| {
+            r.status == StatusCode::SERVICE_UNAVAILABLE && r.text().contains("no healthy master")
+        })
+    })
+    .await;
+    a.set_healthy(true);
+    wait_until("/ready to answer 200 again", || async {
+        get(daemon.admin, "/ready")
+            .await
+            .is_ok_and(|r| r.status == StatusCode::OK)
+    })
+    .await;
+    daemon.shutdown().await;
+}

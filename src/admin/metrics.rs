@@ -256,6 +256,76 @@ struct PoolGauges {
     masters: Vec<MasterRow>,
     promoting: bool,
     alarms: usize,
+    /// Cluster mode only.
+    cluster: Option<ClusterRow>,
+}
+
+/// What the gauges say of the pool, in cluster mode.
+#[derive(Debug)]
+struct ClusterRow {
+    leader: bool,
+    epoch: i64,
+    routing: bool,
+    instances: usize,
+    /// Seconds since etcd last confirmed this instance's view (None: never yet).
+    confirmed_age: Option<f64>,
+}
+
+impl ClusterRow {
+    fn of(snapshot: &Snapshot) -> Option<ClusterRow> {
+        let cluster = snapshot.cluster.as_ref()?;
+        Some(ClusterRow {
+            leader: cluster.leader.as_deref() == Some(cluster.instance.as_str()),
+            epoch: cluster.epoch,
+            routing: snapshot.routable_master().is_some(),
+            instances: cluster.instances.len(),
+            confirmed_age: cluster.confirmed_at.map(|at| {
+                std::time::SystemTime::now()
+                    .duration_since(at)
+                    .unwrap_or_default()
+                    .as_secs_f64()
+            }),
+        })
+    }
+
+    fn encode(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
+        let gauges: [(&str, &str, f64); 4] = [
+            (
+                "cluster_leader",
+                "1 while this instance is the pool's leader, else 0.",
+                f64::from(u8::from(self.leader)),
+            ),
+            (
+                "cluster_epoch",
+                "The epoch of the pool's pointer this instance knows (it only grows).",
+                self.epoch as f64,
+            ),
+            (
+                "cluster_routing",
+                "1 while this instance sends traffic (GET /ready answers 200), else 0.",
+                f64::from(u8::from(self.routing)),
+            ),
+            (
+                "cluster_instances",
+                "Live instances of the pool, this one included.",
+                self.instances as f64,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            pool_gauge(encoder, name, help, value)?;
+        }
+        match self.confirmed_age {
+            Some(age) => encoder
+                .encode_descriptor(
+                    "cluster_confirmed_age",
+                    "Time since etcd last confirmed this instance's view; past [cluster] lease_ttl it stops routing.",
+                    Some(&Unit::Seconds),
+                    MetricType::Gauge,
+                )?
+                .encode_gauge(&age),
+            None => Ok(()),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -290,12 +360,16 @@ impl PoolGauges {
             masters: rows.collect(),
             promoting: snapshot.promotion.is_some(),
             alarms: snapshot.alarms.len(),
+            cluster: ClusterRow::of(snapshot),
         }
     }
 }
 
 impl Collector for PoolGauges {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        if let Some(cluster) = &self.cluster {
+            cluster.encode(&mut encoder)?;
+        }
         let rows = &self.masters;
         pool_gauge(
             &mut encoder,

@@ -39,6 +39,7 @@ pub fn render(status: &Value) -> String {
         status.get("failovers").and_then(Value::as_u64).unwrap_or(0),
         text(status, "failback"),
     );
+    cluster(&mut out, status);
     backends(&mut out, status);
     holds_and_alarms(&mut out, status);
     transitions(&mut out, status);
@@ -52,6 +53,45 @@ fn items<'a>(value: &'a Value, key: &str) -> impl Iterator<Item = &'a Value> {
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
+}
+
+/// Cluster mode: this instance, the leader, the epoch, and the live instances.
+fn cluster(out: &mut String, status: &Value) {
+    let Some(cluster) = status.get("cluster").filter(|c| c.is_object()) else {
+        return;
+    };
+    let flag = |key: &str| cluster.get(key).and_then(Value::as_bool).unwrap_or(false);
+    *out += &format!(
+        "cluster: instance {}, leader {}, epoch {}, {}, {}\n",
+        text(cluster, "instance"),
+        cluster
+            .get("leader")
+            .and_then(Value::as_str)
+            .unwrap_or("NONE"),
+        cluster.get("epoch").and_then(Value::as_i64).unwrap_or(0),
+        if flag("routing") {
+            "routing"
+        } else {
+            "NOT ROUTING (503)"
+        },
+        if flag("etcd_connected") {
+            format!("etcd confirmed at {}", text(cluster, "confirmed_at"))
+        } else {
+            "etcd NOT CONNECTED".to_owned()
+        },
+    );
+    for instance in items(cluster, "instances") {
+        *out += &format!(
+            "  instance {:<16} follows epoch {:<8} last seen {}\n",
+            text(instance, "name"),
+            instance
+                .get("acknowledged_epoch")
+                .and_then(Value::as_i64)
+                .unwrap_or(0),
+            text(instance, "last_seen"),
+        );
+    }
+    out.push('\n');
 }
 
 /// One row per master.

@@ -17,7 +17,7 @@ pub struct ChildDaemon {
     pub pid: u32,
     /// Every stderr line so far; written by the reader task, read by the test.
     log: Arc<Mutex<Vec<String>>>,
-    _child: Child,
+    child: Child,
 }
 
 impl ChildDaemon {
@@ -63,7 +63,7 @@ impl ChildDaemon {
             admin: "0.0.0.0:0".parse().expect("addr"),
             pid,
             log,
-            _child: child,
+            child,
         };
         let deadline = std::time::Instant::now() + DEADLINE;
         let starting = loop {
@@ -91,6 +91,15 @@ impl ChildDaemon {
     pub fn signal(&self, signal: rustix::process::Signal) {
         let pid = rustix::process::Pid::from_raw(self.pid as i32).expect("a real pid");
         rustix::process::kill_process(pid, signal).expect("signal the daemon");
+    }
+
+    /// Waits up to `within` for the daemon to exit on its own; its exit code.
+    pub async fn exit_code(&mut self, within: std::time::Duration) -> Option<i32> {
+        let status = tokio::time::timeout(within, self.child.wait())
+            .await
+            .ok()?
+            .ok()?;
+        status.code()
     }
 
     /// The stderr lines so far.

@@ -79,24 +79,51 @@ impl Pool {
     }
 
     fn write_config(&self, index: usize, timings: &Timings, extra: &str) -> PathBuf {
+        let masters = [("master-a", self.a.url()), ("master-b", self.b.url())];
+        self.write_config_for(
+            &format!("proxy-{index}"),
+            &self.prefix,
+            &masters,
+            timings,
+            extra,
+        )
+    }
+
+    /// An instance named `name` of the pool at `prefix`, with `masters` in that order,
+    /// on this pool's etcd; it runs until dropped.
+    pub async fn spawn(&self, name: &str, prefix: &str, masters: &[(&str, String)]) -> ChildDaemon {
+        let path = self.write_config_for(name, prefix, masters, &FAST, "");
+        ChildDaemon::start(&path, None).await
+    }
+
+    fn write_config_for(
+        &self,
+        name: &str,
+        prefix: &str,
+        masters: &[(&str, String)],
+        timings: &Timings,
+        extra: &str,
+    ) -> PathBuf {
+        let backends: String = masters
+            .iter()
+            .map(|(master, url)| format!("[[backend]]\nname = \"{master}\"\nurl = \"{url}\"\n"))
+            .collect();
         let text = format!(
             "[proxy]\nlisten = \"127.0.0.1:0\"\nconnect_timeout = \"500ms\"\n\
              [admin]\nlisten = \"127.0.0.1:0\"\n\
              [health]\ninterval = \"{}\"\ntimeout = \"{}\"\nrise = 1\nfall = {}\n{extra}\n\
              [failover]\nstate_file = \"off\"\nhold_timeout = \"8s\"\ndrain_timeout = \"1s\"\n\
-             [cluster]\netcd = {}\ninstance = \"proxy-{index}\"\nkey_prefix = \"{}\"\nlease_ttl = \"{}\"\n\
-             [[backend]]\nname = \"master-a\"\nurl = \"{}\"\n\
-             [[backend]]\nname = \"master-b\"\nurl = \"{}\"\n",
+             [cluster]\netcd = {}\ninstance = \"{name}\"\nkey_prefix = \"{prefix}\"\nlease_ttl = \"{}\"\n\
+             {backends}",
             timings.interval,
             timings.timeout,
             timings.fall,
             self.etcd.toml_urls(),
-            self.prefix,
             timings.lease_ttl,
-            self.a.url(),
-            self.b.url(),
         );
-        let path = self.dir.join(format!("proxy-{index}.toml"));
+        let path = self
+            .dir
+            .join(format!("{name}{}.toml", prefix.replace('/', "_")));
         std::fs::write(&path, text).expect("write config");
         path
     }
