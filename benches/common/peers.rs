@@ -28,6 +28,9 @@ pub enum ProxyKind {
     /// nginx: `upstream` with a `backup` server and upstream keep-alive (passive
     /// checks only: open-source nginx has no active health checks).
     Nginx,
+    /// jenkins-ha-proxy in cluster mode: two instances agreeing through one etcd
+    /// (Debian's etcd-server), the load split between them (failover bench only).
+    OursCluster,
 }
 
 impl ProxyKind {
@@ -37,7 +40,13 @@ impl ProxyKind {
             ProxyKind::HaproxyClassic => "HAProxy (classic guide)",
             ProxyKind::HaproxyTuned => "HAProxy (our timings + redispatch)",
             ProxyKind::Nginx => "nginx (backup)",
+            ProxyKind::OursCluster => "jenkins-ha-proxy cluster (2 instances, etcd)",
         }
+    }
+
+    /// Ours, standalone or in cluster mode (the peers are the others).
+    pub fn is_ours(self) -> bool {
+        matches!(self, ProxyKind::Ours | ProxyKind::OursCluster)
     }
 
     fn program(self) -> &'static str {
@@ -45,10 +54,12 @@ impl ProxyKind {
             ProxyKind::Ours => OUR_BINARY,
             ProxyKind::HaproxyClassic | ProxyKind::HaproxyTuned => "haproxy",
             ProxyKind::Nginx => "nginx",
+            // What the cluster needs besides our binary.
+            ProxyKind::OursCluster => "etcd",
         }
     }
 
-    /// Ours is always there (Cargo built it); peers must be on PATH.
+    /// Ours is always there (Cargo built it); peers (and etcd) must be on PATH.
     pub fn installed(self) -> bool {
         self == ProxyKind::Ours || on_path(self.program())
     }
@@ -56,7 +67,7 @@ impl ProxyKind {
     /// `haproxy -v` / `nginx -v` first line, for the report.
     pub fn version(self) -> Option<String> {
         let flag = match self {
-            ProxyKind::Ours => {
+            ProxyKind::Ours | ProxyKind::OursCluster => {
                 return Some(format!("jenkins-ha-proxy {}", env!("CARGO_PKG_VERSION")))
             }
             ProxyKind::HaproxyClassic | ProxyKind::HaproxyTuned => "-v",
@@ -127,7 +138,10 @@ impl RunningProxy {
 pub fn start(spec: &ProxySpec, dir: &Path) -> Result<RunningProxy, String> {
     fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let (command, stop) = match spec.kind {
-        ProxyKind::Ours => ours(spec, dir)?,
+        ProxyKind::Ours => ours(spec, dir, "")?,
+        ProxyKind::OursCluster => {
+            return Err("a cluster is started by the failover bench (cluster.rs)".into())
+        }
         ProxyKind::HaproxyClassic | ProxyKind::HaproxyTuned => haproxy(spec, dir)?,
         ProxyKind::Nginx => nginx(spec, dir)?,
     };
@@ -145,8 +159,20 @@ fn write(path: PathBuf, text: &str) -> Result<PathBuf, String> {
     Ok(path)
 }
 
-fn ours(spec: &ProxySpec, dir: &Path) -> Result<(Command, Stop), String> {
+/// Our config for `spec` with `extra` at the end (e.g. a `[cluster]` table), and the
+/// command that runs it.
+pub fn ours(spec: &ProxySpec, dir: &Path, extra: &str) -> Result<(Command, Stop), String> {
     let admin = free_port([127, 0, 0, 1])?;
+    ours_with_admin(spec, admin, dir, extra)
+}
+
+/// [`ours`] with the admin listener at `admin`.
+pub fn ours_with_admin(
+    spec: &ProxySpec,
+    admin: SocketAddr,
+    dir: &Path,
+    extra: &str,
+) -> Result<(Command, Stop), String> {
     let checks = spec.checks;
     let text = format!(
         r#"[proxy]
@@ -168,6 +194,7 @@ url = "http://{primary}"
 [[backend]]
 name = "master-b"
 url = "http://{backup}"
+{extra}
 "#,
         listen = spec.listen,
         interval = checks.interval.as_millis(),

@@ -24,6 +24,9 @@ type Pooled = Client<HttpConnector, Empty<Bytes>>;
 #[derive(Debug, Clone, Copy)]
 pub struct Load {
     pub addr: SocketAddr,
+    /// A second proxy (cluster mode's other instance): requests alternate between the
+    /// two, as clients behind one address spread over two proxies.
+    pub second: Option<SocketAddr>,
     /// Requests/s sent over pooled keep-alive connections.
     pub keep_alive_rate: u32,
     /// Requests/s each sent on a new connection (`Connection: close`).
@@ -93,8 +96,14 @@ async fn schedule(load: Load, start: Instant, pooled: Option<Pooled>) -> Vec<Out
     if rate > 0 {
         let mut ticks = tokio::time::interval_at(start, Duration::from_secs(1) / rate);
         let end = start + load.duration;
+        let mut turn = 0usize;
         while ticks.tick().await < end {
-            requests.spawn(one(load, start, pooled.clone()));
+            let addr = match load.second {
+                Some(second) if turn % 2 == 1 => second,
+                _ => load.addr,
+            };
+            turn += 1;
+            requests.spawn(one(load, addr, start, pooled.clone()));
         }
     }
     let mut outcomes = Vec::with_capacity(requests.len());
@@ -106,13 +115,13 @@ async fn schedule(load: Load, start: Instant, pooled: Option<Pooled>) -> Vec<Out
     outcomes
 }
 
-async fn one(load: Load, start: Instant, pooled: Option<Pooled>) -> Outcome {
+async fn one(load: Load, addr: SocketAddr, start: Instant, pooled: Option<Pooled>) -> Outcome {
     let sent = start.elapsed();
     let fresh = pooled.is_none();
     let attempt = async {
         match pooled {
-            Some(client) => via_pool(&client, load.addr).await,
-            None => via_new_connection(load.addr).await,
+            Some(client) => via_pool(&client, addr).await,
+            None => via_new_connection(addr).await,
         }
     };
     let result = match tokio::time::timeout(load.request_timeout, attempt).await {

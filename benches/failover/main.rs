@@ -6,6 +6,7 @@
 //! `BENCH_RUNS=N`: runs per fault and proxy (default 3).
 
 mod analysis;
+mod cluster;
 #[path = "../common/mod.rs"]
 mod common;
 mod load;
@@ -13,6 +14,7 @@ mod master;
 mod plan;
 mod report;
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -64,7 +66,11 @@ fn bench(plan: &Plan) -> Result<(), String> {
     let mut results = Vec::new();
     for run in 0..plan.runs {
         for &fault in &plan.faults {
-            for &kind in plan.proxies.iter().filter(|k| k.installed()) {
+            for &kind in plan
+                .proxies
+                .iter()
+                .filter(|k| k.installed() && fault.applies_to(**k))
+            {
                 let dir = dir.join(fault.slug()).join(slug(kind));
                 let metrics = round(plan, plan.schedule(run), fault, kind, &dir);
                 print_round(run, plan, fault, kind, &metrics);
@@ -107,6 +113,7 @@ pub fn slug(kind: ProxyKind) -> &'static str {
         ProxyKind::HaproxyClassic => "haproxy-classic",
         ProxyKind::HaproxyTuned => "haproxy-tuned",
         ProxyKind::Nginx => "nginx",
+        ProxyKind::OursCluster => "ours-cluster",
     }
 }
 
@@ -149,14 +156,16 @@ fn round(
     std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let mut primary = MasterProcess::start("master-a", [127, 0, 0, 2], dir)?;
     let backup = MasterProcess::start("master-b", [127, 0, 0, 3], dir)?;
-    let mut proxy = start_proxy(plan, kind, &primary, &backup, dir)?;
+    let mut proxies = Proxies::start(plan, kind, &primary, &backup, dir)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(plan.workers)
         .enable_all()
         .build()
         .map_err(|e| format!("building the load runtime: {e}"))?;
+    let (addr, second) = proxies.targets(fault)?;
     let load = load::Load {
-        addr: proxy.listen,
+        addr,
+        second,
         keep_alive_rate: plan.keep_alive_rate,
         fresh_rate: plan.fresh_rate,
         duration: at.end,
@@ -164,16 +173,66 @@ fn round(
     };
     let start = Instant::now() + LEAD_IN;
     let running = runtime.spawn(load::run(load, start));
-    let timeline = inject(at, fault, &mut primary, start);
+    let timeline = inject(at, fault, &mut primary, &mut proxies, start);
     let outcomes = runtime
         .block_on(running)
         .map_err(|e| format!("the load generator panicked: {e}"))?;
     let timeline = timeline?;
-    stop_quietly(&mut proxy);
+    proxies.stop_quietly();
     if std::env::var_os("BENCH_VERBOSE").is_some() {
         print_slowest(&outcomes, &timeline);
     }
     Ok(analysis::analyse(&outcomes, timeline, plan.stall_bound()))
+}
+
+/// The proxy of a round: one process, or a pool of instances with its etcd.
+enum Proxies {
+    One(RunningProxy),
+    Pool(cluster::Cluster),
+}
+
+impl Proxies {
+    fn start(
+        plan: &Plan,
+        kind: ProxyKind,
+        primary: &MasterProcess,
+        backup: &MasterProcess,
+        dir: &Path,
+    ) -> Result<Proxies, String> {
+        if kind == ProxyKind::OursCluster {
+            return cluster::start(plan, primary.addr, backup.addr, dir).map(Proxies::Pool);
+        }
+        start_proxy(plan, kind, primary, backup, dir).map(Proxies::One)
+    }
+
+    /// Where the load goes: one proxy, both instances of a pool, or (when an instance
+    /// is the fault) the one that is not killed.
+    fn targets(&self, fault: Fault) -> Result<(SocketAddr, Option<SocketAddr>), String> {
+        match self {
+            Proxies::One(proxy) => Ok((proxy.listen, None)),
+            Proxies::Pool(pool) if fault == Fault::KillInstance => {
+                let survivor = 1 - cluster::leader(pool)?;
+                Ok((pool.instances[survivor].listen, None))
+            }
+            Proxies::Pool(pool) => Ok((pool.instances[0].listen, Some(pool.instances[1].listen))),
+        }
+    }
+
+    /// Logs of a proxy that exited early would explain a bad round; note it in stderr.
+    fn stop_quietly(&mut self) {
+        match self {
+            Proxies::One(proxy) => stop_quietly(proxy),
+            Proxies::Pool(pool) => {
+                for (index, instance) in pool.instances.iter_mut().enumerate() {
+                    if let Some(status) = instance.exited() {
+                        eprintln!(
+                            "proxy-{index} of the pool had exited during the round ({status})"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn start_proxy(
@@ -205,13 +264,19 @@ fn inject(
     at: Schedule,
     fault: Fault,
     master: &mut MasterProcess,
+    proxies: &mut Proxies,
     start: Instant,
 ) -> Result<Timeline, String> {
+    let leader = match (fault, &*proxies) {
+        (Fault::KillInstance, Proxies::Pool(pool)) => Some(cluster::leader(pool)?),
+        _ => None,
+    };
     sleep_until(start + at.fault_at);
     match fault {
         Fault::Kill => master.kill()?,
         Fault::Freeze => master.signal(Signal::Stop)?,
         Fault::Sick => master.set_healthy(false)?,
+        Fault::KillInstance => leading_instance(proxies, leader)?.kill()?,
     }
     let fault_time = start.elapsed();
     sleep_until(start + at.recover_at);
@@ -219,6 +284,7 @@ fn inject(
         Fault::Kill => master.spawn()?,
         Fault::Freeze => master.signal(Signal::Cont)?,
         Fault::Sick => master.set_healthy(true)?,
+        Fault::KillInstance => leading_instance(proxies, leader)?.restart()?,
     }
     let recovered = start.elapsed();
     sleep_until(start + at.end);
@@ -227,6 +293,17 @@ fn inject(
         recovered,
         end: at.end,
     })
+}
+
+/// The pool's instance that led when the round began (the one the fault kills).
+fn leading_instance(
+    proxies: &mut Proxies,
+    leader: Option<usize>,
+) -> Result<&mut cluster::Instance, String> {
+    match (proxies, leader) {
+        (Proxies::Pool(pool), Some(leader)) => Ok(&mut pool.instances[leader]),
+        _ => Err("an instance is killed only in the cluster row".to_owned()),
+    }
 }
 
 /// `BENCH_VERBOSE=1`: the slowest requests of a round, to see where time went.

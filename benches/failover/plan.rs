@@ -14,6 +14,9 @@ pub enum Fault {
     Freeze,
     /// The health path answers 503, 200 again later. Other paths keep answering 200.
     Sick,
+    /// SIGKILL of the proxy instance that leads the pool (cluster row only), restarted
+    /// later; the load goes through the other instance.
+    KillInstance,
 }
 
 impl Fault {
@@ -22,6 +25,9 @@ impl Fault {
             Fault::Kill => "SIGKILL of the active master (restarted later)",
             Fault::Freeze => "SIGSTOP of the active master (SIGCONT later)",
             Fault::Sick => "Health path of the active master answers 503 (200 again later)",
+            Fault::KillInstance => {
+                "SIGKILL of the leading proxy instance (restarted later), load through the other"
+            }
         }
     }
 
@@ -30,6 +36,7 @@ impl Fault {
             Fault::Kill => "kill",
             Fault::Freeze => "freeze",
             Fault::Sick => "sick",
+            Fault::KillInstance => "kill-instance",
         }
     }
 
@@ -38,7 +45,14 @@ impl Fault {
             Fault::Kill => "restart",
             Fault::Freeze => "SIGCONT",
             Fault::Sick => "health 200",
+            Fault::KillInstance => "restart",
         }
+    }
+
+    /// Whether `kind` is measured under this fault: a proxy instance of the pool is
+    /// killed only in the cluster row.
+    pub fn applies_to(self, kind: ProxyKind) -> bool {
+        self != Fault::KillInstance || kind == ProxyKind::OursCluster
     }
 }
 
@@ -76,9 +90,10 @@ impl Plan {
         let full = Plan {
             smoke: false,
             runs: common::runs(3),
-            faults: vec![Fault::Kill, Fault::Freeze, Fault::Sick],
+            faults: vec![Fault::Kill, Fault::Freeze, Fault::Sick, Fault::KillInstance],
             proxies: vec![
                 ProxyKind::Ours,
+                ProxyKind::OursCluster,
                 ProxyKind::HaproxyClassic,
                 ProxyKind::HaproxyTuned,
                 ProxyKind::Nginx,
@@ -109,8 +124,9 @@ impl Plan {
         }
     }
 
-    /// `BENCH_FAULTS=kill,freeze,sick` and `BENCH_PROXIES=ours,haproxy-classic,
-    /// haproxy-tuned,nginx` narrow a full run (e.g. to look at one case).
+    /// `BENCH_FAULTS=kill,freeze,sick,kill-instance` and `BENCH_PROXIES=ours,
+    /// ours-cluster,haproxy-classic,haproxy-tuned,nginx` narrow a full run (e.g. to
+    /// look at one case).
     fn filtered(mut self) -> Plan {
         if let Some(wanted) = list_var("BENCH_FAULTS") {
             self.faults.retain(|f| wanted.iter().any(|w| w == f.slug()));

@@ -99,7 +99,7 @@ fn fault_table(
         "slowest request; stalled > bound",
         &format!("after {} (failback; failed)", fault.recovery()),
     ]);
-    for &kind in &plan.proxies {
+    for &kind in plan.proxies.iter().filter(|k| fault.applies_to(**k)) {
         if let Some((_, why)) = missing.iter().find(|(k, _)| *k == kind) {
             let mut row = vec![kind.label().to_owned(), format!("not measured ({why})")];
             row.extend(std::iter::repeat("–".to_owned()).take(5));
@@ -346,7 +346,7 @@ fn compare(
     let peers: Vec<(ProxyKind, f64)> = plan
         .proxies
         .iter()
-        .filter(|k| **k != ProxyKind::Ours && (!tuned_only || **k == ProxyKind::HaproxyTuned))
+        .filter(|k| !k.is_ours() && (!tuned_only || **k == ProxyKind::HaproxyTuned))
         .filter_map(|k| Some((*k, med(*k)?)))
         .collect();
     if peers.is_empty() {

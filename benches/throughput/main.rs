@@ -178,13 +178,13 @@ pub fn label(kind: ProxyKind) -> &'static str {
     match kind {
         ProxyKind::HaproxyClassic | ProxyKind::HaproxyTuned => "HAProxy",
         ProxyKind::Nginx => "nginx",
-        ProxyKind::Ours => "jenkins-ha-proxy",
+        ProxyKind::Ours | ProxyKind::OursCluster => "jenkins-ha-proxy",
     }
 }
 
 fn short_name(kind: ProxyKind) -> &'static str {
     match kind {
-        ProxyKind::Ours => "ours",
+        ProxyKind::Ours | ProxyKind::OursCluster => "ours",
         ProxyKind::HaproxyClassic | ProxyKind::HaproxyTuned => "haproxy",
         ProxyKind::Nginx => "nginx",
     }
