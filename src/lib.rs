@@ -32,6 +32,21 @@
 //! they know nothing of the owner. Reloads go through the daemon, which owns the config
 //! file and the tasks a reload restarts; the owner receives its part of them.
 //!
+//! Cluster mode (`[cluster]`) adds one task beside the owner, the pool's member:
+//!
+//! ```text
+//!   etcd  <-- lease, view, acked epoch,    [ member task ] <-- switchover, disable -- admin API
+//!         --> pointer, leader, views  -->  [ (leader: the ]  <-- own view (health) -- snapshots
+//!                                          [  election)   ]
+//!                                           |  Cluster { route, valid_until }    | CheckNow
+//!                                           v                                    v
+//!                                      [ owner task ] -> snapshot           that master's probe
+//! ```
+//!
+//! The owner then routes by the pool's pointer, once every live instance follows it,
+//! and publishes the deadline (`valid_until`) past which the request path sends
+//! nothing: this instance's own election only makes the view it publishes.
+//!
 //! Threads: the owner task, probes, admin listener, `[[tcp]]` listeners, drain, state
 //! file and metrics run on the main (multi-threaded) runtime. Client HTTP connections
 //! are served by one proxy worker thread per core, each running its own
@@ -61,7 +76,7 @@
 //!   `state_file` (snapshot followers), `jenkins` (REST calls), `commands` (fence,
 //!   start and hook commands: no shell, with a timeout), [`cluster`] (cluster mode:
 //!   the etcd client, the pool's rules, the leader's decisions, an instance's member
-//!   task; not wired into the daemon yet).
+//!   task).
 //! - `upstream`: connections to masters: connect with a deadline, an idle pool per
 //!   proxy worker with per-master caps, what is attached to each master (counts and a
 //!   close switch), the byte pipe of tunnels and TCP forwards.

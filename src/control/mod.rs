@@ -14,7 +14,7 @@
 //! - `jenkins`: the REST calls promotion needs; `commands`: fence, start and hook
 //!   commands (no shell, a timeout).
 //! - `cluster`: cluster mode: the etcd client, the pool's keys and rules, the leader's
-//!   decisions, and an instance's member task (not wired into the daemon yet).
+//!   decisions, and an instance's member task, which the daemon starts in cluster mode).
 
 pub mod cluster;
 pub mod commands;
