@@ -82,8 +82,9 @@ impl MasterState {
             format!("{} up: first check passed", self.name)
         } else {
             format!(
-                "{} up after {} passed checks",
-                self.name, self.consecutive_passed
+                "{} up after {}",
+                self.name,
+                checks(self.consecutive_passed, "passed")
             )
         })
     }
@@ -107,8 +108,9 @@ impl MasterState {
             format!("{} down: first check failed: {error}", self.name)
         } else {
             format!(
-                "{} down after {} failed checks: {error}",
-                self.name, self.consecutive_failed
+                "{} down after {}: {error}",
+                self.name,
+                checks(self.consecutive_failed, "failed")
             )
         })
     }
@@ -139,4 +141,10 @@ impl MasterState {
         };
         Some(format!("{} down: {what}: {error}", self.name))
     }
+}
+
+/// "1 failed check", "3 failed checks".
+fn checks(count: u32, how: &str) -> String {
+    let plural = if count == 1 { "" } else { "s" };
+    format!("{count} {how} check{plural}")
 }
