@@ -520,3 +520,45 @@ async fn a_burst_to_a_master_with_a_full_accept_queue_is_served_by_the_connectio
     );
     daemon.shutdown().await;
 }
+
+/// A master that stops accepting (a frozen JVM: the kernel queues a few connections,
+/// then drops SYNs) holds a new connect until `connect_timeout`. When its health
+/// checks demote it meanwhile, the request gives the connect up and goes to the new
+/// active master at once, rather than wait out the connect (seconds after the switch).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_under_way_is_given_up_when_its_master_is_demoted() {
+    let master = GatedMaster::start().await;
+    let b = SampleMaster::start("master-b", "127.0.0.3:0".parse().expect("addr"))
+        .await
+        .expect("master-b");
+    let mut config = config_for(&[], health(200, 1, 2), Failback::Never);
+    config.backends = support::backends(&[("master-a", master.addr), ("master-b", b.addr())]);
+    config.proxy.connect_timeout = std::time::Duration::from_secs(8);
+    config.proxy.workers = Some(1);
+    let daemon = TestDaemon::start_with_active(config, "master-a").await;
+    master.accepting.send_replace(false);
+    // Fill its accept queue: from now on its SYNs are dropped.
+    let mut queued = Vec::new();
+    for _ in 0..4 {
+        if let Ok(Ok(stream)) = tokio::time::timeout(
+            std::time::Duration::from_millis(300),
+            TcpStream::connect(master.addr),
+        )
+        .await
+        {
+            queued.push(stream);
+        }
+    }
+    let started = std::time::Instant::now();
+    let reply = get(daemon.proxy, "/while-connecting")
+        .await
+        .expect("a reply");
+    let took = started.elapsed();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.master(), Some("master-b"), "{}", reply.text());
+    assert!(
+        took < std::time::Duration::from_secs(4),
+        "served after {took:?}: the connect was waited out (connect_timeout 8 s)"
+    );
+    daemon.shutdown().await;
+}

@@ -9,7 +9,8 @@
 //!   to the new active master.
 //! - The connect timed out: the master may be down, or only busy (a full accept queue
 //!   drops SYNs), so it is not reported; the request tries again on whichever master
-//!   is active, for as long as the health checks take to demote one, then 504.
+//!   is active, for as long as the health checks take to demote one, then 504. A
+//!   connect still under way when its master is demoted is given up for the new one.
 //! - hyper gives the request back unsent (`try_send_request`): same as a failed
 //!   connect when the connection was fresh; on a reused pooled connection, the master
 //!   merely closed an idle connection: try a fresh one, and count nothing against it.
@@ -38,6 +39,9 @@ pub(super) enum Failure {
     },
     /// The connect was refused or reset, or the HTTP handshake failed.
     ConnectFailed,
+    /// The master was demoted while the connect was under way (a frozen master's
+    /// accept queue holds it): given up, the request never sent.
+    ConnectAbandoned,
     /// hyper gave the request back unsent; `reused`: on a pooled connection.
     Unsent { reused: bool },
     /// The client's own request body failed (a bad chunk, an aborted upload).
@@ -106,7 +110,7 @@ pub(super) fn next_step(failure: Failure, attempts: &Attempts) -> Step {
             still_active: true,
             deadline_passed: true,
         } => Step::Answer(Answer::ConnectTimedOut),
-        Failure::ConnectTimedOut { .. } => Step::RetryOnActive,
+        Failure::ConnectTimedOut { .. } | Failure::ConnectAbandoned => Step::RetryOnActive,
         Failure::ConnectFailed | Failure::Unsent { reused: false } => Step::ReportAndRetry,
         Failure::Unsent { reused: true } => Step::FreshConnection,
         Failure::ClientBody => Step::Answer(Answer::BadRequest),
@@ -135,7 +139,7 @@ mod tests {
     use super::*;
 
     /// Every failure, each timed-out connect case included.
-    const FAILURES: [Failure; 13] = [
+    const FAILURES: [Failure; 14] = [
         Failure::ConnectLocal,
         Failure::ConnectSaturated,
         Failure::ConnectTimedOut {
@@ -155,6 +159,7 @@ mod tests {
             deadline_passed: true,
         },
         Failure::ConnectFailed,
+        Failure::ConnectAbandoned,
         Failure::Unsent { reused: false },
         Failure::Unsent { reused: true },
         Failure::ClientBody,
@@ -184,7 +189,7 @@ mod tests {
             still_active,
             deadline_passed,
         };
-        let expected: [(Failure, [Step; 4]); 13] = [
+        let expected: [(Failure, [Step; 4]); 14] = [
             (Failure::ConnectLocal, [answer(Answer::Overloaded); 4]),
             (Failure::ConnectSaturated, [answer(Answer::Saturated); 4]),
             (timed_out(false, false), [RetryOnActive; 4]),
@@ -192,6 +197,7 @@ mod tests {
             (timed_out(true, false), [RetryOnActive; 4]),
             (timed_out(true, true), [answer(Answer::ConnectTimedOut); 4]),
             (Failure::ConnectFailed, [ReportAndRetry; 4]),
+            (Failure::ConnectAbandoned, [RetryOnActive; 4]),
             (Failure::Unsent { reused: false }, [ReportAndRetry; 4]),
             (Failure::Unsent { reused: true }, [FreshConnection; 4]),
             (Failure::ClientBody, [answer(Answer::BadRequest); 4]),

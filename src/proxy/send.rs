@@ -110,10 +110,24 @@ impl Sending {
     ) -> Result<Response<ProxyBody>, Failed> {
         // A request may wait as long for a connection as for a promotion.
         let wait = self.exchange.settings.hold_timeout;
-        let connection = if std::mem::take(&mut self.fresh_only) {
-            Box::pin(master.upstream.connect(wait)).await
-        } else {
-            master.upstream.connection(wait).await
+        let fresh_only = std::mem::take(&mut self.fresh_only);
+        let connecting = async {
+            if fresh_only {
+                Box::pin(master.upstream.connect(wait)).await
+            } else {
+                master.upstream.connection(wait).await
+            }
+        };
+        let connection = match unless_demoted(ctx, master, connecting).await {
+            Some(connection) => connection,
+            None => {
+                return Err(Failed {
+                    failure: Failure::ConnectAbandoned,
+                    why: Why::Demoted,
+                    unsent: Some(request),
+                    reused: false,
+                })
+            }
         };
         let mut connection = match connection {
             Ok(connection) => connection,
@@ -342,6 +356,46 @@ async fn wait_for_head<F: std::future::Future>(
                     Some(deadline) => timer.as_mut().reset(deadline),
                     None => armed = false,
                 }
+            }
+        }
+    }
+}
+
+/// `connecting`'s outcome, or None when `master` is demoted first. A connection
+/// taken from the pool is ready at the first poll: that costs no timer. Only a connect
+/// still under way after `WATCH_DEMOTION_AFTER` watches the snapshots: a frozen
+/// master's accept queue holds a connect until it times out (`connect_timeout`),
+/// which would keep the request from the new master that long after the demotion.
+async fn unless_demoted<F: std::future::Future>(
+    ctx: &ProxyContext,
+    master: &Arc<Master>,
+    connecting: F,
+) -> Option<F::Output> {
+    tokio::pin!(connecting);
+    let first = std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(match connecting.as_mut().poll(cx) {
+            std::task::Poll::Ready(outcome) => Some(outcome),
+            std::task::Poll::Pending => None,
+        })
+    })
+    .await;
+    if first.is_some() {
+        return first;
+    }
+    let watch_from = tokio::time::sleep(WATCH_DEMOTION_AFTER);
+    tokio::pin!(watch_from);
+    let mut snapshots = None;
+    loop {
+        tokio::select! {
+            biased;
+            outcome = &mut connecting => return Some(outcome),
+            () = demotion(snapshots.as_mut(), master) => return None,
+            () = &mut watch_from, if snapshots.is_none() => {
+                let mut receiver = ctx.routing.subscribe();
+                if !still_active(&receiver.borrow_and_update(), master) {
+                    return None;
+                }
+                snapshots = Some(receiver);
             }
         }
     }

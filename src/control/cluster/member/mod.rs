@@ -180,8 +180,15 @@ impl Member {
         }
         let sent = Instant::now();
         let lease = client.grant(settings.lease_ttl).await?;
+        let end = prefix_end(keys.prefix().as_bytes());
+        let read = client.range(keys.prefix().as_bytes(), Some(&end)).await?;
+        let mut mirror = Mirror::read(keys, &read.kvs, read.revision);
+        // Registered as following the current pointer at once: this process sends
+        // nothing until its member says where (a new process has sent nothing yet, and
+        // one whose lease expired stopped when its view ran out). Registering behind
+        // it would hold every instance's traffic until this one caught up.
         let record = InstanceRecord {
-            acked: 0,
+            acked: mirror.epoch(),
             view: view_map(view),
             seen: now_text(),
         };
@@ -193,9 +200,9 @@ impl Member {
                 lease.id,
             )
             .await?;
-        let end = prefix_end(keys.prefix().as_bytes());
-        let read = client.range(keys.prefix().as_bytes(), Some(&end)).await?;
-        let mirror = Mirror::read(keys, &read.kvs, read.revision);
+        mirror
+            .instances
+            .insert(settings.instance.clone(), record.clone());
         Ok((
             (lease.id, sent + lease.ttl.min(settings.lease_ttl)),
             record,
