@@ -8,7 +8,8 @@
 // malloc_trim(0) (called from gdb) brought it back to 24 MiB, so it was the allocator
 // keeping pages, not a leak. With jemalloc the same bursts come back to 17 MiB 12 s
 // after the last one (tests/memory.rs). Under wrk -c64 and -c256, in alternating runs,
-// it held 1-3 MiB more at peak and served as many requests. An earlier measurement of
+// it held 1-3 MiB more at peak and served as many requests; an idle client connection
+// costs 25 KiB instead of 20 (benches/RESULTS.md). An earlier measurement of
 // mimalloc (38 MiB at peak under wrk -c256, growing while streaming 1 GiB) is why
 // that one is not used.
 #[global_allocator]
