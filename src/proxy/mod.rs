@@ -16,6 +16,7 @@
 
 mod access;
 mod body;
+mod demotion;
 mod exchange;
 mod forward;
 mod framing;
