@@ -21,6 +21,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
+
 use tokio::sync::watch;
 
 use crate::control::election::Health;
@@ -163,11 +164,15 @@ impl Metrics {
     /// The OpenMetrics text exposition of everything ([`CONTENT_TYPE`]), with
     /// per-master gauges read from `snapshot` (active, health, check latency, open
     /// connections and tunnels).
-    pub fn render(&self, snapshot: &Snapshot) -> String {
+    /// `extra`: more gauges read at this scrape (the certificates' expiry).
+    pub fn render(&self, snapshot: &Snapshot, extra: Option<Box<dyn Collector>>) -> String {
         // The follower may not have seen this snapshot yet: count its transitions
         // now, so /metrics never lags behind /status.
         self.count_transitions(snapshot);
-        let pool = pool_registry(snapshot);
+        let mut pool = pool_registry(snapshot);
+        if let Some(extra) = extra {
+            pool.register_collector(extra);
+        }
         let mut text = String::new();
         let encoded = encode_registry(&mut text, &pool)
             .and_then(|()| encode_registry(&mut text, &self.registry))
@@ -457,7 +462,7 @@ fn pool_gauge(
 
 /// Encodes one gauge family (name and unit, help) from its series. Help ends with a
 /// period, as the registry writes it for registered metrics.
-fn gauge<S: EncodeLabelSet, V: EncodeGaugeValue>(
+pub(super) fn gauge<S: EncodeLabelSet, V: EncodeGaugeValue>(
     encoder: &mut DescriptorEncoder,
     (name, unit): (&str, Option<&Unit>),
     help: &str,
@@ -567,7 +572,7 @@ mod tests {
     }
 
     fn parse(metrics: &Metrics, snapshot: &Snapshot) -> Exposition {
-        let text = metrics.render(snapshot);
+        let text = metrics.render(snapshot, None);
         Exposition::parse(&text).unwrap_or_else(|error| panic!("{error}\n{text}"))
     }
 

@@ -23,13 +23,14 @@ use crate::control::owner::Control;
 use crate::control::owner::OwnerHandle;
 use crate::control::routing::RoutingHandle;
 
-pub mod control;
+mod certificates;
+mod control;
 pub mod metrics;
 mod page;
 pub mod status;
 
 pub use control::{ReloadRequest, Token};
-pub use status::Status;
+pub use status::{Status, TlsStatus};
 
 /// What the admin endpoints use.
 pub struct AdminContext {
@@ -43,9 +44,19 @@ pub struct AdminContext {
     /// Cluster mode: switchover and maintenance act on the whole pool, through this
     /// instance's member; None standalone (they go to the owner).
     pub pool: Option<tokio::sync::mpsc::Sender<PoolCommand>>,
+    /// `[proxy.tls]`: the certificates served, for `/status` and metrics.
+    pub tls: Option<Arc<crate::tls::ServerTlsHandle>>,
 }
 
 impl AdminContext {
+    /// The certificates the proxy listener serves now; none without `[proxy.tls]`.
+    fn certificates(&self) -> Vec<crate::tls::ServedCertificate> {
+        self.tls
+            .as_ref()
+            .map(|tls| tls.current().certificates.clone())
+            .unwrap_or_default()
+    }
+
     pub fn replace_token(&self, token: Token) {
         match self.token.write() {
             Ok(mut current) => *current = token,
@@ -125,7 +136,11 @@ pub async fn serve(
 fn route<B>(ctx: &AdminContext, request: &Request<B>) -> Response<Full<Bytes>> {
     match (request.method(), request.uri().path()) {
         (&Method::GET | &Method::HEAD, "/status") => {
-            let status = Status::of(&ctx.routing.current());
+            let mut status = Status::of(&ctx.routing.current());
+            status.tls = ctx
+                .tls
+                .as_ref()
+                .map(|tls| TlsStatus::of(&tls.current().certificates));
             match serde_json::to_vec_pretty(&status) {
                 Ok(json) => respond(StatusCode::OK, "application/json", json),
                 Err(error) => respond(
@@ -138,7 +153,12 @@ fn route<B>(ctx: &AdminContext, request: &Request<B>) -> Response<Full<Bytes>> {
         (&Method::GET | &Method::HEAD, "/metrics") => respond(
             StatusCode::OK,
             metrics::CONTENT_TYPE,
-            ctx.metrics.render(&ctx.routing.current()).into_bytes(),
+            ctx.metrics
+                .render(
+                    &ctx.routing.current(),
+                    certificates::CertificateGauges::of(ctx.certificates()),
+                )
+                .into_bytes(),
         ),
         (&Method::GET | &Method::HEAD, "/") => page::response(),
         (&Method::GET | &Method::HEAD, "/ready") => ready(ctx),

@@ -6,6 +6,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::control::routing::Snapshot;
+use crate::tls::ServedCertificate;
 
 /// The `/status` document. Field names are a public contract: add, never rename.
 #[derive(Debug, Serialize)]
@@ -26,6 +27,49 @@ pub struct Status {
     /// Cluster mode: the pool as this instance sees it; absent standalone.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterStatus>,
+    /// `[proxy.tls]`: the certificates the proxy listener serves; absent without TLS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsStatus>,
+}
+
+/// `/status` `tls`: field names are a public contract, as above.
+#[derive(Debug, Serialize)]
+pub struct TlsStatus {
+    pub certificates: Vec<CertificateStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CertificateStatus {
+    pub cert_file: String,
+    /// The `[[proxy.tls.sni]]` names it is chosen for; empty for the default one.
+    pub server_names: Vec<String>,
+    pub subject: String,
+    /// The names it is valid for (subjectAltName).
+    pub names: Vec<String>,
+    pub serial: String,
+    pub not_after: String,
+    /// Whole days until `not_after`; negative once expired.
+    pub days_left: i64,
+}
+
+impl TlsStatus {
+    pub fn of(certificates: &[ServedCertificate]) -> TlsStatus {
+        let now = SystemTime::now();
+        TlsStatus {
+            certificates: certificates
+                .iter()
+                .map(|served| CertificateStatus {
+                    cert_file: served.cert_file.display().to_string(),
+                    server_names: served.server_names.clone(),
+                    subject: served.info.subject.clone(),
+                    names: served.info.names.clone(),
+                    serial: served.info.serial.clone(),
+                    not_after: served.info.not_after_text(),
+                    days_left: served.info.days_left(now),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// `/status` `cluster`: field names are a public contract, as above.
@@ -188,6 +232,7 @@ impl Status {
                 })
                 .collect(),
             cluster: cluster_status(snapshot),
+            tls: None,
         }
     }
 }

@@ -116,6 +116,7 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
+    crate::tls::install_provider();
     log_panics();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -228,9 +229,49 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
     if let Err(error) = daemon::jenkins_credentials(&config) {
         eprintln!("warning: {error}");
     }
+    let certificates = server_certificates(&config)?;
     println!("{} is valid.\n", path.display());
     print!("{}", config.summary());
+    print!("{certificates}");
     Ok(())
+}
+
+/// Reads `[proxy.tls]`'s files as the daemon will (an unusable one fails `check`),
+/// and describes each certificate; those that expire soon get a warning.
+fn server_certificates(config: &Config) -> anyhow::Result<String> {
+    use std::fmt::Write;
+    let Some(tls) = &config.proxy.tls else {
+        return Ok(String::new());
+    };
+    let loaded = crate::tls::ServerTls::load(tls, std::time::SystemTime::now())
+        .map_err(|error| anyhow::anyhow!("[proxy.tls]: {error}"))?;
+    let now = std::time::SystemTime::now();
+    let mut text = String::from("TLS certificates (proxy.tls):\n");
+    for served in &loaded.certificates {
+        let days_left = served.info.days_left(now);
+        let chosen_for = if served.server_names.is_empty() {
+            "default".to_owned()
+        } else {
+            served.server_names.join(", ")
+        };
+        let _ = writeln!(
+            text,
+            "  {} ({chosen_for}): {}, names [{}], expires {} ({days_left} days left)",
+            served.cert_file.display(),
+            served.info.subject,
+            served.info.names.join(", "),
+            served.info.not_after_text(),
+        );
+        if days_left < crate::tls::EXPIRY_WARNING_DAYS {
+            eprintln!(
+                "warning: {}: the certificate expires in {days_left} days ({}); renew it and run \
+                 `jenkins-ha-proxy reload`",
+                served.cert_file.display(),
+                served.info.not_after_text()
+            );
+        }
+    }
+    Ok(text)
 }
 
 /// Reads `admin.token_file` (if set) as the daemon will; the error names the file.

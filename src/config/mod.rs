@@ -161,6 +161,42 @@ pub struct ProxyConfig {
     /// `proxy.http2_max_streams`: concurrent streams per HTTP/2 client connection.
     /// Default [`DEFAULT_HTTP2_MAX_STREAMS`].
     pub http2_max_streams: usize,
+    /// `[proxy.tls]`: HTTPS on `listen`; None: clear text (HTTP/1.1 and h2c).
+    pub tls: Option<ServerTlsConfig>,
+}
+
+/// `[proxy.tls]`: the certificates the proxy listener presents. The files are read
+/// when the daemon starts, on every reload and by `check` (see the `tls` module).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerTlsConfig {
+    /// `cert_file`: PEM chain, leaf first; served to clients that send no server name
+    /// or one no `[[proxy.tls.sni]]` entry names.
+    pub cert_file: PathBuf,
+    /// `key_file`: PEM private key of `cert_file` (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// `min_version`: "1.2" (default) or "1.3".
+    pub min_version: TlsVersion,
+    /// `[[proxy.tls.sni]]`: more certificates, chosen by the server name the client asks for.
+    pub sni: Vec<SniCertificate>,
+    /// `http_redirect_listen`: a clear-text listener answering 308 to the https URL.
+    pub http_redirect_listen: Option<SocketAddr>,
+}
+
+/// One `[[proxy.tls.sni]]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SniCertificate {
+    /// `server_names`: exact names, or `*.example.org` for one label under it;
+    /// compared without case.
+    pub server_names: Vec<String>,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+/// The oldest TLS version a client may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -71,6 +71,26 @@ pub(super) struct RawProxy {
     pub(super) max_connections: Field<i64>,
     pub(super) workers: Field<i64>,
     pub(super) http2_max_streams: Field<i64>,
+    pub(super) tls: Field<RawServerTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [proxy.tls] table")]
+pub(super) struct RawServerTls {
+    pub(super) cert_file: Field<String>,
+    pub(super) key_file: Field<String>,
+    pub(super) min_version: Field<String>,
+    #[serde(default)]
+    pub(super) sni: Vec<Spanned<RawSniCertificate>>,
+    pub(super) http_redirect_listen: Field<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [[proxy.tls.sni]] table")]
+pub(super) struct RawSniCertificate {
+    pub(super) server_names: Field<Vec<String>>,
+    pub(super) cert_file: Field<String>,
+    pub(super) key_file: Field<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,12 +7,12 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::errors::Source;
-use super::raw::{Field, RawAdmin, RawConfig, RawFailover, RawHealth};
+use super::raw::{Field, RawAdmin, RawConfig, RawFailover, RawHealth, RawProxy};
 use super::{
     failback_meaning, fmt_duration, AdminConfig, Config, ConfigError, Failback, FailoverConfig,
-    HealthConfig, DEFAULT_COMMAND_TIMEOUT, DEFAULT_DRAIN_TIMEOUT, DEFAULT_FAILBACK, DEFAULT_FALL,
-    DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_PATH, DEFAULT_HEALTH_TIMEOUT, DEFAULT_HOLD_TIMEOUT,
-    DEFAULT_PROMOTE_TIMEOUT, DEFAULT_RISE, DEFAULT_STATE_FILE,
+    HealthConfig, ProxyConfig, DEFAULT_COMMAND_TIMEOUT, DEFAULT_DRAIN_TIMEOUT, DEFAULT_FAILBACK,
+    DEFAULT_FALL, DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_PATH, DEFAULT_HEALTH_TIMEOUT,
+    DEFAULT_HOLD_TIMEOUT, DEFAULT_PROMOTE_TIMEOUT, DEFAULT_RISE, DEFAULT_STATE_FILE,
 };
 use std::path::PathBuf;
 
@@ -20,6 +20,7 @@ mod backend;
 mod cluster;
 mod promotion;
 mod proxy;
+mod server_tls;
 mod tcp;
 mod values;
 
@@ -45,11 +46,13 @@ pub(super) fn validate(src: &Source<'_>, raw: &RawConfig) -> Result<Config, Conf
     )?;
     let (proxy_addr, admin_addr) = (proxy_listen.addr, admin_listen.addr);
     let (tcp, tcp_listens) = tcp::listeners(src, &raw.tcp)?;
+    let proxy_config = proxy::proxy_config(src, proxy.get_ref(), proxy_addr)?;
     let mut listeners = vec![proxy_listen, admin_listen];
+    listeners.extend(redirect_listener(proxy.get_ref(), &proxy_config));
     listeners.extend(tcp_listens);
     check_listener_clashes(src, &listeners)?;
     Ok(Config {
-        proxy: proxy::proxy_config(src, proxy.get_ref(), proxy_addr)?,
+        proxy: proxy_config,
         admin: AdminConfig {
             listen: admin_addr,
             token_file: token_file(src, admin.get_ref(), admin_addr)?,
@@ -162,6 +165,23 @@ fn listen_addr(
             Err(src.error(field.span(), key, message))
         }
     }
+}
+
+/// `proxy.tls.http_redirect_listen`, for the clash check.
+fn redirect_listener(raw: &RawProxy, proxy: &ProxyConfig) -> Option<Listener> {
+    let addr = proxy.tls.as_ref()?.http_redirect_listen?;
+    let span = raw
+        .tls
+        .as_ref()?
+        .get_ref()
+        .http_redirect_listen
+        .as_ref()?
+        .span();
+    Some(Listener {
+        key: "proxy.tls.http_redirect_listen".to_owned(),
+        addr,
+        span,
+    })
 }
 
 /// Every listener against those before it (proxy, admin, then `[[tcp]]` in file

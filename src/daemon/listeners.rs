@@ -14,6 +14,8 @@ pub struct Listeners {
     pub admin: TcpListener,
     /// One per `[[tcp]]` entry, in file order.
     pub tcp: Vec<TcpListener>,
+    /// `proxy.tls.http_redirect_listen`: clear-text requests answered with a 308 to https.
+    pub redirect: Option<TcpListener>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +38,15 @@ impl Listeners {
             proxy: bind("proxy.listen".into(), config.proxy.listen).await?,
             admin: bind("admin.listen".into(), config.admin.listen).await?,
             tcp,
+            redirect: match config
+                .proxy
+                .tls
+                .as_ref()
+                .and_then(|tls| tls.http_redirect_listen)
+            {
+                Some(addr) => Some(bind("proxy.tls.http_redirect_listen".into(), addr).await?),
+                None => None,
+            },
         })
     }
 }

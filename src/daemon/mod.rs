@@ -17,7 +17,7 @@ mod signals;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -38,6 +38,7 @@ use crate::control::{drain, health, state_file};
 use crate::proxy::{self, ProxyContext};
 use crate::sys::systemd;
 use crate::tcp::{self, TcpContext, TcpForward};
+use crate::tls::{ServerTls, ServerTlsHandle};
 use listeners::bound;
 use settings::{
     build_masters, down_confirmation, owner_settings, policy, proxy_settings, proxy_workers,
@@ -65,16 +66,43 @@ pub async fn run(
         masters = config.backends.len(), workers = proxy_workers(&config),
         "jenkins-ha-proxy starting");
     let (reload_requests, mut reloads) = mpsc::channel(8);
-    let Listeners { proxy, admin, tcp } = listeners;
-    let mut daemon = Daemon::start(config, source, &tcp, reload_requests);
+    let Listeners {
+        proxy,
+        admin,
+        tcp,
+        redirect,
+    } = listeners;
+    let server_tls = match &config.proxy.tls {
+        Some(tls) => {
+            let loaded = ServerTls::load(tls, SystemTime::now()).map_err(Fatal::Tls)?;
+            log_certificates(&loaded.certificates);
+            Some(Arc::new(ServerTlsHandle::new(loaded)))
+        }
+        None => None,
+    };
+    let mut daemon = Daemon::start(config, source, &tcp, reload_requests, server_tls);
     let stopping = CancellationToken::new();
+    // The bound port (the configured one may be 0), for the redirect to https.
+    let proxy_port = proxy.local_addr().ok().map(|addr| addr.port());
     let mut proxy_task = tokio::spawn(proxy::serve(
         proxy,
         Arc::clone(&daemon.proxy_ctx),
-        server_settings(&daemon.config, daemon.proxy_workers),
+        server_settings(
+            &daemon.config,
+            daemon.proxy_workers,
+            daemon.server_tls.clone(),
+        ),
         stopping.clone().cancelled_owned(),
     ));
     daemon.serve_admin_and_tcp(admin, tcp);
+    if let Some(redirect) = redirect {
+        let https_port = proxy_port.unwrap_or(daemon.config.proxy.listen.port());
+        daemon.background.spawn(proxy::redirect_to_https(
+            redirect,
+            https_port,
+            daemon.stop.clone().cancelled_owned(),
+        ));
+    }
 
     let mut hangups = Hangups::listen(daemon.source.is_some());
     let owner_stopped = snapshots_end(daemon.routing.subscribe());
@@ -113,6 +141,9 @@ pub async fn run(
 pub enum Fatal {
     #[error("the election owner task stopped unexpectedly (a bug: see the panic logged before); exiting so that the service manager restarts the daemon")]
     OwnerStopped,
+    /// `[proxy.tls]` names a certificate that cannot be served.
+    #[error("[proxy.tls]: {0}")]
+    Tls(crate::tls::ServerTlsError),
     #[error("the proxy listener's accept loop stopped unexpectedly (a bug: see the panic logged before); exiting so that the service manager restarts the daemon")]
     ProxyStopped,
     /// Cluster mode: this instance cannot take part in its pool.
@@ -164,6 +195,8 @@ struct Daemon {
     pool: Option<cluster::Pool>,
     /// Stops the admin listener and the TCP listeners.
     stop: CancellationToken,
+    /// `[proxy.tls]`: the listener's certificates; reloads swap them.
+    server_tls: Option<Arc<ServerTlsHandle>>,
 }
 
 /// A running `[[tcp]]` listener. The socket is shared so that a reload that changes
@@ -183,6 +216,7 @@ impl Daemon {
         source: Option<PathBuf>,
         tcp: &[TcpListener],
         reload_requests: mpsc::Sender<ReloadRequest>,
+        server_tls: Option<Arc<ServerTlsHandle>>,
     ) -> Daemon {
         let workers = proxy_workers(&config);
         let masters = build_masters(&config, &[], workers);
@@ -220,6 +254,7 @@ impl Daemon {
             token: std::sync::RwLock::new(Token::from_config(config.admin.token_file.as_deref())),
             reloads: reload_requests,
             pool: pool.as_ref().map(|pool| pool.commands.clone()),
+            tls: server_tls.clone(),
         });
         let bound_port = |index: usize| {
             let listener: Option<&TcpListener> = tcp.get(index);
@@ -250,6 +285,7 @@ impl Daemon {
             background,
             pool,
             stop: CancellationToken::new(),
+            server_tls,
         }
     }
 
@@ -319,6 +355,23 @@ impl Daemon {
         // Connections still open after the grace period hold event senders, so the
         // owner would not end by itself.
         self.owner_task.abort();
+    }
+}
+
+/// Logs the certificates the proxy listener serves, with a warning for each that
+/// expires within [`crate::tls::EXPIRY_WARNING_DAYS`].
+pub(crate) fn log_certificates(certificates: &[crate::tls::ServedCertificate]) {
+    let now = SystemTime::now();
+    for served in certificates {
+        let days_left = served.info.days_left(now);
+        let (file, subject) = (served.cert_file.display(), &served.info.subject);
+        let not_after = served.info.not_after_text();
+        if days_left < crate::tls::EXPIRY_WARNING_DAYS {
+            tracing::warn!(%file, %subject, %not_after, days_left,
+                "proxy.tls: this certificate expires soon; renew it and run `jenkins-ha-proxy reload`");
+        } else {
+            tracing::info!(%file, %subject, %not_after, days_left, "proxy.tls: serving this certificate");
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use super::listeners::{bind, BindError};
 use super::settings::{
     build_masters, down_confirmation, owner_settings, policy, proxy_settings, proxy_workers,
-    restart_only_changes, server_settings,
+    restart_only_changes, restart_only_tls_changes, server_settings,
 };
 use super::Daemon;
 use crate::admin::Token;
@@ -22,6 +22,7 @@ use crate::control::routing::Master;
 use crate::control::{drain, health, state_file};
 use crate::sys::small_file::SecretError;
 use crate::sys::systemd;
+use crate::tls::{ServerTls, ServerTlsError};
 
 /// Why a reload was refused; the running configuration is unchanged.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +45,9 @@ pub enum ReloadError {
     Bind(#[from] BindError),
     #[error(transparent)]
     Owner(#[from] ControlError),
+    /// `[proxy.tls]` names a certificate that cannot be served: the old one stays.
+    #[error("[proxy.tls]: {0}; the certificates in use stay")]
+    Tls(#[from] ServerTlsError),
     #[error("{0} changed: in cluster mode it is the pool's; restart this instance (and, for the masters, every instance of the pool with the same list) to change it")]
     ClusterFixed(&'static str),
 }
@@ -94,6 +98,11 @@ impl Daemon {
         let token = Token::load(new.admin.token_file.as_deref())?;
         refuse_moved_listeners(&self.config, &new)?;
         refuse_pool_changes(&self.config, &new)?;
+        // Read now, so that a bad certificate refuses the whole reload.
+        let server_tls = match (&self.server_tls, &new.proxy.tls) {
+            (Some(_), Some(tls)) => Some(ServerTls::load(tls, std::time::SystemTime::now())?),
+            _ => None,
+        };
         let sockets = self.tcp_sockets(&new).await?;
         let masters = build_masters(&new, &self.masters, self.proxy_workers);
         self.owner
@@ -104,6 +113,10 @@ impl Daemon {
             })
             .await?;
         // Nothing can fail from here on.
+        if let (Some(handle), Some(tls)) = (&self.server_tls, server_tls) {
+            crate::daemon::log_certificates(&tls.certificates);
+            handle.replace(tls);
+        }
         Ok(self.apply(new, masters, sockets, token))
     }
 
@@ -155,8 +168,10 @@ impl Daemon {
                 ports.get(index).copied().flatten()
             }));
         self.admin_ctx.replace_token(token);
-        let running = server_settings(&self.config, proxy_workers(&self.config));
-        let changed = restart_only_changes(&running, &server_settings(&new, proxy_workers(&new)));
+        let running = server_settings(&self.config, proxy_workers(&self.config), None);
+        let mut changed =
+            restart_only_changes(&running, &server_settings(&new, proxy_workers(&new), None));
+        changed.extend(restart_only_tls_changes(&self.config, &new));
         if !changed.is_empty() {
             tracing::warn!(keys = %changed.join(", "),
                 "the new values of these keys apply after a restart; the running ones stay");

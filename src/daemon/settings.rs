@@ -14,6 +14,7 @@ use crate::control::promotion::PromotionSettings;
 use crate::control::routing::Master;
 use crate::proxy::{Advertised, ProxySettings, ServerSettings};
 use crate::sys::small_file::SecretError;
+use crate::tls::ServerTlsHandle;
 use crate::upstream::{Upstream, UpstreamSettings};
 
 /// Threads serving client connections: `proxy.workers`, by default one per CPU core
@@ -25,7 +26,11 @@ pub(super) fn proxy_workers(config: &Config) -> usize {
 }
 
 /// The client listener's settings: read once, when it starts.
-pub(super) fn server_settings(config: &Config, workers: usize) -> ServerSettings {
+pub(super) fn server_settings(
+    config: &Config,
+    workers: usize,
+    tls: Option<Arc<ServerTlsHandle>>,
+) -> ServerSettings {
     let proxy = &config.proxy;
     ServerSettings {
         header_read_timeout: proxy.header_read_timeout,
@@ -35,6 +40,7 @@ pub(super) fn server_settings(config: &Config, workers: usize) -> ServerSettings
         max_connections: proxy.max_connections,
         workers,
         http2_max_streams: proxy.http2_max_streams,
+        tls,
     }
 }
 
@@ -53,6 +59,9 @@ pub(super) fn restart_only_changes(
         max_connections,
         workers,
         http2_max_streams,
+        // Certificates are swapped by reloads; turning TLS on or off is compared by
+        // `restart_only_tls_changes`.
+        tls: _,
     } = old;
     [
         (
@@ -81,6 +90,19 @@ pub(super) fn restart_only_changes(
     .into_iter()
     .filter_map(|(key, changed)| changed.then_some(key))
     .collect()
+}
+
+/// The `[proxy.tls]` keys a reload cannot apply: TLS turned on or off, and the
+/// redirect listener (the certificates themselves are reloaded).
+pub(super) fn restart_only_tls_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let (old, new) = (old.proxy.tls.as_ref(), new.proxy.tls.as_ref());
+    let mut changed = Vec::new();
+    if old.is_some() != new.is_some() {
+        changed.push("proxy.tls");
+    } else if old.and_then(|t| t.http_redirect_listen) != new.and_then(|t| t.http_redirect_listen) {
+        changed.push("proxy.tls.http_redirect_listen");
+    }
+    changed
 }
 
 /// `jenkins.api_token_file` could not be read: the daemon runs, but hot promotion's

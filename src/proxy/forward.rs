@@ -151,6 +151,7 @@ fn prepare(parts: &mut Parts, peer: Peer) {
         ClientOrigin {
             client_ip: peer.client.ip(),
             listener_port: peer.local.port(),
+            tls: peer.tls,
         },
     );
 }

@@ -58,11 +58,13 @@ pub struct ClientOrigin {
     pub client_ip: IpAddr,
     /// The port the client connected to (used when Host names none... see `port`).
     pub listener_port: u16,
+    /// The client spoke TLS to us: `https`, and 443 as the default port.
+    pub tls: bool,
 }
 
 /// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Proto`, `-Host` and
-/// `-Port`. The port is the one in `Host` if it names one, else 80 (the client used
-/// the scheme's default port); without a `Host`, the listener's port.
+/// `-Port`. The port is the one in `Host` if it names one, else 80 or 443 (the client
+/// used the scheme's default port); without a `Host`, the listener's port.
 pub fn add_forwarded(headers: &mut HeaderMap, origin: ClientOrigin) {
     let client = origin.client_ip.to_string();
     let chain = match joined(headers, &X_FORWARDED_FOR) {
@@ -72,10 +74,15 @@ pub fn add_forwarded(headers: &mut HeaderMap, origin: ClientOrigin) {
     if let Ok(value) = HeaderValue::from_str(&chain) {
         headers.insert(X_FORWARDED_FOR, value);
     }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    let (scheme, default_port) = if origin.tls {
+        ("https", 443)
+    } else {
+        ("http", 80)
+    };
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
     let host = headers.get(HOST).cloned();
     let port = match host.as_ref().and_then(|h| h.to_str().ok()) {
-        Some(host) => host_port(host).unwrap_or(80),
+        Some(host) => host_port(host).unwrap_or(default_port),
         None => origin.listener_port,
     };
     match host {
@@ -148,6 +155,7 @@ mod tests {
         let origin = ClientOrigin {
             client_ip: "192.0.2.7".parse().expect("ip"),
             listener_port: 9999,
+            tls: false,
         };
         add_forwarded(&mut headers, origin);
         assert_eq!(headers["x-forwarded-for"], "10.1.1.1, 192.0.2.7");
@@ -162,6 +170,7 @@ mod tests {
         let origin = ClientOrigin {
             client_ip: "::1".parse().expect("ip"),
             listener_port: 8080,
+            tls: false,
         };
         let mut headers = map(&[("host", "ci.example.com")]);
         add_forwarded(&mut headers, origin);
@@ -180,5 +189,21 @@ mod tests {
         add_forwarded(&mut headers, origin);
         assert_eq!(headers["x-forwarded-port"], "8080");
         assert!(!headers.contains_key("x-forwarded-host"));
+    }
+
+    #[test]
+    fn forwarded_over_tls() {
+        let origin = ClientOrigin {
+            client_ip: "192.0.2.7".parse().expect("ip"),
+            listener_port: 8443,
+            tls: true,
+        };
+        let mut headers = map(&[("host", "ci.example.com"), ("x-forwarded-proto", "http")]);
+        add_forwarded(&mut headers, origin);
+        assert_eq!(headers["x-forwarded-proto"], "https");
+        assert_eq!(headers["x-forwarded-port"], "443");
+        let mut headers = map(&[("host", "ci.example.com:8443")]);
+        add_forwarded(&mut headers, origin);
+        assert_eq!(headers["x-forwarded-port"], "8443");
     }
 }

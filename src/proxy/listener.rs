@@ -32,7 +32,7 @@ pub(super) async fn serve_on<H, F>(
     H: Fn(Request<Incoming>, Peer) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
-    let builder = connection_builder(&settings);
+    let builder = Arc::new(connection_builder(&settings));
     // Changed at shutdown: every connection finishes what it is doing, then closes.
     // Each connection task holds a receiver until it ends, so the receivers are also
     // the count of open connections. (A watch channel, as in hyper-util's
@@ -112,7 +112,8 @@ fn admit(
     let _ = stream.set_nodelay(true);
     // Err: the client is already gone.
     let local = stream.local_addr().ok()?;
-    Some((slot, Peer { client, local }))
+    let tls = settings.tls.is_some();
+    Some((slot, Peer { client, local, tls }))
 }
 
 /// An accepted client connection, before its task starts.
@@ -128,7 +129,7 @@ impl Connection {
     /// Serves the connection in a task of its own: a panic (a bug) ends it alone.
     fn spawn<H, F>(
         self,
-        builder: &auto::Builder<TokioExecutor>,
+        builder: &Arc<auto::Builder<TokioExecutor>>,
         handler: H,
         settings: &ServerSettings,
     ) where
@@ -164,23 +165,59 @@ impl Connection {
                 Ok::<_, Infallible>(response.map(|body| body::Tracked::new(body, &counted)))
             }
         });
-        let stream = framing::FramingGuard::new(
-            stream,
-            framing::Scanner::new(settings.max_header_bytes, settings.max_headers),
-            Arc::clone(&findings),
-        );
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
+        let scanner = framing::Scanner::new(settings.max_header_bytes, settings.max_headers);
         let span = tracing::debug_span!("client", client = %peer.client);
         let idle_limit = settings.header_read_timeout;
+        let Some(tls) = &settings.tls else {
+            let stream = framing::FramingGuard::new(stream, scanner, Arc::clone(&findings));
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            tokio::spawn(
+                async move {
+                    let _slot = slot;
+                    drive(connection, &findings, idle_limit, closing).await;
+                }
+                .instrument(span),
+            );
+            return;
+        };
+        // The handshake runs in the connection's task, under the same deadline as a
+        // request head: a silent or slow client holds its slot and nothing else.
+        let acceptor = tls.acceptor();
+        let builder = Arc::clone(builder);
         tokio::spawn(
             async move {
                 let _slot = slot;
+                let Some(stream) = handshake(acceptor, stream, idle_limit).await else {
+                    return;
+                };
+                let stream = framing::FramingGuard::new(stream, scanner, Arc::clone(&findings));
+                let connection =
+                    builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                 drive(connection, &findings, idle_limit, closing).await;
             }
             .instrument(span),
         );
+    }
+}
+
+/// The server side of a TLS handshake, within `limit`; None (logged) when it fails.
+async fn handshake(
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    limit: Duration,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!("no TLS handshake within header_read_timeout: closing");
+            None
+        }
     }
 }
 

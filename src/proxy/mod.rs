@@ -23,6 +23,7 @@ mod framing;
 mod headers;
 mod jnlp;
 mod listener;
+mod redirect;
 mod responses;
 mod retry;
 mod send;
@@ -43,8 +44,10 @@ use tokio::net::TcpListener;
 use crate::admin::metrics::Metrics;
 use crate::control::owner::OwnerHandle;
 use crate::control::routing::RoutingHandle;
+use crate::tls::ServerTlsHandle;
 use body::Streamed;
 pub use jnlp::Advertised;
+pub use redirect::redirect_to_https;
 use session::CliSessions;
 
 /// Body of a response to the client: the master's, streamed, or one of ours.
@@ -105,6 +108,8 @@ impl ProxyContext {
 pub struct Peer {
     pub client: SocketAddr,
     pub local: SocketAddr,
+    /// The client came over TLS (`[proxy.tls]`): `X-Forwarded-Proto: https`.
+    pub tls: bool,
 }
 
 /// Settings of the client-facing server, fixed when it starts.
@@ -120,6 +125,8 @@ pub struct ServerSettings {
     pub workers: usize,
     /// `proxy.http2_max_streams`: concurrent streams per HTTP/2 connection.
     pub http2_max_streams: usize,
+    /// `[proxy.tls]`: the certificates of the listener, swapped by reloads; None: clear text.
+    pub tls: Option<Arc<ServerTlsHandle>>,
 }
 
 /// Serves `listener` until `shutdown` completes, then stops accepting and lets

@@ -231,6 +231,7 @@ mod tests {
             // Two worker threads, as on a 2-core machine.
             workers: 2,
             http2_max_streams: 100,
+            tls: None,
         };
         let stop = CancellationToken::new();
         let server = tokio::spawn(serve_with(

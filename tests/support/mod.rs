@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod etcd;
 pub mod exposition;
 pub mod h2;
+pub mod pki;
 pub mod tcp_master;
 pub mod ws_master;
 
@@ -109,6 +110,7 @@ pub fn config_for(masters: &[&SampleMaster], health: HealthConfig, failback: Fai
             max_connections: config::DEFAULT_MAX_CONNECTIONS,
             workers: None,
             http2_max_streams: config::DEFAULT_HTTP2_MAX_STREAMS,
+            tls: None,
         },
         admin: AdminConfig {
             listen: loopback,
@@ -150,6 +152,8 @@ pub struct TestDaemon {
     pub admin: SocketAddr,
     /// The `[[tcp]]` listeners, in config order.
     pub tcp: Vec<SocketAddr>,
+    /// `proxy.tls.http_redirect_listen`, when configured.
+    pub redirect: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), jenkins_ha_proxy::daemon::Fatal>>,
 }
@@ -174,6 +178,10 @@ impl TestDaemon {
             .iter()
             .map(|l| l.local_addr().expect("tcp addr"))
             .collect();
+        let redirect = listeners
+            .redirect
+            .as_ref()
+            .map(|l| l.local_addr().expect("redirect addr"));
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(daemon::run(config, source, listeners, async move {
             let _ = stopped.await;
@@ -182,6 +190,7 @@ impl TestDaemon {
             proxy,
             admin,
             tcp,
+            redirect,
             stop: Some(stop),
             task,
         }

@@ -336,8 +336,12 @@ pub struct WsClient {
     pub master: Option<String>,
     /// All headers of the 101 response (lowercase names, lossy values).
     pub response_headers: Vec<(String, String)>,
-    stream: WebSocketStream<TcpStream>,
+    stream: WebSocketStream<Box<dyn ClientIo>>,
 }
+
+/// Any byte stream a WebSocket client can run over: TCP, or TLS over TCP.
+pub trait ClientIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> ClientIo for T {}
 
 /// Opens `ws://<proxy><path>` (path starts with '/'), with `Origin` if given.
 pub async fn ws_connect(
@@ -345,22 +349,33 @@ pub async fn ws_connect(
     path: &str,
     origin: Option<&str>,
 ) -> Result<WsClient, String> {
-    let url = format!("ws://{proxy}{path}");
+    let tcp = within("connect", TcpStream::connect(proxy))
+        .await?
+        .map_err(|e| format!("connect {proxy}: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    ws_handshake(Box::new(tcp), &format!("ws://{proxy}{path}"), origin).await
+}
+
+/// The WebSocket handshake for `url` over `stream` (already connected, and for
+/// `wss://` already past its TLS handshake).
+pub async fn ws_handshake(
+    stream: Box<dyn ClientIo>,
+    url: &str,
+    origin: Option<&str>,
+) -> Result<WsClient, String> {
     let mut request = url
-        .as_str()
         .into_client_request()
         .map_err(|e| format!("request for {url}: {e}"))?;
     if let Some(origin) = origin {
         let value = HeaderValue::from_str(origin).map_err(|e| format!("origin {origin}: {e}"))?;
         request.headers_mut().insert("origin", value);
     }
-    let tcp = within("connect", TcpStream::connect(proxy))
-        .await?
-        .map_err(|e| format!("connect {proxy}: {e}"))?;
-    let _ = tcp.set_nodelay(true);
-    let (stream, response) = within("handshake", tokio_tungstenite::client_async(request, tcp))
-        .await?
-        .map_err(|e| format!("websocket handshake with {url}: {e}"))?;
+    let (stream, response) = within(
+        "handshake",
+        tokio_tungstenite::client_async(request, stream),
+    )
+    .await?
+    .map_err(|e| format!("websocket handshake with {url}: {e}"))?;
     let master = response
         .headers()
         .get("x-master")

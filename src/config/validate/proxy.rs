@@ -11,6 +11,7 @@ use super::super::{
     DEFAULT_MAX_HEADER_BYTES, DEFAULT_POOL_IDLE_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_RETRY_AFTER, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_TUNNEL_IDLE_TIMEOUT,
 };
+use super::server_tls::server_tls;
 use super::values::{bounded, duration, optional_duration, positive_duration};
 
 /// `proxy.workers` at most: more threads than this only add context switches.
@@ -72,6 +73,10 @@ pub(in super::super) fn proxy_config(
             1,
             10_000,
         )?,
+        tls: match &raw.tls {
+            Some(tls) => Some(server_tls(src, tls)?),
+            None => None,
+        },
     })
 }
 
