@@ -9,6 +9,7 @@ pub mod peers;
 pub mod procfs;
 pub mod report;
 pub mod sys;
+pub mod wrk;
 
 /// `BENCH_SMOKE=1`: a few seconds, our proxy only, no peers or wrk needed (CI).
 pub fn smoke() -> bool {

@@ -85,7 +85,7 @@ pub fn publish(name: &str, section: &str) -> Result<PathBuf, String> {
     fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     write(&dir.join(format!("{name}.md")), section)?;
     let mut report = format!("# jenkins-ha-proxy benchmarks\n\n{}\n", machine());
-    for part in ["throughput", "failover"] {
+    for part in ["throughput", "tls", "failover"] {
         if let Ok(text) = fs::read_to_string(dir.join(format!("{part}.md"))) {
             report.push_str(&text);
             report.push('\n');

@@ -12,7 +12,6 @@ mod memory;
 mod plan;
 mod report;
 mod upstream;
-mod wrk;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -24,16 +23,7 @@ use common::peers::{self, Checks, ProxyKind, ProxySpec, RunningProxy};
 use common::procfs::{self, RssSampler};
 use plan::{Plan, Scenario};
 
-/// One load run's result, from wrk or the Rust generator.
-#[derive(Debug, Clone, Copy)]
-pub struct Measured {
-    pub requests: u64,
-    pub rps: f64,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-    /// Socket errors, timeouts and non-2xx responses.
-    pub errors: u64,
-}
+pub use common::wrk::Measured;
 
 /// Something wrk is pointed at: the upstream itself, or a proxy in front of it.
 pub struct Target {

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::{loadgen, wrk, Measured};
+use super::{loadgen, Measured};
 use crate::common::{self, peers};
 use peers::ProxyKind;
 
@@ -119,7 +119,8 @@ impl Plan {
             keep_alive: scenario.keep_alive,
         };
         if self.use_wrk {
-            wrk::run(load)
+            let url = format!("http://{}/", load.addr);
+            common::wrk::run(&url, load.connections, load.duration, load.keep_alive)
         } else {
             Ok(loadgen::run(load))
         }

@@ -1,22 +1,38 @@
 //! Runs wrk (`-t1 --latency`) and reads its summary.
 
 use std::process::Command;
+use std::time::Duration;
 
-use super::loadgen::Load;
-use super::Measured;
+/// One load run's result, from wrk or the throughput bench's Rust generator.
+#[derive(Debug, Clone, Copy)]
+pub struct Measured {
+    pub requests: u64,
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// Socket errors, timeouts and non-2xx responses.
+    pub errors: u64,
+}
 
-/// `wrk -t1 -cN -dS --latency [-H 'Connection: close'] http://addr/`.
-pub fn run(load: Load) -> Result<Measured, String> {
+/// `wrk -t1 -cN -dS --latency [-H 'Connection: close'] URL` (http:// or https://;
+/// wrk opens a new TLS session for every connection, so without keep-alive each
+/// request is a full handshake).
+pub fn run(
+    url: &str,
+    connections: usize,
+    duration: Duration,
+    keep_alive: bool,
+) -> Result<Measured, String> {
     let mut command = Command::new("wrk");
     command
         .arg("-t1")
-        .arg(format!("-c{}", load.connections))
-        .arg(format!("-d{}s", load.duration.as_secs().max(1)))
+        .arg(format!("-c{connections}"))
+        .arg(format!("-d{}s", duration.as_secs().max(1)))
         .arg("--latency");
-    if !load.keep_alive {
+    if !keep_alive {
         command.arg("-H").arg("Connection: close");
     }
-    command.arg(format!("http://{}/", load.addr));
+    command.arg(url);
     let output = command.output().map_err(|e| format!("running wrk: {e}"))?;
     let text = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
