@@ -2,6 +2,7 @@
 //! of them, and commands on stdin to break and mend the masters while you watch.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use anyhow::Context;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -11,7 +12,13 @@ use crate::config::Config;
 use crate::daemon::{self, Listeners};
 use crate::sample::SampleMaster;
 
-pub async fn run(listen: &str, admin_listen: &str, standby: &str) -> anyhow::Result<()> {
+/// `tls`: certificate and key files to serve HTTPS with.
+pub async fn run(
+    listen: &str,
+    admin_listen: &str,
+    standby: &str,
+    tls: Option<&(PathBuf, PathBuf)>,
+) -> anyhow::Result<()> {
     let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
     let masters = [
         SampleMaster::start("master-a", loopback)
@@ -21,7 +28,19 @@ pub async fn run(listen: &str, admin_listen: &str, standby: &str) -> anyhow::Res
             .await
             .context("starting sample master-b on 127.0.0.1")?,
     ];
-    let text = demo_config(listen, admin_listen, standby, &masters);
+    let mut text = demo_config(listen, admin_listen, standby, &masters);
+    if let Some((cert, key)) = tls {
+        // A TOML basic string: only backslashes and quotes need escaping.
+        let quoted = |path: &PathBuf| {
+            let text = path.display().to_string();
+            format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+        };
+        text += &format!(
+            "[proxy.tls]\ncert_file = {}\nkey_file = {}\n",
+            quoted(cert),
+            quoted(key)
+        );
+    }
     let config = Config::parse(&text, "<demo config>")
         .context("check --listen and --admin-listen (IP:port, e.g. 127.0.0.1:8080)")?;
     let listeners = Listeners::bind(&config)
@@ -29,7 +48,8 @@ pub async fn run(listen: &str, admin_listen: &str, standby: &str) -> anyhow::Res
         .context("pick free ports with --listen and --admin-listen")?;
     let proxy = listeners.proxy.local_addr()?;
     let admin = listeners.admin.local_addr()?;
-    println!("{}", instructions(&masters, proxy, admin));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("{}", instructions(&masters, scheme, proxy, admin));
 
     let quit = CancellationToken::new();
     let stop = quit.clone();
@@ -90,7 +110,12 @@ url = "{b}"
     )
 }
 
-fn instructions(masters: &[SampleMaster; 2], proxy: SocketAddr, admin: SocketAddr) -> String {
+fn instructions(
+    masters: &[SampleMaster; 2],
+    scheme: &str,
+    proxy: SocketAddr,
+    admin: SocketAddr,
+) -> String {
     format!(
         r#"
 jenkins-ha-proxy demo
@@ -98,14 +123,14 @@ jenkins-ha-proxy demo
 Two sample Jenkins masters run on loopback behind the proxy:
   master-a  {a}   (first in the pool: active when healthy)
   master-b  {b}   (standby)
-  proxy     http://{proxy}/   <- send requests here
+  proxy     {scheme}://{proxy}/   <- send requests here
   admin     http://{admin}/status
 
 Health checks every 500ms; a master is down after 3 failed checks and up again
 after 2 passed ones. Failback is "never": a recovered master stays standby.
 
 In another terminal, watch which master answers:
-  while true; do curl -s http://{proxy}/; sleep 0.5; done
+  while true; do curl -s {scheme}://{proxy}/; sleep 0.5; done
 and the pool (table, with the reason of every failover):
   jenkins-ha-proxy status --admin http://{admin}
 

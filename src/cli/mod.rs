@@ -108,6 +108,12 @@ enum Command {
         /// traffic) or cold (started by a command before traffic).
         #[arg(long, value_name = "MODE", default_value = "none")]
         standby: String,
+        /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+        #[arg(long, value_name = "FILE", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The private key of --tls-cert (PEM).
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
 }
 
@@ -190,7 +196,12 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             listen,
             admin_listen,
             standby,
-        } => demo::run(&listen, &admin_listen, &standby).await,
+            tls_cert,
+            tls_key,
+        } => {
+            let tls = tls_cert.zip(tls_key);
+            demo::run(&listen, &admin_listen, &standby, tls.as_ref()).await
+        }
     }
 }
 
