@@ -99,6 +99,7 @@ mod proxy;
 pub mod sample;
 mod sys;
 mod tcp;
+mod tls;
 mod upstream;
 
 pub use control::{cluster, election};

@@ -29,6 +29,7 @@ const LAYERS: &[&[&str]] = &[
     &["proxy", "tcp", "admin"],
     &["control"],
     &["upstream"],
+    &["tls"],
     &["config", "sys", "sample"],
 ];
 
