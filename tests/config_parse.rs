@@ -851,14 +851,20 @@ fn backend_url_must_parse() {
 }
 
 #[test]
-fn backend_url_https_is_not_supported() {
-    rejects_url("https://10.0.0.12", "https upstreams are not supported");
+fn backend_url_https_is_accepted_with_port_443_by_default() {
+    let text = with("http://10.0.0.12:8080", "HTTPS://ci-b.example.com");
+    let config = Config::parse(&text, "test.toml").expect("valid");
+    let backend = &config.backends[1];
+    assert!(backend.tls);
+    assert_eq!(backend.url, "https://ci-b.example.com:443");
+    assert_eq!(backend.port, 443);
+    assert!(!config.backends[0].tls);
 }
 
 #[test]
 fn backend_url_needs_http_scheme() {
     rejects_url("10.0.0.12:8080", "missing scheme");
-    rejects_url("ftp://10.0.0.12", "only http is supported");
+    rejects_url("ftp://10.0.0.12", "only http and https are supported");
 }
 
 #[test]

@@ -97,6 +97,35 @@ pub struct Config {
     pub tcp: Vec<TcpConfig>,
     /// `[cluster]`: several proxy instances agreeing through etcd; None: standalone.
     pub cluster: Option<ClusterConfig>,
+    /// `[upstream_tls]`: how `https://` masters are verified (all of them alike).
+    pub upstream_tls: UpstreamTlsConfig,
+}
+
+/// `[upstream_tls]`: TLS to the masters whose `url` is `https://`. Every key is
+/// optional; the PEM files are read when the daemon starts (and by `check`), not here.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct UpstreamTlsConfig {
+    /// `ca_file`: a PEM bundle of the CAs that sign the masters' certificates.
+    /// Default (None): the system's roots (rustls-native-certs).
+    pub ca_file: Option<PathBuf>,
+    /// `server_name`: the name verified in the master's certificate and sent as SNI
+    /// when the URL's host is an IP address (a host name in the URL is used as is).
+    /// A backend's `tls_server_name` overrides it. Default: the URL's host.
+    pub server_name: Option<String>,
+    /// `cert_file` and `key_file`: a client certificate (chain, then its key) for
+    /// masters that require one; both or neither (validated).
+    pub client_cert: Option<ClientCertFiles>,
+    /// `insecure_skip_verify`: no verification of the masters' certificates at all
+    /// (any certificate, any name, expired). Default false; `check`, the start-up log
+    /// and `/status` say so loudly when true.
+    pub insecure_skip_verify: bool,
+}
+
+/// `[upstream_tls] cert_file` and `key_file`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientCertFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 /// `[cluster]`: this instance's place in a pool of proxies that agree on one active
@@ -242,8 +271,16 @@ pub struct FailoverConfig {
 pub struct BackendConfig {
     /// Unique, non-empty; used in logs, /status and metrics.
     pub name: String,
-    /// Normalised `http://host:port` (no path, no trailing slash).
+    /// Normalised `http://host:port` or `https://host:port` (no path, no trailing
+    /// slash; the default port, 80 or 443, written out).
     pub url: String,
+    /// The URL's scheme is `https`: requests, health checks and REST calls go over
+    /// TLS, verified as `[upstream_tls]` says. `[[tcp]]` forwards stay plain TCP.
+    pub tls: bool,
+    /// `tls_server_name`: the name verified in this master's certificate and sent as
+    /// SNI, overriding `[upstream_tls] server_name` and the URL's host (masters
+    /// addressed by IP usually have different names). Only with an `https` URL.
+    pub tls_server_name: Option<String>,
     /// Host as written (a name, an IPv4 address, or an IPv6 address without brackets).
     pub host: String,
     pub port: u16,
@@ -334,6 +371,19 @@ pub struct HookConfig {
 }
 
 impl BackendConfig {
+    /// The name this master's certificate must carry (and the SNI sent):
+    /// `tls_server_name`, else `[upstream_tls] server_name` when the URL's host is an
+    /// IP address, else the URL's host.
+    pub fn tls_name<'a>(&'a self, upstream: &'a UpstreamTlsConfig) -> &'a str {
+        if let Some(name) = &self.tls_server_name {
+            return name;
+        }
+        match (&upstream.server_name, self.host.parse::<std::net::IpAddr>()) {
+            (Some(name), Ok(_)) => name,
+            _ => &self.host,
+        }
+    }
+
     /// `host:port` as used to connect and as the Host header of health probes
     /// (IPv6 hosts in brackets).
     pub fn authority(&self) -> String {

@@ -21,6 +21,7 @@ mod cluster;
 mod promotion;
 mod proxy;
 mod tcp;
+mod upstream_tls;
 mod values;
 
 pub use cluster::etcd_endpoint;
@@ -61,6 +62,7 @@ pub(super) fn validate(src: &Source<'_>, raw: &RawConfig) -> Result<Config, Conf
         hooks: promotion::hooks(src, &raw.hooks)?,
         tcp,
         cluster: cluster::cluster(src, raw)?,
+        upstream_tls: upstream_tls::upstream_tls(src, &raw.upstream_tls)?,
     })
 }
 

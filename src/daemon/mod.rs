@@ -25,7 +25,7 @@ use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 pub use listeners::{BindError, Listeners};
-pub(crate) use settings::jenkins_credentials;
+pub(crate) use settings::{jenkins_credentials, upstream_tls};
 pub(crate) use signals::shutdown_signal;
 
 use crate::admin::metrics::Metrics;
@@ -64,9 +64,10 @@ pub async fn run(
         tcp = ?listeners.tcp.iter().map(bound).collect::<Vec<_>>(),
         masters = config.backends.len(), workers = proxy_workers(&config),
         "jenkins-ha-proxy starting");
+    let tls = upstream_tls(&config).map_err(|error| Fatal::Settings(error.to_string()))?;
     let (reload_requests, mut reloads) = mpsc::channel(8);
     let Listeners { proxy, admin, tcp } = listeners;
-    let mut daemon = Daemon::start(config, source, &tcp, reload_requests);
+    let mut daemon = Daemon::start(config, source, &tcp, reload_requests, tls)?;
     let stopping = CancellationToken::new();
     let mut proxy_task = tokio::spawn(proxy::serve(
         proxy,
@@ -115,6 +116,10 @@ pub enum Fatal {
     OwnerStopped,
     #[error("the proxy listener's accept loop stopped unexpectedly (a bug: see the panic logged before); exiting so that the service manager restarts the daemon")]
     ProxyStopped,
+    /// The settings cannot be used (an `[upstream_tls]` file, most often); `check`
+    /// says the same before a start.
+    #[error("cannot start: {0}")]
+    Settings(String),
     /// Cluster mode: this instance cannot take part in its pool.
     #[error("cannot join the cluster pool: {0}")]
     Cluster(String),
@@ -144,6 +149,9 @@ async fn snapshots_end(mut snapshots: tokio::sync::watch::Receiver<Arc<Snapshot>
 /// by `run`'s loop (start, reloads, stop).
 struct Daemon {
     config: Config,
+    /// `[upstream_tls]` as built at start (or at the first reload that needed it):
+    /// restart-only, so reloads keep it and the masters' pools with it.
+    upstream_tls: Option<crate::tls::UpstreamTls>,
     /// Threads serving clients, fixed at start (a reload cannot change it): the number
     /// of idle-pool shards each master gets.
     proxy_workers: usize,
@@ -183,9 +191,11 @@ impl Daemon {
         source: Option<PathBuf>,
         tcp: &[TcpListener],
         reload_requests: mpsc::Sender<ReloadRequest>,
-    ) -> Daemon {
+        upstream_tls: Option<crate::tls::UpstreamTls>,
+    ) -> Result<Daemon, Fatal> {
         let workers = proxy_workers(&config);
-        let masters = build_masters(&config, &[], workers);
+        let masters = build_masters(&config, &[], workers, upstream_tls.as_ref())
+            .map_err(|error| Fatal::Settings(error.to_string()))?;
         let remembered = config
             .failover
             .state_file
@@ -232,8 +242,9 @@ impl Daemon {
             cli_sessions: Default::default(),
             metrics: Arc::clone(&metrics),
         });
-        Daemon {
+        Ok(Daemon {
             config,
+            upstream_tls,
             proxy_workers: workers,
             source,
             masters,
@@ -250,7 +261,7 @@ impl Daemon {
             background,
             pool,
             stop: CancellationToken::new(),
-        }
+        })
     }
 
     /// Starts the admin listener, the `[[tcp]]` listeners, and the systemd readiness

@@ -188,6 +188,8 @@ impl Sending {
             Failure::ConnectLocal
         } else if error.is_saturated() {
             Failure::ConnectSaturated
+        } else if error.is_tls() {
+            Failure::ConnectTls
         } else if error.is_timeout() {
             let confirmation = self.exchange.settings.down_confirmation;
             let deadline_passed = self
@@ -276,6 +278,14 @@ impl Sending {
                 };
                 self.resend(ctx.routing.current())
                     .ok_or_else(gateway_timeout)
+            }
+            Step::AwaitDemotionUnsent => {
+                tracing::warn!(master = %master.name, error = %why,
+                    "TLS with the master failed; waiting for the health checks to demote it");
+                self.snapshot = demoted_within(ctx, master, settings.down_confirmation)
+                    .await
+                    .ok_or_else(bad_gateway)?;
+                unsent.ok_or_else(bad_gateway)
             }
             Step::WaitForDemotion => {
                 // The replay, on a fresh connection, broke too: the master may be dying

@@ -109,7 +109,10 @@ mod tests {
         };
         assert_eq!(info.days_left(UNIX_EPOCH), 10);
         assert_eq!(info.days_left(UNIX_EPOCH + Duration::from_secs(86_401)), 8);
-        assert_eq!(info.days_left(UNIX_EPOCH + Duration::from_secs(11 * 86_400)), -1);
+        assert_eq!(
+            info.days_left(UNIX_EPOCH + Duration::from_secs(11 * 86_400)),
+            -1
+        );
         assert!(info.is_expired(UNIX_EPOCH + Duration::from_secs(11 * 86_400)));
         assert!(!info.is_expired(UNIX_EPOCH));
     }

@@ -10,6 +10,7 @@
 //! - `client`: the master-facing side (`[upstream_tls]`): verification of the
 //!   masters' certificates, the connector for requests, health checks and REST calls.
 
+mod client;
 mod info;
 mod pem;
 
@@ -17,6 +18,7 @@ use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
 
+pub use client::{describe, ClientTlsError, MasterTls, UpstreamTls};
 pub use info::{CertificateInfo, InfoError};
 pub use pem::{certificates, private_key, PemError};
 

@@ -79,6 +79,8 @@ pub fn backends(masters: &[(&str, SocketAddr)]) -> Vec<BackendConfig> {
         .map(|(name, addr)| BackendConfig {
             name: (*name).to_owned(),
             url: format!("http://{addr}"),
+            tls: false,
+            tls_server_name: None,
             host: addr.ip().to_string(),
             port: addr.port(),
             standby: config::Standby::None,
@@ -141,6 +143,7 @@ pub fn config_for(masters: &[&SampleMaster], health: HealthConfig, failback: Fai
         hooks: Vec::new(),
         tcp: Vec::new(),
         cluster: None,
+        upstream_tls: Default::default(),
     }
 }
 
