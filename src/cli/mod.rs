@@ -117,6 +117,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     log_panics();
+    // Our configs name the provider; this is for any library that asks for a default.
+    crate::tls::install_provider();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -2,6 +2,7 @@
 //! a small HTTP client, and waiting on conditions with a deadline (never fixed sleeps).
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod certs;
 pub mod child;
 pub mod cluster;
 pub mod etcd;
