@@ -267,3 +267,44 @@ fn check_refuses_a_missing_or_garbage_ca_file_naming_it() {
     );
     assert!(stdout.contains(&format!("master-a as {NAME}")), "{stdout}");
 }
+
+#[tokio::test]
+async fn a_reload_that_changes_upstream_tls_is_refused_and_the_masters_stay_up() {
+    let ca = TestCa::new("test CA");
+    let dir = temp_dir("reload");
+    let ca_file = ca.write_cert(&dir, "ca.pem");
+    let other_ca_file = ca.write_cert(&dir, "ca-copy.pem");
+    let a = https_master(&ca, "master-a", "127.0.0.2").await;
+    let write = |ca_file: &Path| {
+        let text = format!(
+            "[proxy]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [health]\ninterval = \"100ms\"\ntimeout = \"80ms\"\n[failover]\nstate_file = \"off\"\n\
+             [upstream_tls]\nca_file = \"{}\"\nserver_name = \"{NAME}\"\n\
+             [[backend]]\nname = \"master-a\"\nurl = \"{}\"\n",
+            ca_file.display(),
+            a.url()
+        );
+        std::fs::write(dir.join("proxy.toml"), text).expect("write config");
+    };
+    write(&ca_file);
+    let daemon = TestDaemon::start_from_file(&dir.join("proxy.toml")).await;
+    daemon.wait_active(Some("master-a")).await;
+
+    write(&other_ca_file);
+    let request = hyper::Request::post("/reload")
+        .header("host", daemon.admin.to_string())
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("request");
+    let reply = support::send(daemon.admin, request).await.expect("reload");
+    assert_ne!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert!(
+        reply.text().contains("[upstream_tls] changed"),
+        "{}",
+        reply.text()
+    );
+    let reply = get(daemon.proxy, "/")
+        .await
+        .expect("GET after the refused reload");
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    daemon.shutdown().await;
+}
