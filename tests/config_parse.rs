@@ -183,6 +183,19 @@ fn shipped_example_tcp_block_parses_when_uncommented() {
     );
     let config = Config::parse(&uncommented, path).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
+        config.upstream_tls,
+        config::UpstreamTlsConfig {
+            ca_file: Some("/etc/jenkins-ha-proxy/masters-ca.pem".into()),
+            server_name: Some("jenkins.example.com".to_string()),
+            client_cert: Some(config::ClientCertFiles {
+                cert_file: "/etc/jenkins-ha-proxy/client.pem".into(),
+                key_file: "/etc/jenkins-ha-proxy/client.key".into(),
+            }),
+            insecure_skip_verify: false,
+        },
+        "the example's commented [upstream_tls] block"
+    );
+    assert_eq!(
         config.tcp,
         [TcpConfig {
             name: "agents".to_string(),
@@ -851,14 +864,20 @@ fn backend_url_must_parse() {
 }
 
 #[test]
-fn backend_url_https_is_not_supported() {
-    rejects_url("https://10.0.0.12", "https upstreams are not supported");
+fn backend_url_https_is_accepted_with_port_443_by_default() {
+    let text = with("http://10.0.0.12:8080", "HTTPS://ci-b.example.com");
+    let config = Config::parse(&text, "test.toml").expect("valid");
+    let backend = &config.backends[1];
+    assert!(backend.tls);
+    assert_eq!(backend.url, "https://ci-b.example.com:443");
+    assert_eq!(backend.port, 443);
+    assert!(!config.backends[0].tls);
 }
 
 #[test]
 fn backend_url_needs_http_scheme() {
     rejects_url("10.0.0.12:8080", "missing scheme");
-    rejects_url("ftp://10.0.0.12", "only http is supported");
+    rejects_url("ftp://10.0.0.12", "only http and https are supported");
 }
 
 #[test]
@@ -1384,4 +1403,81 @@ fn shipped_example_cluster_block_parses_when_uncommented() {
     assert_eq!(cluster.etcd.len(), 3);
     assert_eq!(cluster.key_prefix, "/jenkins-ha-proxy/prod");
     assert_eq!(cluster.lease_ttl, config::DEFAULT_LEASE_TTL);
+}
+
+// ----- masters on HTTPS -----
+
+const HTTPS_BASE: &str =
+    "[proxy]\nlisten = \"0.0.0.0:8080\"\n[admin]\nlisten = \"127.0.0.1:8404\"\n";
+
+#[test]
+fn https_backends_take_tls_server_name_and_upstream_tls() {
+    let text = format!(
+        "{HTTPS_BASE}[upstream_tls]\nca_file = \"/etc/ca.pem\"\nserver_name = \"ci.example.com\"\n\
+         [[backend]]\nname = \"a\"\nurl = \"https://10.0.0.11\"\n\
+         [[backend]]\nname = \"b\"\nurl = \"https://10.0.0.12:8443\"\ntls_server_name = \"ci-b.example.com\"\n\
+         [[backend]]\nname = \"c\"\nurl = \"https://ci-c.example.com\"\n"
+    );
+    let config = Config::parse(&text, "test.toml").unwrap_or_else(|e| panic!("{e}"));
+    let tls = &config.upstream_tls;
+    assert_eq!(
+        tls.ca_file.as_deref(),
+        Some(std::path::Path::new("/etc/ca.pem"))
+    );
+    assert!(!tls.insecure_skip_verify);
+    let names: Vec<&str> = config.backends.iter().map(|b| b.tls_name(tls)).collect();
+    assert_eq!(
+        names,
+        ["ci.example.com", "ci-b.example.com", "ci-c.example.com"]
+    );
+    assert_eq!(config.backends[0].url, "https://10.0.0.11:443");
+    assert!(config
+        .summary()
+        .contains("masters verified against the CAs in /etc/ca.pem"));
+}
+
+#[test]
+fn upstream_tls_mistakes_name_file_line_and_key() {
+    let backend = "[[backend]]\nname = \"a\"\nurl = \"https://10.0.0.11\"\n";
+    let cases = [
+        (
+            format!("{HTTPS_BASE}[upstream_tls]\ncert_file = \"/c.pem\"\n{backend}"),
+            "test.toml:5: upstream_tls.key_file: missing",
+        ),
+        (
+            format!("{HTTPS_BASE}[upstream_tls]\nca_file = \"\"\n{backend}"),
+            "test.toml:6: upstream_tls.ca_file: is empty",
+        ),
+        (
+            format!("{HTTPS_BASE}[upstream_tls]\nserver_name = \"not a name\"\n{backend}"),
+            "test.toml:6: upstream_tls.server_name: \"not a name\" is neither",
+        ),
+        (
+            format!("{HTTPS_BASE}[upstream_tls]\nverify = false\n{backend}"),
+            "upstream_tls",
+        ),
+        (
+            format!("{HTTPS_BASE}[[backend]]\nname = \"a\"\nurl = \"http://10.0.0.11\"\ntls_server_name = \"x.example\"\n"),
+            "test.toml:8: backend[0].tls_server_name: only applies to an https:// url",
+        ),
+    ];
+    for (text, expected) in cases {
+        let error = Config::parse(&text, "test.toml")
+            .expect_err(&text)
+            .to_string();
+        assert!(error.contains(expected), "{error}\nexpected: {expected}");
+    }
+}
+
+#[test]
+fn insecure_skip_verify_is_loud_in_the_summary() {
+    let text = format!(
+        "{HTTPS_BASE}[upstream_tls]\ninsecure_skip_verify = true\n\
+         [[backend]]\nname = \"a\"\nurl = \"https://10.0.0.11\"\n"
+    );
+    let config = Config::parse(&text, "test.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert!(config.upstream_tls.insecure_skip_verify);
+    assert!(config
+        .summary()
+        .contains("WARNING: upstream_tls.insecure_skip_verify = true"));
 }

@@ -20,17 +20,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use support::pki::{write, Issued, TestCa, Validity};
+use support::certs::{temp_dir, write, Issued, TestCa, Validity};
 use support::ws_master::{ws_handshake, WsMaster};
 use support::{get, Reply, TestDaemon, DEADLINE};
 
 const BIN: &str = env!("CARGO_BIN_EXE_jenkins-ha-proxy");
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("jha-tls-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
 
 /// A CA, a certificate for localhost issued by it (serial 1) in `dir`, and the CA's
 /// certificate file for clients.
@@ -48,7 +42,7 @@ impl Pki {
         let ca = TestCa::new("jenkins-ha-proxy test CA");
         let first = ca.issue(&["localhost", "127.0.0.1"], Validity::Current, 1);
         Pki {
-            ca_file: write(dir, "ca.pem", ca.cert_pem()),
+            ca_file: write(dir, "ca.pem", &ca.cert_pem()),
             cert_file: write(dir, "server.pem", &first.cert_pem),
             key_file: write(dir, "server.key", &first.key_pem),
             dir: dir.to_owned(),
@@ -66,7 +60,8 @@ impl Pki {
     /// A TLS client trusting the CA, offering `alpn`.
     fn client(&self, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
         let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(self.ca.cert_pem().as_bytes()) {
+        let ca_pem = self.ca.cert_pem();
+        for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
             roots.add(cert.expect("CA PEM")).expect("CA certificate");
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());

@@ -507,6 +507,7 @@ mod tests {
                     idle_timeout: Duration::from_secs(3),
                     max_connections: 8,
                     max_connects: 2,
+                    tls: None,
                     workers: 1,
                 },
             ),

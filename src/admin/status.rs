@@ -123,6 +123,34 @@ pub struct BackendStatus {
     pub tunnels: usize,
     /// Open forwards from `[[tcp]]` listeners.
     pub tcp_connections: usize,
+    /// `https://` masters: `verified as NAME`, or `NOT VERIFIED
+    /// (upstream_tls.insecure_skip_verify = true)`; null for `http://` ones.
+    pub tls: Option<String>,
+}
+
+/// In `alarms` while any master's certificate goes unverified.
+pub const INSECURE_ALARM: &str = "upstream_tls.insecure_skip_verify = true: the masters' TLS certificates are NOT verified; anyone on the path to them can pose as a master";
+
+fn tls_text(master: &crate::control::routing::Master) -> Option<String> {
+    let tls = master.upstream.tls()?;
+    Some(if tls.is_insecure() {
+        "NOT VERIFIED (upstream_tls.insecure_skip_verify = true)".to_owned()
+    } else {
+        format!("verified as {}", tls.server_name())
+    })
+}
+
+/// The snapshot's alarms, and the insecure TLS one when it applies.
+fn alarms(snapshot: &Snapshot) -> Vec<String> {
+    let mut alarms = snapshot.alarms.clone();
+    let insecure = snapshot
+        .masters
+        .iter()
+        .any(|m| m.master.upstream.tls().is_some_and(|tls| tls.is_insecure()));
+    if insecure {
+        alarms.push(INSECURE_ALARM.to_owned());
+    }
+    alarms
 }
 
 #[derive(Debug, Serialize)]
@@ -198,6 +226,7 @@ impl Status {
                         open_connections: open.http,
                         tunnels: open.tunnels,
                         tcp_connections: open.tcp,
+                        tls: tls_text(&status.master),
                     }
                 })
                 .collect(),
@@ -207,7 +236,7 @@ impl Status {
                 since: rfc3339(p.since),
                 waiting_on_fence: p.waiting_on_fence.clone(),
             }),
-            alarms: snapshot.alarms.clone(),
+            alarms: alarms(snapshot),
             transitions: snapshot
                 .transitions
                 .iter()

@@ -122,8 +122,9 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
-    crate::tls::install_provider();
     log_panics();
+    // Our configs name the provider; this is for any library that asks for a default.
+    crate::tls::install_provider();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -231,12 +232,14 @@ fn fd_budget(config: &Config) -> crate::sys::fd_limit::Budget {
     }
 }
 
-/// `check` fails where `run` would: on the config file, and on `admin.token_file`
-/// read by the same function. An unusable `jenkins.api_token_file` does not stop `run`
+/// `check` fails where `run` would: on the config file, on `admin.token_file` and on
+/// the `[upstream_tls]` files, read by the same functions. An unusable `jenkins.api_token_file` does not stop `run`
 /// (it logs an error and hot promotion fails), so `check` warns about it.
 fn check(path: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     admin_token(&config)?;
+    // As `run` builds it: the PEM files of [upstream_tls], or the system's roots.
+    daemon::upstream_tls(&config)?;
     if let Err(error) = daemon::jenkins_credentials(&config) {
         eprintln!("warning: {error}");
     }

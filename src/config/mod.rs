@@ -17,8 +17,10 @@
 mod errors;
 mod raw;
 mod summary;
+mod tls;
 mod validate;
 
+pub use tls::{ClientCertFiles, ServerTlsConfig, SniCertificate, TlsVersion, UpstreamTlsConfig};
 pub use validate::etcd_endpoint;
 
 use std::net::SocketAddr;
@@ -97,6 +99,8 @@ pub struct Config {
     pub tcp: Vec<TcpConfig>,
     /// `[cluster]`: several proxy instances agreeing through etcd; None: standalone.
     pub cluster: Option<ClusterConfig>,
+    /// `[upstream_tls]`: how `https://` masters are verified (all of them alike).
+    pub upstream_tls: UpstreamTlsConfig,
 }
 
 /// `[cluster]`: this instance's place in a pool of proxies that agree on one active
@@ -163,40 +167,6 @@ pub struct ProxyConfig {
     pub http2_max_streams: usize,
     /// `[proxy.tls]`: HTTPS on `listen`; None: clear text (HTTP/1.1 and h2c).
     pub tls: Option<ServerTlsConfig>,
-}
-
-/// `[proxy.tls]`: the certificates the proxy listener presents. The files are read
-/// when the daemon starts, on every reload and by `check` (see the `tls` module).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ServerTlsConfig {
-    /// `cert_file`: PEM chain, leaf first; served to clients that send no server name
-    /// or one no `[[proxy.tls.sni]]` entry names.
-    pub cert_file: PathBuf,
-    /// `key_file`: PEM private key of `cert_file` (PKCS#8, PKCS#1 or SEC1).
-    pub key_file: PathBuf,
-    /// `min_version`: "1.2" (default) or "1.3".
-    pub min_version: TlsVersion,
-    /// `[[proxy.tls.sni]]`: more certificates, chosen by the server name the client asks for.
-    pub sni: Vec<SniCertificate>,
-    /// `http_redirect_listen`: a clear-text listener answering 308 to the https URL.
-    pub http_redirect_listen: Option<SocketAddr>,
-}
-
-/// One `[[proxy.tls.sni]]` entry.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SniCertificate {
-    /// `server_names`: exact names, or `*.example.org` for one label under it;
-    /// compared without case.
-    pub server_names: Vec<String>,
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
-}
-
-/// The oldest TLS version a client may use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsVersion {
-    Tls12,
-    Tls13,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -278,8 +248,16 @@ pub struct FailoverConfig {
 pub struct BackendConfig {
     /// Unique, non-empty; used in logs, /status and metrics.
     pub name: String,
-    /// Normalised `http://host:port` (no path, no trailing slash).
+    /// Normalised `http://host:port` or `https://host:port` (no path, no trailing
+    /// slash; the default port, 80 or 443, written out).
     pub url: String,
+    /// The URL's scheme is `https`: requests, health checks and REST calls go over
+    /// TLS, verified as `[upstream_tls]` says. `[[tcp]]` forwards stay plain TCP.
+    pub tls: bool,
+    /// `tls_server_name`: the name verified in this master's certificate and sent as
+    /// SNI, overriding `[upstream_tls] server_name` and the URL's host (masters
+    /// addressed by IP usually have different names). Only with an `https` URL.
+    pub tls_server_name: Option<String>,
     /// Host as written (a name, an IPv4 address, or an IPv6 address without brackets).
     pub host: String,
     pub port: u16,
@@ -370,6 +348,19 @@ pub struct HookConfig {
 }
 
 impl BackendConfig {
+    /// The name this master's certificate must carry (and the SNI sent):
+    /// `tls_server_name`, else `[upstream_tls] server_name` when the URL's host is an
+    /// IP address, else the URL's host.
+    pub fn tls_name<'a>(&'a self, upstream: &'a UpstreamTlsConfig) -> &'a str {
+        if let Some(name) = &self.tls_server_name {
+            return name;
+        }
+        match (&upstream.server_name, self.host.parse::<std::net::IpAddr>()) {
+            (Some(name), Ok(_)) => name,
+            _ => &self.host,
+        }
+    }
+
     /// `host:port` as used to connect and as the Host header of health probes
     /// (IPv6 hosts in brackets).
     pub fn authority(&self) -> String {

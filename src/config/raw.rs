@@ -26,6 +26,17 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) hooks: Vec<Spanned<RawHook>>,
     pub(super) cluster: Field<RawCluster>,
+    pub(super) upstream_tls: Field<RawUpstreamTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "an [upstream_tls] table")]
+pub(super) struct RawUpstreamTls {
+    pub(super) ca_file: Field<String>,
+    pub(super) server_name: Field<String>,
+    pub(super) cert_file: Field<String>,
+    pub(super) key_file: Field<String>,
+    pub(super) insecure_skip_verify: Field<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -137,6 +148,7 @@ pub(super) struct RawBackend {
     pub(super) fence_command: Field<Vec<String>>,
     pub(super) max_connections: Field<i64>,
     pub(super) max_connects: Field<i64>,
+    pub(super) tls_server_name: Field<String>,
 }
 
 #[derive(Debug, Deserialize)]

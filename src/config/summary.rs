@@ -12,6 +12,7 @@ pub(super) fn render(config: &Config) -> String {
         config.proxy.listen, config.admin.listen
     )];
     master_lines(config, &mut lines);
+    upstream_tls_lines(config, &mut lines);
     tcp_lines(&config.tcp, &mut lines);
     health_lines(config, &mut lines);
     proxy_lines(config, &mut lines);
@@ -134,6 +135,38 @@ fn cluster_lines(config: &Config, lines: &mut Vec<String>) {
     lines.push(
         "           the pool's leader picks the active master; traffic moves once every live instance follows".to_owned(),
     );
+}
+
+/// `[upstream_tls]`, when any master is `https://`: how its certificate is checked.
+fn upstream_tls_lines(config: &Config, lines: &mut Vec<String>) {
+    let tls = &config.upstream_tls;
+    let https: Vec<&super::BackendConfig> = config.backends.iter().filter(|b| b.tls).collect();
+    if https.is_empty() {
+        return;
+    }
+    if tls.insecure_skip_verify {
+        lines.push(
+            "TLS:       WARNING: upstream_tls.insecure_skip_verify = true: the masters' certificates are NOT verified (any certificate is accepted)".to_owned(),
+        );
+    } else {
+        let roots = tls.ca_file.as_ref().map_or_else(
+            || "the system's CA roots".to_owned(),
+            |file| format!("the CAs in {}", file.display()),
+        );
+        let names: Vec<String> = https
+            .iter()
+            .map(|b| format!("{} as {}", b.name, b.tls_name(tls)))
+            .collect();
+        lines.push(format!("TLS:       masters verified against {roots}"));
+        lines.push(format!("{:<10} names: {}", "", names.join(", ")));
+    }
+    if let Some(client) = &tls.client_cert {
+        lines.push(format!(
+            "{:<10} client certificate {}",
+            "",
+            client.cert_file.display()
+        ));
+    }
 }
 
 /// The connection caps of the masters: one line when they all share them.

@@ -22,6 +22,7 @@ mod promotion;
 mod proxy;
 mod server_tls;
 mod tcp;
+mod upstream_tls;
 mod values;
 
 pub use cluster::etcd_endpoint;
@@ -64,6 +65,7 @@ pub(super) fn validate(src: &Source<'_>, raw: &RawConfig) -> Result<Config, Conf
         hooks: promotion::hooks(src, &raw.hooks)?,
         tcp,
         cluster: cluster::cluster(src, raw)?,
+        upstream_tls: upstream_tls::upstream_tls(src, &raw.upstream_tls)?,
     })
 }
 

@@ -17,7 +17,7 @@ use tracing::Instrument;
 
 use crate::config::HealthConfig;
 use crate::control::routing::Master;
-use crate::upstream::{open_stream, ConnectError};
+use crate::upstream::{ConnectError, Upstream};
 
 /// Why a check failed. Display is what /status shows as `last_error`.
 #[derive(Debug, thiserror::Error)]
@@ -120,7 +120,7 @@ async fn probe_loop<E: From<ProbeReport>>(
             () = master.check_now.notified() => true,
         };
         let started = Instant::now();
-        let outcome = check_detailed(master.upstream.authority(), &settings).await;
+        let outcome = check_detailed(&master.upstream, &settings).await;
         let latency = started.elapsed();
         match &outcome {
             Ok(_) => tracing::debug!(?latency, "check passed"),
@@ -155,19 +155,20 @@ async fn probe_loop<E: From<ProbeReport>>(
     }
 }
 
-/// One check: connect, `GET path`, read the status line. Passes on 200-399 except 503
-/// (what Jenkins answers while it starts). The whole check is bounded by `timeout`.
-pub async fn check(authority: &str, settings: &HealthConfig) -> Result<(), ProbeError> {
-    check_detailed(authority, settings).await.map(|_| ())
+/// One check: connect (and the TLS handshake of an `https://` master), `GET path`,
+/// read the status line. Passes on 200-399 except 503 (what Jenkins answers while it
+/// starts). The whole check is bounded by `timeout`.
+pub async fn check(upstream: &Upstream, settings: &HealthConfig) -> Result<(), ProbeError> {
+    check_detailed(upstream, settings).await.map(|_| ())
 }
 
 /// [`check`], also returning what a passed check learned (the Jenkins session).
 pub async fn check_detailed(
-    authority: &str,
+    upstream: &Upstream,
     settings: &HealthConfig,
 ) -> Result<CheckInfo, ProbeError> {
     let timeout = settings.timeout;
-    match tokio::time::timeout(timeout, check_unbounded(authority, settings)).await {
+    match tokio::time::timeout(timeout, check_unbounded(upstream, settings)).await {
         Ok(outcome) => outcome,
         Err(_) => Err(ProbeError::Timeout(timeout)),
     }
@@ -177,11 +178,12 @@ pub async fn check_detailed(
 const STARTING_PAGE_LIMIT: usize = 16 * 1024;
 
 async fn check_unbounded(
-    authority: &str,
+    upstream: &Upstream,
     settings: &HealthConfig,
 ) -> Result<CheckInfo, ProbeError> {
     let path = settings.path.as_str();
-    let stream = open_stream(authority, settings.timeout).await?;
+    let authority = upstream.authority();
+    let stream = upstream.open_control(settings.timeout).await?;
     let (mut sender, connection) =
         http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream)).await?;
     let driver = tokio::spawn(connection);

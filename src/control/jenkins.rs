@@ -11,7 +11,7 @@ use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 
 use crate::sys::small_file::SecretError;
-use crate::upstream::open_stream;
+use crate::upstream::Upstream;
 
 /// Credentials for REST calls; Debug never shows the token.
 #[derive(Clone)]
@@ -45,21 +45,23 @@ pub enum CallError {
     },
 }
 
-/// `POST path` on the master at `authority`; 2xx and 3xx (Jenkins redirects after
-/// these calls) count as success.
+/// `POST path` on the master (over TLS for an `https://` one); 2xx and 3xx (Jenkins
+/// redirects after these calls) count as success.
 pub async fn post(
-    authority: &str,
+    upstream: &Upstream,
     path: &str,
     credentials: Option<&Credentials>,
     timeout: Duration,
 ) -> Result<StatusCode, CallError> {
+    let authority = upstream.authority();
     let failed = |message: String| CallError::Failed {
         path: path.to_owned(),
         authority: authority.to_owned(),
         message,
     };
     let call = async {
-        let stream = open_stream(authority, timeout)
+        let stream = upstream
+            .open_control(timeout)
             .await
             .map_err(|e| e.to_string())?;
         let (mut sender, connection) = http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
@@ -100,13 +102,14 @@ pub async fn post(
 /// Whether the master is in quiet-down (`GET /api/json?tree=quietingDown`); None
 /// when it cannot be told (no answer, not JSON).
 pub async fn quieting_down(
-    authority: &str,
+    upstream: &Upstream,
     credentials: Option<&Credentials>,
     timeout: Duration,
 ) -> Option<bool> {
     use http_body_util::BodyExt;
+    let authority = upstream.authority();
     let call = async {
-        let stream = open_stream(authority, timeout).await.ok()?;
+        let stream = upstream.open_control(timeout).await.ok()?;
         let (mut sender, connection) = http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
             .await
             .ok()?;

@@ -179,7 +179,7 @@ async fn rest_call(
 ) -> Result<(), PromotionError> {
     let started = Instant::now();
     let outcome = jenkins::post(
-        to.upstream.authority(),
+        &to.upstream,
         path,
         settings.credentials.as_ref(),
         settings.call_timeout,
@@ -252,7 +252,7 @@ async fn wait_healthy(
     let poll = settings.health.interval.min(Duration::from_millis(200));
     let mut last_error = String::from("not checked yet");
     while started.elapsed() < settings.promote_timeout {
-        match crate::control::health::check(to.upstream.authority(), &settings.health).await {
+        match crate::control::health::check(&to.upstream, &settings.health).await {
             Ok(()) => {
                 report
                     .send(Progress::Step(Step {

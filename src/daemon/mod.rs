@@ -25,7 +25,7 @@ use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 pub use listeners::{BindError, Listeners};
-pub(crate) use settings::jenkins_credentials;
+pub(crate) use settings::{jenkins_credentials, upstream_tls};
 pub(crate) use signals::shutdown_signal;
 
 use crate::admin::metrics::Metrics;
@@ -65,6 +65,7 @@ pub async fn run(
         tcp = ?listeners.tcp.iter().map(bound).collect::<Vec<_>>(),
         masters = config.backends.len(), workers = proxy_workers(&config),
         "jenkins-ha-proxy starting");
+    let tls = upstream_tls(&config).map_err(|error| Fatal::Settings(error.to_string()))?;
     let (reload_requests, mut reloads) = mpsc::channel(8);
     let Listeners {
         proxy,
@@ -72,15 +73,8 @@ pub async fn run(
         tcp,
         redirect,
     } = listeners;
-    let server_tls = match &config.proxy.tls {
-        Some(tls) => {
-            let loaded = ServerTls::load(tls, SystemTime::now()).map_err(Fatal::Tls)?;
-            log_certificates(&loaded.certificates);
-            Some(Arc::new(ServerTlsHandle::new(loaded)))
-        }
-        None => None,
-    };
-    let mut daemon = Daemon::start(config, source, &tcp, reload_requests, server_tls);
+    let server_tls = server_tls(&config)?;
+    let mut daemon = Daemon::start(config, source, &tcp, reload_requests, tls, server_tls)?;
     let stopping = CancellationToken::new();
     // The bound port (the configured one may be 0), for the redirect to https.
     let proxy_port = proxy.local_addr().ok().map(|addr| addr.port());
@@ -146,6 +140,10 @@ pub enum Fatal {
     Tls(crate::tls::ServerTlsError),
     #[error("the proxy listener's accept loop stopped unexpectedly (a bug: see the panic logged before); exiting so that the service manager restarts the daemon")]
     ProxyStopped,
+    /// The settings cannot be used (an `[upstream_tls]` file, most often); `check`
+    /// says the same before a start.
+    #[error("cannot start: {0}")]
+    Settings(String),
     /// Cluster mode: this instance cannot take part in its pool.
     #[error("cannot join the cluster pool: {0}")]
     Cluster(String),
@@ -175,6 +173,9 @@ async fn snapshots_end(mut snapshots: tokio::sync::watch::Receiver<Arc<Snapshot>
 /// by `run`'s loop (start, reloads, stop).
 struct Daemon {
     config: Config,
+    /// `[upstream_tls]` as built at start (or at the first reload that needed it):
+    /// restart-only, so reloads keep it and the masters' pools with it.
+    upstream_tls: Option<crate::tls::UpstreamTls>,
     /// Threads serving clients, fixed at start (a reload cannot change it): the number
     /// of idle-pool shards each master gets.
     proxy_workers: usize,
@@ -216,10 +217,12 @@ impl Daemon {
         source: Option<PathBuf>,
         tcp: &[TcpListener],
         reload_requests: mpsc::Sender<ReloadRequest>,
+        upstream_tls: Option<crate::tls::UpstreamTls>,
         server_tls: Option<Arc<ServerTlsHandle>>,
-    ) -> Daemon {
+    ) -> Result<Daemon, Fatal> {
         let workers = proxy_workers(&config);
-        let masters = build_masters(&config, &[], workers);
+        let masters = build_masters(&config, &[], workers, upstream_tls.as_ref())
+            .map_err(|error| Fatal::Settings(error.to_string()))?;
         let remembered = config
             .failover
             .state_file
@@ -267,8 +270,9 @@ impl Daemon {
             cli_sessions: Default::default(),
             metrics: Arc::clone(&metrics),
         });
-        Daemon {
+        Ok(Daemon {
             config,
+            upstream_tls,
             proxy_workers: workers,
             source,
             masters,
@@ -286,7 +290,7 @@ impl Daemon {
             pool,
             stop: CancellationToken::new(),
             server_tls,
-        }
+        })
     }
 
     /// Starts the admin listener, the `[[tcp]]` listeners, and the systemd readiness
@@ -356,6 +360,17 @@ impl Daemon {
         // owner would not end by itself.
         self.owner_task.abort();
     }
+}
+
+/// `[proxy.tls]`'s certificates, read and logged; a file that cannot be served stops
+/// the start.
+fn server_tls(config: &Config) -> Result<Option<Arc<ServerTlsHandle>>, Fatal> {
+    let Some(tls) = &config.proxy.tls else {
+        return Ok(None);
+    };
+    let loaded = ServerTls::load(tls, SystemTime::now()).map_err(Fatal::Tls)?;
+    log_certificates(&loaded.certificates);
+    Ok(Some(Arc::new(ServerTlsHandle::new(loaded))))
 }
 
 /// Logs the certificates the proxy listener serves, with a warning for each that

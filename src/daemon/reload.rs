@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use super::listeners::{bind, BindError};
 use super::settings::{
     build_masters, down_confirmation, owner_settings, policy, proxy_settings, proxy_workers,
-    restart_only_changes, restart_only_tls_changes, server_settings,
+    restart_only_changes, restart_only_tls_changes, server_settings, upstream_tls, NoTlsFor,
 };
 use super::Daemon;
 use crate::admin::Token;
@@ -48,6 +48,13 @@ pub enum ReloadError {
     /// `[proxy.tls]` names a certificate that cannot be served: the old one stays.
     #[error("[proxy.tls]: {0}; the certificates in use stay")]
     Tls(#[from] ServerTlsError),
+    /// `[upstream_tls]` is read at start only (its files included).
+    #[error("[upstream_tls] changed: it applies at start only; restart the daemon to use the new settings")]
+    UpstreamTlsChanged,
+    #[error(transparent)]
+    UpstreamTls(#[from] crate::tls::ClientTlsError),
+    #[error(transparent)]
+    NoTls(#[from] NoTlsFor),
     #[error("{0} changed: in cluster mode it is the pool's; restart this instance (and, for the masters, every instance of the pool with the same list) to change it")]
     ClusterFixed(&'static str),
 }
@@ -103,8 +110,17 @@ impl Daemon {
             (Some(_), Some(tls)) => Some(ServerTls::load(tls, std::time::SystemTime::now())?),
             _ => None,
         };
+        // Restart-only once built: its files are read once, and every https master's
+        // pool keeps the config it was built with. Built here when first needed.
+        let tls = match &self.upstream_tls {
+            Some(_) if new.upstream_tls != self.config.upstream_tls => {
+                return Err(ReloadError::UpstreamTlsChanged)
+            }
+            Some(running) => Some(running.clone()),
+            None => upstream_tls(&new)?,
+        };
         let sockets = self.tcp_sockets(&new).await?;
-        let masters = build_masters(&new, &self.masters, self.proxy_workers);
+        let masters = build_masters(&new, &self.masters, self.proxy_workers, tls.as_ref())?;
         self.owner
             .control(Control::Reload {
                 masters: masters.clone(),
@@ -113,10 +129,11 @@ impl Daemon {
             })
             .await?;
         // Nothing can fail from here on.
-        if let (Some(handle), Some(tls)) = (&self.server_tls, server_tls) {
-            crate::daemon::log_certificates(&tls.certificates);
-            handle.replace(tls);
+        if let (Some(handle), Some(served)) = (&self.server_tls, server_tls) {
+            crate::daemon::log_certificates(&served.certificates);
+            handle.replace(served);
         }
+        self.upstream_tls = tls;
         Ok(self.apply(new, masters, sockets, token))
     }
 

@@ -14,7 +14,7 @@ use crate::control::promotion::PromotionSettings;
 use crate::control::routing::Master;
 use crate::proxy::{Advertised, ProxySettings, ServerSettings};
 use crate::sys::small_file::SecretError;
-use crate::tls::ServerTlsHandle;
+use crate::tls::{ClientTlsError, ServerTlsHandle, UpstreamTls};
 use crate::upstream::{Upstream, UpstreamSettings};
 
 /// Threads serving client connections: `proxy.workers`, by default one per CPU core
@@ -152,18 +152,46 @@ pub(super) fn policy(config: &Config) -> Policy {
     }
 }
 
+/// `[upstream_tls]` read and built (its PEM files, or the system's roots), when a
+/// master of `config` is `https://`; None when none is (nothing is read then).
+pub fn upstream_tls(config: &Config) -> Result<Option<UpstreamTls>, ClientTlsError> {
+    if !config.backends.iter().any(|b| b.tls) {
+        return Ok(None);
+    }
+    let tls = UpstreamTls::load(&config.upstream_tls)?;
+    if tls.insecure {
+        tracing::warn!("upstream_tls.insecure_skip_verify = true: the masters' TLS certificates are NOT verified; anyone on the path to them can pose as a master");
+    }
+    Ok(Some(tls))
+}
+
+/// An `https://` master without the TLS settings to reach it: a bug of the caller
+/// (see [`upstream_tls`]), refused rather than sending its traffic in clear text.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}: an https:// master, but no [upstream_tls] settings were built for it")]
+pub struct NoTlsFor(String);
+
 /// The masters of `config`, reusing those of `previous` that did not change (same
 /// name, URL and connection settings), so their pools and open connections live on.
-/// `workers`: the proxy's worker threads, one pool shard each.
+/// `workers`: the proxy's worker threads, one pool shard each. `tls`: from
+/// [`upstream_tls`], for the `https://` masters.
 pub(super) fn build_masters(
     config: &Config,
     previous: &[Arc<Master>],
     workers: usize,
-) -> Vec<Arc<Master>> {
+    tls: Option<&UpstreamTls>,
+) -> Result<Vec<Arc<Master>>, NoTlsFor> {
     config
         .backends
         .iter()
         .map(|backend| {
+            let master_tls = match backend.tls {
+                false => None,
+                true => Some(
+                    tls.and_then(|tls| tls.for_master(backend.tls_name(&config.upstream_tls)))
+                        .ok_or_else(|| NoTlsFor(backend.name.clone()))?,
+                ),
+            };
             let fresh = Upstream::new(
                 &backend.host,
                 backend.port,
@@ -173,6 +201,7 @@ pub(super) fn build_masters(
                     max_connections: backend.max_connections,
                     max_connects: backend.max_connects,
                     workers,
+                    tls: master_tls,
                 },
             );
             let reusable = previous.iter().find(|m| {
@@ -183,7 +212,7 @@ pub(super) fn build_masters(
                     && m.fence_command == backend.fence_command
                     && m.upstream.same_settings(&fresh)
             });
-            match reusable {
+            Ok(match reusable {
                 Some(master) => Arc::clone(master),
                 None => Arc::new(Master {
                     name: backend.name.clone(),
@@ -195,7 +224,7 @@ pub(super) fn build_masters(
                     upstream: fresh,
                     check_now: tokio::sync::Notify::new(),
                 }),
-            }
+            })
         })
         .collect()
 }

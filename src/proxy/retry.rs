@@ -11,6 +11,10 @@
 //!   drops SYNs), so it is not reported; the request tries again on whichever master
 //!   is active, for as long as the health checks take to demote one, then 504. A
 //!   connect still under way when its master is demoted is given up for the new one.
+//! - The TLS handshake was refused (the master's certificate, most often): the request
+//!   was never sent, but this is no proof the master is down (it answers), so it is
+//!   not reported: wait, up to the time the health checks take, for them to demote
+//!   it (they fail the same way), then send it to the new active master; else 502.
 //! - hyper gives the request back unsent (`try_send_request`): same as a failed
 //!   connect when the connection was fresh; on a reused pooled connection, the master
 //!   merely closed an idle connection: try a fresh one, and count nothing against it.
@@ -39,6 +43,8 @@ pub(super) enum Failure {
     },
     /// The connect was refused or reset, or the HTTP handshake failed.
     ConnectFailed,
+    /// The TLS handshake failed for a reason of TLS (a certificate refused).
+    ConnectTls,
     /// The master was demoted while the connect was under way (a frozen master's
     /// accept queue holds it): given up, the request never sent.
     ConnectAbandoned,
@@ -80,6 +86,8 @@ pub(super) enum Step {
     /// Wait, up to the time the health checks take, for the master to be demoted; then
     /// a copy to the new active master (502 if it is not demoted).
     WaitForDemotion,
+    /// Wait as for `WaitForDemotion`, then the unsent request to the new active master.
+    AwaitDemotionUnsent,
     /// Answer the client now.
     Answer(Answer),
 }
@@ -112,6 +120,7 @@ pub(super) fn next_step(failure: Failure, attempts: &Attempts) -> Step {
         } => Step::Answer(Answer::ConnectTimedOut),
         Failure::ConnectTimedOut { .. } | Failure::ConnectAbandoned => Step::RetryOnActive,
         Failure::ConnectFailed | Failure::Unsent { reused: false } => Step::ReportAndRetry,
+        Failure::ConnectTls => Step::AwaitDemotionUnsent,
         Failure::Unsent { reused: true } => Step::FreshConnection,
         Failure::ClientBody => Step::Answer(Answer::BadRequest),
         Failure::Broke if attempts.replayed_here => Step::WaitForDemotion,
@@ -139,7 +148,7 @@ mod tests {
     use super::*;
 
     /// Every failure, each timed-out connect case included.
-    const FAILURES: [Failure; 14] = [
+    const FAILURES: [Failure; 15] = [
         Failure::ConnectLocal,
         Failure::ConnectSaturated,
         Failure::ConnectTimedOut {
@@ -159,6 +168,7 @@ mod tests {
             deadline_passed: true,
         },
         Failure::ConnectFailed,
+        Failure::ConnectTls,
         Failure::ConnectAbandoned,
         Failure::Unsent { reused: false },
         Failure::Unsent { reused: true },
@@ -189,7 +199,7 @@ mod tests {
             still_active,
             deadline_passed,
         };
-        let expected: [(Failure, [Step; 4]); 14] = [
+        let expected: [(Failure, [Step; 4]); 15] = [
             (Failure::ConnectLocal, [answer(Answer::Overloaded); 4]),
             (Failure::ConnectSaturated, [answer(Answer::Saturated); 4]),
             (timed_out(false, false), [RetryOnActive; 4]),
@@ -197,6 +207,7 @@ mod tests {
             (timed_out(true, false), [RetryOnActive; 4]),
             (timed_out(true, true), [answer(Answer::ConnectTimedOut); 4]),
             (Failure::ConnectFailed, [ReportAndRetry; 4]),
+            (Failure::ConnectTls, [Step::AwaitDemotionUnsent; 4]),
             (Failure::ConnectAbandoned, [RetryOnActive; 4]),
             (Failure::Unsent { reused: false }, [ReportAndRetry; 4]),
             (Failure::Unsent { reused: true }, [FreshConnection; 4]),

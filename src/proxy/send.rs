@@ -188,6 +188,8 @@ impl Sending {
             Failure::ConnectLocal
         } else if error.is_saturated() {
             Failure::ConnectSaturated
+        } else if error.is_tls() {
+            Failure::ConnectTls
         } else if error.is_timeout() {
             let confirmation = self.exchange.settings.down_confirmation;
             let deadline_passed = self
@@ -246,21 +248,8 @@ impl Sending {
                 unsent.ok_or_else(bad_gateway)
             }
             Step::ReportAndRetry => {
-                self.connect_failures += 1;
-                let reported = ctx
-                    .owner
-                    .failed_connect(master, why.to_string(), self.connect_failures)
-                    .await
-                    .ok_or_else(bad_gateway)?;
-                // Standalone, the owner has demoted it already. In cluster mode the
-                // pool decides: wait for its pointer to move (as for a promotion).
-                self.snapshot = if still_active(&reported, master) {
-                    demoted_within(ctx, master, settings.hold_timeout)
-                        .await
-                        .ok_or_else(bad_gateway)?
-                } else {
-                    reported
-                };
+                let next = self.report(ctx, master, &why, settings.hold_timeout).await;
+                self.snapshot = next.ok_or_else(bad_gateway)?;
                 unsent.ok_or_else(bad_gateway)
             }
             Step::Replay => {
@@ -277,6 +266,11 @@ impl Sending {
                 self.resend(ctx.routing.current())
                     .ok_or_else(gateway_timeout)
             }
+            Step::AwaitDemotionUnsent => {
+                let next = await_demotion(ctx, master, &why, settings.down_confirmation).await;
+                self.snapshot = next.ok_or_else(bad_gateway)?;
+                unsent.ok_or_else(bad_gateway)
+            }
             Step::WaitForDemotion => {
                 // The replay, on a fresh connection, broke too: the master may be dying
                 // (killed, but its socket still accepting for a moment). Its health
@@ -288,6 +282,29 @@ impl Sending {
                     "request broke twice on a master that was then demoted; sending it to the new active master");
                 self.resend(next).ok_or_else(bad_gateway)
             }
+        }
+    }
+
+    /// Reports the failed connect to the owner; the snapshot without `master` as the
+    /// active one, or None (no owner, or still active after `hold`).
+    async fn report(
+        &mut self,
+        ctx: &ProxyContext,
+        master: &Arc<Master>,
+        why: &Why,
+        hold: Duration,
+    ) -> Option<Arc<Snapshot>> {
+        self.connect_failures += 1;
+        let reported = ctx
+            .owner
+            .failed_connect(master, why.to_string(), self.connect_failures)
+            .await?;
+        // Standalone, the owner has demoted it already. In cluster mode the pool
+        // decides: wait for its pointer to move (as for a promotion).
+        if still_active(&reported, master) {
+            demoted_within(ctx, master, hold).await
+        } else {
+            Some(reported)
         }
     }
 
@@ -368,4 +385,18 @@ fn respond(
         .insert(ServedBy(Arc::clone(master)));
     let idle_timeout = settings.response_idle_timeout;
     response.map(|body| Either::Left(Streamed::new(body, idle_timeout, returner)))
+}
+
+/// TLS with `master` failed (its certificate, most often): no proof it is down, so
+/// its health checks decide, failing the same way. Waits up to `bound` for them to
+/// demote it; the snapshot that did, or None.
+async fn await_demotion(
+    ctx: &ProxyContext,
+    master: &Arc<Master>,
+    why: &Why,
+    bound: std::time::Duration,
+) -> Option<Arc<Snapshot>> {
+    tracing::warn!(master = %master.name, error = %why,
+        "TLS with the master failed; waiting for the health checks to demote it");
+    demoted_within(ctx, master, bound).await
 }

@@ -132,6 +132,33 @@ struct Inner {
     shared: Arc<Shared>,
     /// The listener and its connections; stopped and restarted on the same address.
     server: Restartable,
+    /// Serves HTTPS.
+    tls: bool,
+}
+
+/// Each connection: plain, or the TLS handshake first (a failed one is only logged,
+/// as a client that refused our certificate).
+fn handler(shared: Arc<Shared>, tls: Option<Arc<rustls::ServerConfig>>) -> Handler {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    Arc::new(move |stream, scope: Scope| {
+        let shared = Arc::clone(&shared);
+        let acceptor = acceptor.clone();
+        let _ = stream.set_nodelay(true);
+        Box::pin(async move {
+            let Some(acceptor) = acceptor else {
+                return serve_connection(stream, shared, scope.cancel).await;
+            };
+            let accepted = tokio::select! {
+                biased;
+                () = scope.cancel.cancelled() => return,
+                accepted = acceptor.accept(stream) => accepted,
+            };
+            match accepted {
+                Ok(tls) => serve_connection(tls, shared, scope.cancel).await,
+                Err(error) => tracing::debug!(%error, "sample master TLS handshake failed"),
+            }
+        })
+    })
 }
 
 /// State the connection handlers write and the test-facing methods read.
@@ -166,6 +193,24 @@ struct Starting {
 impl SampleMaster {
     /// Binds `addr` (port 0 allowed, e.g. "127.0.0.2:0") and serves until stop()/drop.
     pub async fn start(name: &str, addr: SocketAddr) -> io::Result<SampleMaster> {
+        SampleMaster::start_with(name, addr, None).await
+    }
+
+    /// As [`SampleMaster::start`], serving HTTPS with `tls` (its certificate, and
+    /// its ALPN if any); [`SampleMaster::url`] is then `https://`.
+    pub async fn start_tls(
+        name: &str,
+        addr: SocketAddr,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> io::Result<SampleMaster> {
+        SampleMaster::start_with(name, addr, Some(tls)).await
+    }
+
+    async fn start_with(
+        name: &str,
+        addr: SocketAddr,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> io::Result<SampleMaster> {
         let master_header = HeaderValue::from_str(name).map_err(|_| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -186,13 +231,14 @@ impl SampleMaster {
             reload_duration: Mutex::new(Duration::ZERO),
             rest_calls: Mutex::new(VecDeque::new()),
         });
-        let served = Arc::clone(&shared);
-        let handler: Handler = Arc::new(move |stream, scope: Scope| {
-            Box::pin(serve_connection(stream, Arc::clone(&served), scope.cancel))
-        });
+        let handler = handler(Arc::clone(&shared), tls.clone());
         let server = Restartable::start(name, addr, handler)?;
         *lock(&shared.session) = new_session(server.addr().port(), None);
-        let inner = Inner { shared, server };
+        let inner = Inner {
+            shared,
+            server,
+            tls: tls.is_some(),
+        };
         Ok(SampleMaster {
             inner: Arc::new(inner),
         })
@@ -207,9 +253,10 @@ impl SampleMaster {
         self.inner.server.addr()
     }
 
-    /// "http://ip:port"
+    /// "http://ip:port", or "https://ip:port" when started with [`SampleMaster::start_tls`].
     pub fn url(&self) -> String {
-        format!("http://{}", self.inner.server.addr())
+        let scheme = if self.inner.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.inner.server.addr())
     }
 
     /// Health endpoint answers 200 (true) or 503 "Jenkins is getting ready to work" (false).

@@ -18,7 +18,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{sleep, Sleep};
 use tokio_util::sync::CancellationToken;
 
@@ -36,13 +36,12 @@ type ResBody = BoxBody<Bytes, hyper::Error>;
 const TEXT: &str = "text/plain; charset=utf-8";
 const BINARY: &str = "application/octet-stream";
 
-/// Serves one connection; on cancel the connection future and its socket are dropped.
-pub(super) async fn serve_connection(
-    stream: TcpStream,
-    shared: Arc<Shared>,
-    cancel: CancellationToken,
-) {
-    let _ = stream.set_nodelay(true);
+/// Serves one connection, plain or TLS (any IO); on cancel the connection future and
+/// its socket are dropped.
+pub(super) async fn serve_connection<IO>(stream: IO, shared: Arc<Shared>, cancel: CancellationToken)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let service = service_fn(move |req| handle(shared.clone(), req));
     let conn = http1::Builder::new()
         .serve_connection(TokioIo::new(stream), service)

@@ -10,6 +10,7 @@
 //! - `client`: the master-facing side (`[upstream_tls]`): verification of the
 //!   masters' certificates, the connector for requests, health checks and REST calls.
 
+mod client;
 mod info;
 mod pem;
 mod server;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
 
+pub use client::{describe, ClientTlsError, MasterTls, UpstreamTls};
 pub use server::{ServedCertificate, ServerTls, ServerTlsError, ServerTlsHandle};
 
 /// `check` and the start-up log warn about a certificate that expires within this many days.

@@ -1,11 +1,14 @@
-//! Opening TCP connections to a master: with a deadline, Nagle off, and (for
-//! traffic) never into the descriptors kept for the admin API and the health checks.
+//! Opening connections to a master: with a deadline covering the TCP connect and
+//! the TLS handshake, Nagle off, and (for traffic) never into the descriptors kept
+//! for the admin API and the health checks.
 
 use std::time::Duration;
 
 use tokio::net::TcpStream;
 
+use super::stream::MasterStream;
 use crate::sys::fd_limit::Claim;
+use crate::tls::MasterTls;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -20,6 +23,11 @@ pub enum ConnectError {
         #[source]
         source: std::io::Error,
     },
+    /// The TLS handshake failed for a reason of TLS (a certificate refused, a
+    /// protocol error), not for want of a connection. Never proof that the master
+    /// is down, unlike a refused connect: its health checks decide.
+    #[error("TLS with {authority}: {reason}")]
+    Tls { authority: String, reason: String },
     #[error("HTTP handshake with {authority}: {source}")]
     Handshake {
         authority: String,
@@ -44,6 +52,7 @@ impl ConnectError {
         match self {
             ConnectError::Io { source, .. } => crate::sys::fd_limit::is_local_exhaustion(source),
             ConnectError::Timeout { .. }
+            | ConnectError::Tls { .. }
             | ConnectError::Handshake { .. }
             | ConnectError::Saturated { .. } => false,
         }
@@ -53,6 +62,11 @@ impl ConnectError {
     /// (a full accept queue drops SYNs). Never proof that it is down.
     pub fn is_timeout(&self) -> bool {
         matches!(self, ConnectError::Timeout { .. })
+    }
+
+    /// The master's TLS was refused (its certificate, most often): see [`ConnectError::Tls`].
+    pub fn is_tls(&self) -> bool {
+        matches!(self, ConnectError::Tls { .. })
     }
 
     /// Our own cap on connections to the master held the request back.
@@ -92,6 +106,45 @@ pub(super) async fn open_traffic_stream(
         });
     }
     Ok(stream)
+}
+
+/// A connection to the master at `authority`: TCP, then TLS when `tls` is set, both
+/// within `timeout`. `traffic`: kept out of the descriptor reserve (the check is on
+/// the TCP socket, before any handshake).
+pub(super) async fn open_master(
+    authority: &str,
+    tls: Option<&MasterTls>,
+    timeout: Duration,
+    traffic: bool,
+) -> Result<MasterStream, ConnectError> {
+    let started = tokio::time::Instant::now();
+    let tcp = if traffic {
+        open_traffic_stream(authority, timeout).await?
+    } else {
+        open_stream(authority, timeout).await?
+    };
+    let Some(tls) = tls else {
+        return Ok(MasterStream::Plain(tcp));
+    };
+    let timed_out = || ConnectError::Timeout {
+        authority: authority.to_owned(),
+        timeout,
+    };
+    let handshake = tokio::time::timeout_at(started + timeout, tls.connect(tcp)).await;
+    match handshake.map_err(|_| timed_out())? {
+        Ok(stream) => Ok(MasterStream::Tls(Box::new(stream))),
+        Err(source) => Err(match crate::tls::describe(&source) {
+            Some(reason) => ConnectError::Tls {
+                authority: authority.to_owned(),
+                reason,
+            },
+            // Reset or closed during the handshake: as a failed connect.
+            None => ConnectError::Io {
+                authority: authority.to_owned(),
+                source,
+            },
+        }),
+    }
 }
 
 /// `host:port`, with IPv6 hosts in brackets.

@@ -8,7 +8,9 @@
 //! back when it was never written.
 //!
 //! - this file: [`Upstream`], one master's connections, and opening an HTTP connection.
-//! - `connect`: a TCP connect with a deadline, kept out of the descriptor reserve.
+//! - `connect`: a TCP connect (and TLS handshake) with a deadline, kept out of the
+//!   descriptor reserve.
+//! - `stream`: [`MasterStream`], a connection to a master, plain or TLS.
 //! - `pool`: the idle connections per proxy worker, and the per-master caps.
 //! - `attachments`: what is open to each master, and the switch that closes it all.
 //! - `tunnel`: the byte pipe of upgraded connections and TCP forwards.
@@ -18,6 +20,7 @@ pub mod tunnel;
 
 mod connect;
 mod pool;
+mod stream;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,10 +33,13 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use attachments::{Attachments, Kind};
-use connect::open_traffic_stream;
 pub use connect::{authority, open_stream, ConnectError};
+use connect::{open_master, open_traffic_stream};
 use pool::{current_worker, Permits, Pool, Waiting};
 pub use pool::{set_worker, Returner};
+pub use stream::MasterStream;
+
+use crate::tls::MasterTls;
 
 /// Body of a request sent to a master: the client's body streamed as is, or empty (for
 /// a retried request that never had one).
@@ -52,6 +58,8 @@ pub struct UpstreamSettings {
     pub max_connects: usize,
     /// Proxy worker threads: one idle-pool shard each.
     pub workers: usize,
+    /// An `https://` master: how to open TLS to it. None: plain HTTP.
+    pub tls: Option<MasterTls>,
 }
 
 /// A new HTTP/1 connection to `authority`, its connection task spawned on this
@@ -59,11 +67,12 @@ pub struct UpstreamSettings {
 /// the connection's permit until the connection ends.
 async fn open(
     authority: &str,
+    tls: Option<&MasterTls>,
     connect_timeout: Duration,
     attachments: &Arc<Attachments>,
     permits: Permits,
 ) -> Result<SendRequest<UpstreamBody>, ConnectError> {
-    let stream = open_traffic_stream(authority, connect_timeout).await?;
+    let stream = open_master(authority, tls, connect_timeout, true).await?;
     let (sender, connection) = http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await
@@ -172,7 +181,19 @@ impl Upstream {
         &self.attachments
     }
 
-    /// Opens a raw TCP connection to `port` on the master's host (`[[tcp]]` forwards).
+    /// An `https://` master's TLS settings.
+    pub fn tls(&self) -> Option<&MasterTls> {
+        self.settings.tls.as_ref()
+    }
+
+    /// A connection for a health check or a REST call: TLS for an `https://` master,
+    /// within `timeout`, and allowed into the descriptor reserve (kept for these).
+    pub async fn open_control(&self, timeout: Duration) -> Result<MasterStream, ConnectError> {
+        open_master(&self.authority, self.settings.tls.as_ref(), timeout, false).await
+    }
+
+    /// Opens a raw TCP connection to `port` on the master's host (`[[tcp]]` forwards:
+    /// the agent port is not HTTPS, whatever the master's URL).
     pub async fn open_port(&self, port: u16) -> Result<TcpStream, ConnectError> {
         open_traffic_stream(&authority(&self.host, port), self.settings.connect_timeout).await
     }
@@ -199,6 +220,7 @@ impl Upstream {
             .ok_or_else(|| self.saturated(wait))?;
         let sender = open(
             &self.authority,
+            self.settings.tls.as_ref(),
             self.settings.connect_timeout,
             &self.attachments,
             permits,
@@ -287,10 +309,11 @@ impl Upstream {
     fn spawn_open(&self, permits: Permits) -> Opening {
         let (deliver, opened) = tokio::sync::oneshot::channel();
         let (authority, timeout) = (self.authority.clone(), self.settings.connect_timeout);
+        let tls = self.settings.tls.clone();
         let attachments = Arc::clone(&self.attachments);
         let (pool, worker) = (Arc::clone(&self.pool), current_worker());
         tokio::spawn(async move {
-            let result = open(&authority, timeout, &attachments, permits).await;
+            let result = open(&authority, tls.as_ref(), timeout, &attachments, permits).await;
             match deliver.send(result) {
                 Ok(()) => {}
                 Err(Ok(sender)) => Pool::returner(&pool, sender, worker).give_back(),

@@ -2,12 +2,12 @@
 //! a small HTTP client, and waiting on conditions with a deadline (never fixed sleeps).
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod certs;
 pub mod child;
 pub mod cluster;
 pub mod etcd;
 pub mod exposition;
 pub mod h2;
-pub mod pki;
 pub mod tcp_master;
 pub mod ws_master;
 
@@ -80,6 +80,8 @@ pub fn backends(masters: &[(&str, SocketAddr)]) -> Vec<BackendConfig> {
         .map(|(name, addr)| BackendConfig {
             name: (*name).to_owned(),
             url: format!("http://{addr}"),
+            tls: false,
+            tls_server_name: None,
             host: addr.ip().to_string(),
             port: addr.port(),
             standby: config::Standby::None,
@@ -143,6 +145,7 @@ pub fn config_for(masters: &[&SampleMaster], health: HealthConfig, failback: Fai
         hooks: Vec::new(),
         tcp: Vec::new(),
         cluster: None,
+        upstream_tls: Default::default(),
     }
 }
 

@@ -77,6 +77,23 @@ struct Ctx {
 impl WsMaster {
     /// Binds `addr` (port 0 allowed, e.g. "127.0.0.2:0") and serves until stop()/drop.
     pub async fn start(name: &str, addr: SocketAddr) -> io::Result<WsMaster> {
+        WsMaster::start_with(name, addr, None).await
+    }
+
+    /// As start(), serving HTTPS (and WebSockets over it) with `tls`.
+    pub async fn start_tls(
+        name: &str,
+        addr: SocketAddr,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> io::Result<WsMaster> {
+        WsMaster::start_with(name, addr, Some(tls)).await
+    }
+
+    async fn start_with(
+        name: &str,
+        addr: SocketAddr,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> io::Result<WsMaster> {
         let master_header = HeaderValue::from_str(name).map_err(|_| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -91,13 +108,24 @@ impl WsMaster {
             last_upgrade_headers: Mutex::new(None),
         });
         let served = Arc::clone(&shared);
-        let handler: Handler = Arc::new(move |stream, scope: Scope| {
+        let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+        let handler: Handler = Arc::new(move |stream: TcpStream, scope: Scope| {
             let ctx = Ctx {
                 shared: Arc::clone(&served),
                 cancel: scope.cancel,
                 tracker: scope.tracker,
             };
-            Box::pin(serve_connection(stream, ctx))
+            let acceptor = acceptor.clone();
+            let _ = stream.set_nodelay(true);
+            Box::pin(async move {
+                match acceptor {
+                    None => serve_connection(stream, ctx).await,
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(tls) => serve_connection(tls, ctx).await,
+                        Err(error) => tracing::debug!(%error, "ws master TLS handshake failed"),
+                    },
+                }
+            })
         });
         let server = Restartable::start(name, addr, handler)?;
         let inner = Inner { shared, server };
@@ -171,8 +199,10 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Serves one HTTP/1.1 connection until it ends, is upgraded, or the run is cancelled.
-async fn serve_connection(stream: TcpStream, ctx: Ctx) {
-    let _ = stream.set_nodelay(true);
+async fn serve_connection<IO>(stream: IO, ctx: Ctx)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let cancel = ctx.cancel.clone();
     let service = service_fn(move |req| {
         let ctx = ctx.clone();

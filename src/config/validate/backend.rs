@@ -14,7 +14,7 @@ use crate::config::{
     DEFAULT_BACKEND_MAX_CONNECTS,
 };
 
-const URL_EXAMPLE: &str = "e.g. \"http://10.0.0.11:8080\"";
+const URL_EXAMPLE: &str = "e.g. \"http://10.0.0.11:8080\" or \"https://ci-a.example.com\"";
 
 pub(super) fn backends(
     src: &Source<'_>,
@@ -80,11 +80,14 @@ fn backend(
     check_name(name.get_ref(), "master-a")
         .map_err(|message| src.error(name.span(), key("name"), message))?;
     let url = raw.url.as_ref().ok_or_else(|| missing("url"))?;
-    let (host, port) = parse_backend_url(url.get_ref())
+    let (tls, host, port) = parse_backend_url(url.get_ref())
         .map_err(|message| src.error(url.span(), key("url"), message))?;
+    let tls_server_name = tls_server_name(src, &key("tls_server_name"), raw, tls)?;
     let mut backend = BackendConfig {
         name: name.get_ref().clone(),
         url: String::new(),
+        tls,
+        tls_server_name,
         host,
         port,
         standby: Standby::None,
@@ -108,14 +111,37 @@ fn backend(
         1,
         backend.max_connections,
     )?;
-    backend.url = format!("http://{}", backend.authority());
+    let scheme = if tls { "https" } else { "http" };
+    backend.url = format!("{scheme}://{}", backend.authority());
     super::promotion::backend_promotion(src, index, raw, &mut backend)?;
     Ok((backend, name.span(), url.span()))
 }
 
-/// `http://host[:port][/]` -> (host without brackets, port). The message on error
-/// never repeats the URL: it might carry a password.
-fn parse_backend_url(text: &str) -> Result<(String, u16), String> {
+/// `tls_server_name`: a DNS name or IP address, and only for an `https` master.
+fn tls_server_name(
+    src: &Source<'_>,
+    key: &str,
+    raw: &RawBackend,
+    tls: bool,
+) -> Result<Option<String>, ConfigError> {
+    let Some(name) = &raw.tls_server_name else {
+        return Ok(None);
+    };
+    if !tls {
+        return Err(src.error(
+            name.span(),
+            key,
+            "only applies to an https:// url; remove it, or write the url as https://host:port",
+        ));
+    }
+    super::upstream_tls::check_server_name(name.get_ref())
+        .map_err(|message| src.error(name.span(), key, message))?;
+    Ok(Some(name.get_ref().clone()))
+}
+
+/// `http(s)://host[:port][/]` -> (https, host without brackets, port). The message
+/// on error never repeats the URL: it might carry a password.
+fn parse_backend_url(text: &str) -> Result<(bool, String, u16), String> {
     // The URI parser silently drops a fragment; refuse it rather than ignore it.
     if text.contains('#') {
         return Err(format!(
@@ -125,7 +151,7 @@ fn parse_backend_url(text: &str) -> Result<(String, u16), String> {
     let uri: hyper::Uri = text
         .parse()
         .map_err(|e| format!("not a valid URL ({e}); write http://host:port, {URL_EXAMPLE}"))?;
-    check_scheme(uri.scheme_str())?;
+    let tls = check_scheme(uri.scheme_str())?;
     let authority = uri.authority().map_or("", |a| a.as_str());
     if authority.contains('@') {
         return Err("must not contain user:password@; remove it (clients' own credentials are forwarded unchanged)".to_string());
@@ -147,6 +173,7 @@ fn parse_backend_url(text: &str) -> Result<(String, u16), String> {
                 "invalid port in {authority:?}; use a number from 1 to 65535"
             ))
         }
+        None if tls => 443,
         None => 80,
     };
     if uri.path() != "/" {
@@ -164,16 +191,15 @@ fn parse_backend_url(text: &str) -> Result<(String, u16), String> {
         .strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(host);
-    Ok((bare.to_string(), port))
+    Ok((tls, bare.to_string(), port))
 }
 
-fn check_scheme(scheme: Option<&str>) -> Result<(), String> {
-    let problem = match scheme {
-        Some("http") => return Ok(()),
-        Some("https") => {
-            "https upstreams are not supported; reach the masters over plain http".to_string()
-        }
-        Some(other) => format!("unsupported scheme {other:?}; only http is supported"),
+/// Whether the scheme is `https` (`http` and `https` only, any case).
+fn check_scheme(scheme: Option<&str>) -> Result<bool, String> {
+    let problem = match scheme.map(str::to_ascii_lowercase).as_deref() {
+        Some("http") => return Ok(false),
+        Some("https") => return Ok(true),
+        Some(other) => format!("unsupported scheme {other:?}; only http and https are supported"),
         None => "missing scheme; write http://host:port".to_string(),
     };
     Err(format!("{problem}, {URL_EXAMPLE}"))
@@ -196,16 +222,22 @@ mod tests {
     #[test]
     fn parse_backend_url_accepts_plain_http_and_defaults_the_port() {
         let ok = |url: &str| parse_backend_url(url).unwrap_or_else(|e| panic!("{url}: {e}"));
-        assert_eq!(ok("http://10.0.0.11:8080"), ("10.0.0.11".to_string(), 8080));
-        assert_eq!(ok("http://jenkins-a/"), ("jenkins-a".to_string(), 80));
-        assert_eq!(ok("HTTP://Jenkins-A:81"), ("Jenkins-A".to_string(), 81));
-        assert_eq!(ok("http://[fe80::1]:8080"), ("fe80::1".to_string(), 8080));
+        let plain = |host: &str, port| (false, host.to_string(), port);
+        assert_eq!(ok("http://10.0.0.11:8080"), plain("10.0.0.11", 8080));
+        assert_eq!(ok("http://jenkins-a/"), plain("jenkins-a", 80));
+        assert_eq!(ok("HTTP://Jenkins-A:81"), plain("Jenkins-A", 81));
+        assert_eq!(ok("http://[fe80::1]:8080"), plain("fe80::1", 8080));
+        assert_eq!(ok("https://ci-a"), (true, "ci-a".to_string(), 443));
+        assert_eq!(
+            ok("HTTPS://10.0.0.1:8443/"),
+            (true, "10.0.0.1".to_string(), 8443)
+        );
     }
 
     #[test]
     fn parse_backend_url_rejects_everything_else() {
         let err = |url: &str| parse_backend_url(url).expect_err(url);
-        assert!(err("https://a").contains("https upstreams are not supported"));
+        assert!(err("ftp://a").contains("only http and https"));
         assert!(err("a:8080").contains("missing scheme"));
         assert!(err("http://a:").contains("invalid port"));
         assert!(err("http://a:70000").contains("invalid port"));
@@ -221,6 +253,8 @@ mod tests {
         let backend = |host: &str| BackendConfig {
             name: "n".to_string(),
             url: String::new(),
+            tls: false,
+            tls_server_name: None,
             host: host.to_string(),
             port: 80,
             standby: Standby::None,

@@ -67,7 +67,7 @@ pub(super) fn run_hooks(
 pub(super) fn quiet_down(master: Arc<Master>, settings: Arc<PromotionSettings>) {
     tokio::spawn(async move {
         let outcome = jenkins::post(
-            master.upstream.authority(),
+            &master.upstream,
             "/quietDown",
             settings.credentials.as_ref(),
             settings.call_timeout,
@@ -88,7 +88,7 @@ pub(super) fn ask_quiet_state(
 ) {
     tokio::spawn(async move {
         let quieting = jenkins::quieting_down(
-            master.upstream.authority(),
+            &master.upstream,
             settings.credentials.as_ref(),
             settings.call_timeout,
         )
