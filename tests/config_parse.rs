@@ -1481,3 +1481,71 @@ fn insecure_skip_verify_is_loud_in_the_summary() {
         .summary()
         .contains("WARNING: upstream_tls.insecure_skip_verify = true"));
 }
+
+// ----- HTTPS on the listeners -----
+
+#[test]
+fn proxy_and_admin_tls_tables() {
+    let backend = "[[backend]]\nname = \"a\"\nurl = \"http://10.0.0.11:8080\"\n";
+    let text = format!(
+        "[proxy]\nlisten = \"0.0.0.0:443\"\n[proxy.tls]\ncert_file = \"/c.pem\"\nkey_file = \"/k.pem\"\n\
+         min_version = \"1.3\"\nhttp_redirect_listen = \"0.0.0.0:80\"\n\
+         [[proxy.tls.sni]]\nserver_names = [\"CI.example.org\", \"*.example.org\"]\n\
+         cert_file = \"/o.pem\"\nkey_file = \"/o.key\"\n\
+         [admin]\nlisten = \"127.0.0.1:8404\"\n[admin.tls]\ncert_file = \"/a.pem\"\nkey_file = \"/a.key\"\n{backend}"
+    );
+    let config = Config::parse(&text, "test.toml").unwrap_or_else(|e| panic!("{e}"));
+    let tls = config.proxy.tls.expect("proxy.tls");
+    assert_eq!(tls.min_version, config::TlsVersion::Tls13);
+    assert_eq!(tls.sni[0].server_names, ["ci.example.org", "*.example.org"]);
+    assert_eq!(
+        tls.http_redirect_listen,
+        Some("0.0.0.0:80".parse().expect("addr"))
+    );
+    let admin = config.admin.tls.expect("admin.tls");
+    assert_eq!(admin.cert_file, std::path::Path::new("/a.pem"));
+    assert_eq!(admin.min_version, config::TlsVersion::Tls12);
+}
+
+#[test]
+fn listener_tls_mistakes_name_file_line_and_key() {
+    let backend = "[[backend]]\nname = \"a\"\nurl = \"http://10.0.0.11:8080\"\n";
+    let proxy = "[proxy]\nlisten = \"0.0.0.0:8443\"\n";
+    let admin = "[admin]\nlisten = \"127.0.0.1:8404\"\n";
+    let cases = [
+        (
+            format!("{proxy}[proxy.tls]\ncert_file = \"/c.pem\"\n{admin}{backend}"),
+            "test.toml:3: proxy.tls.key_file: missing required key",
+        ),
+        (
+            format!("{proxy}[proxy.tls]\ncert_file = \"/c.pem\"\nkey_file = \"/k\"\nmin_version = \"1.1\"\n{admin}{backend}"),
+            "test.toml:6: proxy.tls.min_version: \"1.1\" is not a TLS version",
+        ),
+        (
+            format!("{proxy}[proxy.tls]\ncert_file = \"/c.pem\"\nkey_file = \"/k\"\nhttp_redirect_listen = \"127.0.0.1:8404\"\n{admin}{backend}"),
+            "test.toml:6: proxy.tls.http_redirect_listen: 127.0.0.1:8404 clashes with admin.listen",
+        ),
+        (
+            format!("{proxy}[proxy.tls]\ncert_file = \"/c.pem\"\nkey_file = \"/k\"\n[[proxy.tls.sni]]\nserver_names = [\"a b\"]\ncert_file = \"/o\"\nkey_file = \"/o\"\n{admin}{backend}"),
+            "proxy.tls.sni.server_names: \"a b\" is not a server name",
+        ),
+        (
+            format!("{proxy}{admin}[admin.tls]\ncert_file = \"/c.pem\"\nkey_file = \"/k\"\nhttp_redirect_listen = \"0.0.0.0:80\"\n{backend}"),
+            "admin.tls.http_redirect_listen: is for [proxy.tls] only",
+        ),
+        (
+            format!("{proxy}{admin}[admin.tls]\ncert_file = \"/c.pem\"\nkey_file = \"/k\"\n[[admin.tls.sni]]\nserver_names = [\"x.org\"]\ncert_file = \"/o\"\nkey_file = \"/o\"\n{backend}"),
+            "admin.tls.sni: the admin API serves one certificate",
+        ),
+        (
+            format!("{proxy}[proxy.tls]\ncert = \"/c.pem\"\n{admin}{backend}"),
+            "proxy.tls",
+        ),
+    ];
+    for (text, expected) in cases {
+        let error = Config::parse(&text, "test.toml")
+            .expect_err(&text)
+            .to_string();
+        assert!(error.contains(expected), "{error}\nexpected: {expected}");
+    }
+}

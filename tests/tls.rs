@@ -426,3 +426,76 @@ fn check_judges_the_certificate_files() {
     assert!(!ok, "{text}");
     assert!(text.contains("server.pem"), "{text}");
 }
+
+/// `[admin.tls]`: the admin API over HTTPS (HTTP/1.1 only, even to a client that
+/// offers h2), and the CLI reaching it with `--cacert`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_over_https_with_the_cli() {
+    let pki = Pki::new(&temp_dir("admin"));
+    let master = SampleMaster::start("master-a", "127.0.0.2:0".parse().expect("addr"))
+        .await
+        .expect("master");
+    let config = write_config(&pki, &master.url(), "", "");
+    let mut text = std::fs::read_to_string(&config).expect("read config");
+    text += &format!(
+        "[admin.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        pki.cert_file.display(),
+        pki.key_file.display()
+    );
+    std::fs::write(&config, text).expect("write config");
+    let daemon = TestDaemon::start_from_file(&config).await;
+    let admin = format!("https://localhost:{}", daemon.admin.port());
+    let cli = |args: &[&str]| {
+        let output = Command::new(BIN)
+            .args(args)
+            .args(["--admin", &admin])
+            .output()
+            .expect("run the CLI");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned()
+                + &String::from_utf8_lossy(&output.stderr),
+        )
+    };
+    let ca_file = pki.ca_file.to_str().expect("utf-8 path");
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let (ok, text) = cli(&["status", "--cacert", ca_file]);
+        if ok && text.contains("master-a") && text.contains("active") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "status over https: {text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (ok, text) = cli(&["reload", "--cacert", ca_file]);
+    assert!(ok, "reload over https: {text}");
+    // Without the CA the CLI refuses the certificate and says what to do.
+    let (ok, text) = cli(&["status"]);
+    assert!(!ok, "{text}");
+    assert!(text.contains("--cacert"), "{text}");
+
+    let output = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--http2", "--cacert", ca_file])
+        .args([
+            "--resolve",
+            &format!("localhost:{}:127.0.0.1", daemon.admin.port()),
+        ])
+        .args(["-w", "\nversion=%{http_version}"])
+        .arg(format!("{admin}/status"))
+        .output()
+        .await
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    assert!(text.ends_with("version=1.1"), "{text}");
+    let status: serde_json::Value =
+        serde_json::from_str(text.trim_end_matches("version=1.1").trim()).expect("JSON");
+    let listeners: Vec<&str> = status["tls"]["certificates"]
+        .as_array()
+        .expect("certificates")
+        .iter()
+        .filter_map(|c| c["listener"].as_str())
+        .collect();
+    assert_eq!(listeners, ["proxy", "admin"], "{status:#}");
+    daemon.shutdown().await;
+}

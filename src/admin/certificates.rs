@@ -1,4 +1,5 @@
-//! The expiry gauges of the certificates the proxy listener serves (`[proxy.tls]`).
+//! The expiry gauges of the certificates the listeners serve (`[proxy.tls]`,
+//! `[admin.tls]`).
 
 use std::fmt;
 
@@ -9,13 +10,15 @@ use prometheus_client::registry::Unit;
 use super::metrics::gauge;
 use crate::tls::ServedCertificate;
 
-/// The expiry of each certificate the proxy listener serves.
+/// The expiry of each certificate the listeners serve, with its listener.
 #[derive(Debug)]
-pub(super) struct CertificateGauges(Vec<ServedCertificate>);
+pub(super) struct CertificateGauges(Vec<(&'static str, ServedCertificate)>);
 
 impl CertificateGauges {
     /// None without certificates: no empty families.
-    pub(super) fn of(certificates: Vec<ServedCertificate>) -> Option<Box<dyn Collector>> {
+    pub(super) fn of(
+        certificates: Vec<(&'static str, ServedCertificate)>,
+    ) -> Option<Box<dyn Collector>> {
         (!certificates.is_empty())
             .then(|| Box::new(CertificateGauges(certificates)) as Box<dyn Collector>)
     }
@@ -24,8 +27,9 @@ impl CertificateGauges {
 impl Collector for CertificateGauges {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
         let now = std::time::SystemTime::now();
-        let labels = |served: &ServedCertificate| {
+        let labels = |(listener, served): &(&'static str, ServedCertificate)| {
             [
+                ("listener", (*listener).to_owned()),
                 ("cert_file", served.cert_file.display().to_string()),
                 ("subject", served.info.subject.clone()),
             ]
@@ -33,14 +37,15 @@ impl Collector for CertificateGauges {
         gauge(
             &mut encoder,
             ("tls_certificate_not_after_timestamp", Some(&Unit::Seconds)),
-            "When the certificate expires (Unix time), per [proxy.tls] certificate file.",
-            self.0.iter().map(|served| {
-                let not_after = served
+            "When the certificate expires (Unix time), per listener and certificate file.",
+            self.0.iter().map(|entry| {
+                let not_after = entry
+                    .1
                     .info
                     .not_after
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |since| since.as_secs());
-                (labels(served), not_after as f64)
+                (labels(entry), not_after as f64)
             }),
         )?;
         gauge(
@@ -49,7 +54,7 @@ impl Collector for CertificateGauges {
             "Whole days until the certificate expires (negative once expired).",
             self.0
                 .iter()
-                .map(|served| (labels(served), served.info.days_left(now))),
+                .map(|entry| (labels(entry), entry.1.info.days_left(now))),
         )
     }
 }

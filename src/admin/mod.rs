@@ -44,19 +44,12 @@ pub struct AdminContext {
     /// Cluster mode: switchover and maintenance act on the whole pool, through this
     /// instance's member; None standalone (they go to the owner).
     pub pool: Option<tokio::sync::mpsc::Sender<PoolCommand>>,
-    /// `[proxy.tls]`: the certificates served, for `/status` and metrics.
-    pub tls: Option<Arc<crate::tls::ServerTlsHandle>>,
+    /// `[proxy.tls]` and `[admin.tls]`: the certificates served, for `/status` and
+    /// metrics.
+    pub certificates: crate::tls::ListenerCertificates,
 }
 
 impl AdminContext {
-    /// The certificates the proxy listener serves now; none without `[proxy.tls]`.
-    fn certificates(&self) -> Vec<crate::tls::ServedCertificate> {
-        self.tls
-            .as_ref()
-            .map(|tls| tls.current().certificates.clone())
-            .unwrap_or_default()
-    }
-
     pub fn replace_token(&self, token: Token) {
         match self.token.write() {
             Ok(mut current) => *current = token,
@@ -78,9 +71,13 @@ impl AdminContext {
 /// accepted): the admin port can never take the descriptors the proxy needs. The
 /// proxy, in turn, leaves the admin API a reserve of descriptors
 /// (`crate::sys::fd_limit::in_reserve`), so `/status` answers while clients take theirs.
+///
+/// With `tls` (`[admin.tls]`), each connection first completes a TLS handshake within
+/// `header_read_timeout`.
 pub async fn serve(
     listener: TcpListener,
     ctx: Arc<AdminContext>,
+    tls: Option<Arc<crate::tls::ServerTlsHandle>>,
     header_read_timeout: std::time::Duration,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -125,9 +122,24 @@ pub async fn serve(
                 Ok::<_, Infallible>(response)
             }
         });
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        let builder = builder.clone();
+        let acceptor = tls.as_ref().map(|tls| tls.acceptor());
         connections.spawn(async move {
-            let _ = connection.await;
+            let Some(acceptor) = acceptor else {
+                let _ = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+                return;
+            };
+            match tokio::time::timeout(header_read_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    let _ = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                }
+                Ok(Err(error)) => tracing::debug!(%error, "admin TLS handshake failed"),
+                Err(_) => tracing::debug!("no admin TLS handshake within header_read_timeout"),
+            }
         });
     }
     connections.abort_all();
@@ -137,10 +149,8 @@ fn route<B>(ctx: &AdminContext, request: &Request<B>) -> Response<Full<Bytes>> {
     match (request.method(), request.uri().path()) {
         (&Method::GET | &Method::HEAD, "/status") => {
             let mut status = Status::of(&ctx.routing.current());
-            status.tls = ctx
-                .tls
-                .as_ref()
-                .map(|tls| TlsStatus::of(&tls.current().certificates));
+            let served = ctx.certificates.served();
+            status.tls = (!served.is_empty()).then(|| TlsStatus::of(&served));
             match serde_json::to_vec_pretty(&status) {
                 Ok(json) => respond(StatusCode::OK, "application/json", json),
                 Err(error) => respond(
@@ -156,7 +166,7 @@ fn route<B>(ctx: &AdminContext, request: &Request<B>) -> Response<Full<Bytes>> {
             ctx.metrics
                 .render(
                     &ctx.routing.current(),
-                    certificates::CertificateGauges::of(ctx.certificates()),
+                    certificates::CertificateGauges::of(ctx.certificates.served()),
                 )
                 .into_bytes(),
         ),

@@ -27,7 +27,7 @@ pub struct Status {
     /// Cluster mode: the pool as this instance sees it; absent standalone.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterStatus>,
-    /// `[proxy.tls]`: the certificates the proxy listener serves; absent without TLS.
+    /// `[proxy.tls]`, `[admin.tls]`: the certificates served; absent without TLS.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsStatus>,
 }
@@ -40,6 +40,8 @@ pub struct TlsStatus {
 
 #[derive(Debug, Serialize)]
 pub struct CertificateStatus {
+    /// `proxy` or `admin`.
+    pub listener: &'static str,
     pub cert_file: String,
     /// The `[[proxy.tls.sni]]` names it is chosen for; empty for the default one.
     pub server_names: Vec<String>,
@@ -53,12 +55,13 @@ pub struct CertificateStatus {
 }
 
 impl TlsStatus {
-    pub fn of(certificates: &[ServedCertificate]) -> TlsStatus {
+    pub fn of(certificates: &[(&'static str, ServedCertificate)]) -> TlsStatus {
         let now = SystemTime::now();
         TlsStatus {
             certificates: certificates
                 .iter()
-                .map(|served| CertificateStatus {
+                .map(|(listener, served)| CertificateStatus {
+                    listener,
                     cert_file: served.cert_file.display().to_string(),
                     server_names: served.server_names.clone(),
                     subject: served.info.subject.clone(),

@@ -12,6 +12,8 @@ use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
+use std::path::Path;
+
 use super::AdminArgs;
 use crate::upstream::open_stream;
 
@@ -32,13 +34,19 @@ pub async fn call(args: &AdminArgs, path: &str) -> anyhow::Result<()> {
         None => None,
     };
     let admin = args.admin.as_str();
-    let (status, body) =
-        tokio::time::timeout(TIMEOUT, send(admin, Method::POST, path, token.as_deref()))
-            .await
-            .unwrap_or_else(|_| bail!("no answer within {}", humantime::format_duration(TIMEOUT)))
-            .with_context(|| {
-                format!("cannot reach the admin API at {admin}: is the daemon running?")
-            })?;
+    let request = send(
+        admin,
+        args.cacert.as_deref(),
+        Method::POST,
+        path,
+        token.as_deref(),
+    );
+    let (status, body) = tokio::time::timeout(TIMEOUT, request)
+        .await
+        .unwrap_or_else(|_| bail!("no answer within {}", humantime::format_duration(TIMEOUT)))
+        .with_context(|| {
+            format!("cannot reach the admin API at {admin}: is the daemon running?")
+        })?;
     let answer: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let message = answer.get("message").and_then(Value::as_str).map_or_else(
         || String::from_utf8_lossy(&body).trim().to_owned(),
@@ -55,17 +63,19 @@ pub async fn call(args: &AdminArgs, path: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(super) async fn fetch(admin: &str) -> anyhow::Result<Bytes> {
-    let (status, body) = send(admin, Method::GET, "/status", None).await?;
+pub(super) async fn fetch(admin: &str, cacert: Option<&Path>) -> anyhow::Result<Bytes> {
+    let (status, body) = send(admin, cacert, Method::GET, "/status", None).await?;
     if !status.is_success() {
         bail!("HTTP {status}");
     }
     Ok(body)
 }
 
-/// One request to the admin API; the body is read with a size limit.
+/// One request to the admin API (http://, or https:// verified with `cacert` or the
+/// system's roots); the body is read with a size limit.
 async fn send(
     admin: &str,
+    cacert: Option<&Path>,
     method: Method,
     path: &str,
     token: Option<&str>,
@@ -73,19 +83,30 @@ async fn send(
     let uri: Uri = admin
         .parse()
         .with_context(|| format!("--admin {admin:?} is not a URL like http://127.0.0.1:8404"))?;
-    if uri.scheme_str().is_some_and(|s| s != "http") {
-        bail!("--admin {admin:?}: only http:// is supported");
-    }
+    let tls = match uri.scheme_str() {
+        None | Some("http") => false,
+        Some("https") => true,
+        Some(_) => bail!("--admin {admin:?}: use http:// or https://"),
+    };
     let Some(authority) = uri.authority() else {
         bail!("--admin {admin:?} has no host: use a URL like http://127.0.0.1:8404");
     };
+    let default_port = if tls { 443 } else { 80 };
     let host_port = match authority.port_u16() {
         Some(_) => authority.as_str().to_owned(),
-        None => format!("{}:80", authority.host()),
+        None => format!("{}:{default_port}", authority.host()),
     };
     let stream = open_stream(&host_port, TIMEOUT).await?;
-    let (mut sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(connection);
+    let mut sender = if tls {
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let stream = tls_connect(stream, host, cacert).await?;
+        handshake(stream).await?
+    } else {
+        handshake(stream).await?
+    };
     let mut request = Request::builder()
         .method(method)
         .uri(path)
@@ -102,4 +123,35 @@ async fn send(
         .await
         .map_err(|error| anyhow::anyhow!("reading the body: {error}"))?;
     Ok((status, body.to_bytes()))
+}
+
+/// An HTTP/1.1 client connection over `stream`, its driver spawned.
+async fn handshake<S>(stream: S) -> anyhow::Result<http1::SendRequest<Empty<Bytes>>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
+/// TLS to an `[admin.tls]` listener at `host`, verified with `cacert` (or the system's
+/// roots).
+async fn tls_connect(
+    stream: tokio::net::TcpStream,
+    host: &str,
+    cacert: Option<&Path>,
+) -> anyhow::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let settings = crate::config::UpstreamTlsConfig {
+        ca_file: cacert.map(Path::to_path_buf),
+        ..Default::default()
+    };
+    let tls = crate::tls::UpstreamTls::load(&settings)
+        .map_err(|error| anyhow::anyhow!("--cacert: {error}"))?;
+    let Some(connector) = tls.for_master(host) else {
+        bail!("--admin: {host:?} is neither a host name nor an IP address");
+    };
+    connector.connect(stream).await.map_err(|error| {
+        anyhow::anyhow!("TLS with the admin API at {host}: {error} (give its CA with --cacert)")
+    })
 }

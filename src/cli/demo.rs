@@ -156,7 +156,7 @@ async fn commands(masters: &[SampleMaster; 2], admin_url: &str) {
             [] => {}
             ["quit" | "exit" | "q"] => return,
             ["status"] => {
-                if let Err(error) = super::status::print(admin_url, false).await {
+                if let Err(error) = super::status::print(admin_url, None, false).await {
                     println!("status: {error:#}");
                 }
             }

@@ -40,6 +40,10 @@ struct AdminArgs {
     /// File holding the admin token (as in `admin.token_file`), if one is set.
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
+    /// With an https:// --admin (`[admin.tls]`): PEM file of the CA that signed the
+    /// admin certificate. Default: the system's CA roots.
+    #[arg(long, value_name = "FILE")]
+    cacert: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -69,6 +73,10 @@ enum Command {
         /// Print the raw JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// With an https:// --admin: PEM file of the CA that signed the admin
+        /// certificate. Default: the system's CA roots.
+        #[arg(long, value_name = "FILE")]
+        cacert: Option<PathBuf>,
     },
     /// Planned switchover: move traffic to a healthy master now (the old one is drained).
     Switchover {
@@ -182,7 +190,11 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run { config } => run(&config).await,
         Command::Check { config } => check(&config),
-        Command::Status { admin, json } => status::print(&admin, json).await,
+        Command::Status {
+            admin,
+            json,
+            cacert,
+        } => status::print(&admin, cacert.as_deref(), json).await,
         Command::Switchover { to, admin } => {
             admin_client::call(&admin, &format!("/switchover?to={}", encode(&to))).await
         }
@@ -254,14 +266,13 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
 /// and describes each certificate; those that expire soon get a warning.
 fn server_certificates(config: &Config) -> anyhow::Result<String> {
     use std::fmt::Write;
-    let Some(tls) = &config.proxy.tls else {
+    let served = crate::tls::ListenerCertificates::load(config)?.served();
+    if served.is_empty() {
         return Ok(String::new());
-    };
-    let loaded = crate::tls::ServerTls::load(tls, std::time::SystemTime::now())
-        .map_err(|error| anyhow::anyhow!("[proxy.tls]: {error}"))?;
+    }
     let now = std::time::SystemTime::now();
-    let mut text = String::from("TLS certificates (proxy.tls):\n");
-    for served in &loaded.certificates {
+    let mut text = String::from("TLS certificates:\n");
+    for (listener, served) in &served {
         let days_left = served.info.days_left(now);
         let chosen_for = if served.server_names.is_empty() {
             "default".to_owned()
@@ -270,7 +281,7 @@ fn server_certificates(config: &Config) -> anyhow::Result<String> {
         };
         let _ = writeln!(
             text,
-            "  {} ({chosen_for}): {}, names [{}], expires {} ({days_left} days left)",
+            "  {listener}.tls {} ({chosen_for}): {}, names [{}], expires {} ({days_left} days left)",
             served.cert_file.display(),
             served.info.subject,
             served.info.names.join(", "),

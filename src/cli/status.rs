@@ -1,12 +1,15 @@
 //! `jenkins-ha-proxy status`: fetch the admin `/status` and print it as a table.
 
+use std::path::Path;
+
 use anyhow::{bail, Context};
 use serde_json::Value;
 
 use super::admin_client::{fetch, TIMEOUT};
 
-pub async fn print(admin: &str, json: bool) -> anyhow::Result<()> {
-    let body = tokio::time::timeout(TIMEOUT, fetch(admin))
+/// `cacert`: the CA of an https:// admin listener (`--cacert`).
+pub async fn print(admin: &str, cacert: Option<&Path>, json: bool) -> anyhow::Result<()> {
+    let body = tokio::time::timeout(TIMEOUT, fetch(admin, cacert))
         .await
         .unwrap_or_else(|_| bail!("no answer within {}", humantime::format_duration(TIMEOUT)))
         .with_context(|| {

@@ -177,6 +177,8 @@ pub struct AdminConfig {
     /// (switchover, disable/enable, reload) must present. None: no token required,
     /// which validation allows only on a loopback `listen`.
     pub token_file: Option<PathBuf>,
+    /// `[admin.tls]`: HTTPS on `listen` (one certificate, HTTP/1.1); None: clear text.
+    pub tls: Option<ServerTlsConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -86,7 +86,7 @@ pub(super) struct RawProxy {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a [proxy.tls] table")]
+#[serde(deny_unknown_fields, expecting = "a [proxy.tls] or [admin.tls] table")]
 pub(super) struct RawServerTls {
     pub(super) cert_file: Field<String>,
     pub(super) key_file: Field<String>,
@@ -109,6 +109,7 @@ pub(super) struct RawSniCertificate {
 pub(super) struct RawAdmin {
     pub(super) listen: Field<String>,
     pub(super) token_file: Field<String>,
+    pub(super) tls: Field<RawServerTls>,
 }
 
 #[derive(Debug, Default, Deserialize)]

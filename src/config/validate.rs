@@ -57,6 +57,10 @@ pub(super) fn validate(src: &Source<'_>, raw: &RawConfig) -> Result<Config, Conf
         admin: AdminConfig {
             listen: admin_addr,
             token_file: token_file(src, admin.get_ref(), admin_addr)?,
+            tls: match &admin.get_ref().tls {
+                Some(tls) => Some(server_tls::admin_tls(src, tls)?),
+                None => None,
+            },
         },
         health: health_config(src, &raw.health)?,
         failover: failover_config(src, &raw.failover)?,

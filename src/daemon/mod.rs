@@ -17,7 +17,7 @@ mod signals;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -38,7 +38,7 @@ use crate::control::{drain, health, state_file};
 use crate::proxy::{self, ProxyContext};
 use crate::sys::systemd;
 use crate::tcp::{self, TcpContext, TcpForward};
-use crate::tls::{ServerTls, ServerTlsHandle};
+use crate::tls::{CertificateError, ListenerCertificates};
 use listeners::bound;
 use settings::{
     build_masters, down_confirmation, owner_settings, policy, proxy_settings, proxy_workers,
@@ -73,8 +73,9 @@ pub async fn run(
         tcp,
         redirect,
     } = listeners;
-    let server_tls = server_tls(&config)?;
-    let mut daemon = Daemon::start(config, source, &tcp, reload_requests, tls, server_tls)?;
+    let certificates = ListenerCertificates::load(&config).map_err(Fatal::Tls)?;
+    certificates.log();
+    let mut daemon = Daemon::start(config, source, &tcp, reload_requests, tls, certificates)?;
     let stopping = CancellationToken::new();
     // The bound port (the configured one may be 0), for the redirect to https.
     let proxy_port = proxy.local_addr().ok().map(|addr| addr.port());
@@ -84,7 +85,7 @@ pub async fn run(
         server_settings(
             &daemon.config,
             daemon.proxy_workers,
-            daemon.server_tls.clone(),
+            daemon.certificates.proxy.clone(),
         ),
         stopping.clone().cancelled_owned(),
     ));
@@ -135,9 +136,9 @@ pub async fn run(
 pub enum Fatal {
     #[error("the election owner task stopped unexpectedly (a bug: see the panic logged before); exiting so that the service manager restarts the daemon")]
     OwnerStopped,
-    /// `[proxy.tls]` names a certificate that cannot be served.
-    #[error("[proxy.tls]: {0}")]
-    Tls(crate::tls::ServerTlsError),
+    /// `[proxy.tls]` or `[admin.tls]` names a certificate that cannot be served.
+    #[error(transparent)]
+    Tls(CertificateError),
     #[error("the proxy listener's accept loop stopped unexpectedly (a bug: see the panic logged before); exiting so that the service manager restarts the daemon")]
     ProxyStopped,
     /// The settings cannot be used (an `[upstream_tls]` file, most often); `check`
@@ -197,7 +198,7 @@ struct Daemon {
     /// Stops the admin listener and the TCP listeners.
     stop: CancellationToken,
     /// `[proxy.tls]`: the listener's certificates; reloads swap them.
-    server_tls: Option<Arc<ServerTlsHandle>>,
+    certificates: ListenerCertificates,
 }
 
 /// A running `[[tcp]]` listener. The socket is shared so that a reload that changes
@@ -218,7 +219,7 @@ impl Daemon {
         tcp: &[TcpListener],
         reload_requests: mpsc::Sender<ReloadRequest>,
         upstream_tls: Option<crate::tls::UpstreamTls>,
-        server_tls: Option<Arc<ServerTlsHandle>>,
+        certificates: ListenerCertificates,
     ) -> Result<Daemon, Fatal> {
         let workers = proxy_workers(&config);
         let masters = build_masters(&config, &[], workers, upstream_tls.as_ref())
@@ -257,7 +258,7 @@ impl Daemon {
             token: std::sync::RwLock::new(Token::from_config(config.admin.token_file.as_deref())),
             reloads: reload_requests,
             pool: pool.as_ref().map(|pool| pool.commands.clone()),
-            tls: server_tls.clone(),
+            certificates: certificates.clone(),
         });
         let bound_port = |index: usize| {
             let listener: Option<&TcpListener> = tcp.get(index);
@@ -289,7 +290,7 @@ impl Daemon {
             background,
             pool,
             stop: CancellationToken::new(),
-            server_tls,
+            certificates,
         })
     }
 
@@ -299,6 +300,7 @@ impl Daemon {
         self.background.spawn(admin::serve(
             admin,
             Arc::clone(&self.admin_ctx),
+            self.certificates.admin.clone(),
             self.config.proxy.header_read_timeout,
             self.stop.clone().cancelled_owned(),
         ));
@@ -359,34 +361,6 @@ impl Daemon {
         // Connections still open after the grace period hold event senders, so the
         // owner would not end by itself.
         self.owner_task.abort();
-    }
-}
-
-/// `[proxy.tls]`'s certificates, read and logged; a file that cannot be served stops
-/// the start.
-fn server_tls(config: &Config) -> Result<Option<Arc<ServerTlsHandle>>, Fatal> {
-    let Some(tls) = &config.proxy.tls else {
-        return Ok(None);
-    };
-    let loaded = ServerTls::load(tls, SystemTime::now()).map_err(Fatal::Tls)?;
-    log_certificates(&loaded.certificates);
-    Ok(Some(Arc::new(ServerTlsHandle::new(loaded))))
-}
-
-/// Logs the certificates the proxy listener serves, with a warning for each that
-/// expires within [`crate::tls::EXPIRY_WARNING_DAYS`].
-pub(crate) fn log_certificates(certificates: &[crate::tls::ServedCertificate]) {
-    let now = SystemTime::now();
-    for served in certificates {
-        let days_left = served.info.days_left(now);
-        let (file, subject) = (served.cert_file.display(), &served.info.subject);
-        let not_after = served.info.not_after_text();
-        if days_left < crate::tls::EXPIRY_WARNING_DAYS {
-            tracing::warn!(%file, %subject, %not_after, days_left,
-                "proxy.tls: this certificate expires soon; renew it and run `jenkins-ha-proxy reload`");
-        } else {
-            tracing::info!(%file, %subject, %not_after, days_left, "proxy.tls: serving this certificate");
-        }
     }
 }
 

@@ -22,7 +22,7 @@ use crate::control::routing::Master;
 use crate::control::{drain, health, state_file};
 use crate::sys::small_file::SecretError;
 use crate::sys::systemd;
-use crate::tls::{ServerTls, ServerTlsError};
+use crate::tls::CertificateError;
 
 /// Why a reload was refused; the running configuration is unchanged.
 #[derive(Debug, thiserror::Error)]
@@ -45,9 +45,9 @@ pub enum ReloadError {
     Bind(#[from] BindError),
     #[error(transparent)]
     Owner(#[from] ControlError),
-    /// `[proxy.tls]` names a certificate that cannot be served: the old one stays.
-    #[error("[proxy.tls]: {0}; the certificates in use stay")]
-    Tls(#[from] ServerTlsError),
+    /// A certificate that cannot be served: the ones in use stay.
+    #[error("{0}; the certificates in use stay")]
+    Tls(#[from] CertificateError),
     /// `[upstream_tls]` is read at start only (its files included).
     #[error("[upstream_tls] changed: it applies at start only; restart the daemon to use the new settings")]
     UpstreamTlsChanged,
@@ -106,10 +106,7 @@ impl Daemon {
         refuse_moved_listeners(&self.config, &new)?;
         refuse_pool_changes(&self.config, &new)?;
         // Read now, so that a bad certificate refuses the whole reload.
-        let server_tls = match (&self.server_tls, &new.proxy.tls) {
-            (Some(_), Some(tls)) => Some(ServerTls::load(tls, std::time::SystemTime::now())?),
-            _ => None,
-        };
+        let certificates = self.certificates.reread(&new)?;
         // Restart-only once built: its files are read once, and every https master's
         // pool keeps the config it was built with. Built here when first needed.
         let tls = match &self.upstream_tls {
@@ -129,10 +126,7 @@ impl Daemon {
             })
             .await?;
         // Nothing can fail from here on.
-        if let (Some(handle), Some(served)) = (&self.server_tls, server_tls) {
-            crate::daemon::log_certificates(&served.certificates);
-            handle.replace(served);
-        }
+        self.certificates.replace(certificates);
         self.upstream_tls = tls;
         Ok(self.apply(new, masters, sockets, token))
     }

@@ -92,11 +92,14 @@ pub(super) fn restart_only_changes(
     .collect()
 }
 
-/// The `[proxy.tls]` keys a reload cannot apply: TLS turned on or off, and the
-/// redirect listener (the certificates themselves are reloaded).
+/// The `[proxy.tls]` and `[admin.tls]` keys a reload cannot apply: TLS turned on or
+/// off, and the redirect listener (the certificates themselves are reloaded).
 pub(super) fn restart_only_tls_changes(old: &Config, new: &Config) -> Vec<&'static str> {
-    let (old, new) = (old.proxy.tls.as_ref(), new.proxy.tls.as_ref());
     let mut changed = Vec::new();
+    if old.admin.tls.is_some() != new.admin.tls.is_some() {
+        changed.push("admin.tls");
+    }
+    let (old, new) = (old.proxy.tls.as_ref(), new.proxy.tls.as_ref());
     if old.is_some() != new.is_some() {
         changed.push("proxy.tls");
     } else if old.and_then(|t| t.http_redirect_listen) != new.and_then(|t| t.http_redirect_listen) {

@@ -7,11 +7,14 @@
 //!   `/status`, metrics and reload errors;
 //! - `server`: the client-facing side (`[proxy.tls]`): certificates chosen by server
 //!   name, ALPN h2/http1.1, swapped whole on reload;
+//! - `listeners`: the certificates of the proxy and admin listeners together, as the
+//!   daemon loads, re-reads and swaps them;
 //! - `client`: the master-facing side (`[upstream_tls]`): verification of the
 //!   masters' certificates, the connector for requests, health checks and REST calls.
 
 mod client;
 mod info;
+mod listeners;
 mod pem;
 mod server;
 
@@ -20,6 +23,7 @@ use std::sync::Arc;
 use rustls::crypto::CryptoProvider;
 
 pub use client::{describe, ClientTlsError, MasterTls, UpstreamTls};
+pub use listeners::{CertificateError, ListenerCertificates};
 pub use server::{ServedCertificate, ServerTls, ServerTlsError, ServerTlsHandle};
 
 /// `check` and the start-up log warn about a certificate that expires within this many days.

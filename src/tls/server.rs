@@ -64,6 +64,22 @@ impl ServerTls {
     /// Reads and checks every file of `config` (at `now`: expired certificates are
     /// refused), and builds the settings. ALPN offers h2 first, then http/1.1.
     pub fn load(config: &ServerTlsConfig, now: SystemTime) -> Result<ServerTls, ServerTlsError> {
+        ServerTls::load_offering(config, now, &[b"h2", b"http/1.1"])
+    }
+
+    /// [`ServerTls::load`] for a listener that speaks HTTP/1.1 only (the admin API).
+    pub fn load_http1(
+        config: &ServerTlsConfig,
+        now: SystemTime,
+    ) -> Result<ServerTls, ServerTlsError> {
+        ServerTls::load_offering(config, now, &[b"http/1.1"])
+    }
+
+    fn load_offering(
+        config: &ServerTlsConfig,
+        now: SystemTime,
+        protocols: &[&[u8]],
+    ) -> Result<ServerTls, ServerTlsError> {
         let (default, info) = certified_key(&config.cert_file, &config.key_file, now)?;
         let mut certificates = vec![ServedCertificate {
             server_names: Vec::new(),
@@ -97,7 +113,7 @@ impl ServerTls {
             .with_protocol_versions(versions)?
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(by_name));
-        server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        server.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
         Ok(ServerTls {
             config: Arc::new(server),
             certificates,

@@ -117,6 +117,7 @@ pub fn config_for(masters: &[&SampleMaster], health: HealthConfig, failback: Fai
         admin: AdminConfig {
             listen: loopback,
             token_file: None,
+            tls: None,
         },
         health,
         failover: FailoverConfig {

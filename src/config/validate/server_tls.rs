@@ -1,5 +1,5 @@
-//! `[proxy.tls]`: the files and names of the certificates the proxy presents. Only
-//! the shape is checked here; the `tls` module reads the files (at start-up, on
+//! `[proxy.tls]` and `[admin.tls]`: the files and names of the certificates the
+//! listeners present. Only the shape is checked here; the `tls` module reads the files (at start-up, on
 //! reload and in `check`) and names the file in its errors.
 
 use std::path::PathBuf;
@@ -10,8 +10,7 @@ use super::super::errors::Source;
 use super::super::raw::{Field, RawServerTls, RawSniCertificate};
 use super::super::{ConfigError, ServerTlsConfig, SniCertificate, TlsVersion};
 
-const TABLE: &str = "proxy.tls";
-
+/// `[proxy.tls]`: every key.
 pub(super) fn server_tls(
     src: &Source<'_>,
     raw: &Spanned<RawServerTls>,
@@ -41,6 +40,38 @@ pub(super) fn server_tls(
                 )
             })?),
         },
+    })
+}
+
+/// `[admin.tls]`: one certificate (the admin API is reached by one name), no
+/// redirect listener.
+pub(super) fn admin_tls(
+    src: &Source<'_>,
+    raw: &Spanned<RawServerTls>,
+) -> Result<ServerTlsConfig, ConfigError> {
+    let header = raw.span();
+    let raw = raw.get_ref();
+    if let Some(entry) = raw.sni.first() {
+        return Err(src.error(
+            entry.span(),
+            "admin.tls.sni",
+            "the admin API serves one certificate: remove [[admin.tls.sni]] and give the \
+             certificate its names",
+        ));
+    }
+    if let Some(field) = &raw.http_redirect_listen {
+        return Err(src.error(
+            field.span(),
+            "admin.tls.http_redirect_listen",
+            "is for [proxy.tls] only: remove it (scripts and the CLI use https:// directly)",
+        ));
+    }
+    Ok(ServerTlsConfig {
+        cert_file: path(src, header.clone(), "admin.tls.cert_file", &raw.cert_file)?,
+        key_file: path(src, header, "admin.tls.key_file", &raw.key_file)?,
+        min_version: min_version(src, &raw.min_version)?,
+        sni: Vec::new(),
+        http_redirect_listen: None,
     })
 }
 
@@ -111,7 +142,10 @@ fn path(
         None => Err(src.error(
             header,
             key,
-            format!("missing required key; [{TABLE}] needs cert_file and key_file (PEM files)"),
+            format!(
+                "missing required key; [{}] needs cert_file and key_file (PEM files)",
+                key.rsplit_once('.').map_or(key, |(table, _)| table)
+            ),
         )),
         Some(path) if path.get_ref().trim().is_empty() => {
             Err(src.error(path.span(), key, "is empty: give the path of a PEM file"))
