@@ -64,7 +64,7 @@
 //!   everything and runs the select loop; `listeners`, `settings` (config -> runtime
 //!   settings), `reload` (all or nothing, typed errors), `signals`.
 //! - `proxy`, `tcp`, `admin`: what clients and operators talk to. `proxy`: the
-//!   HTTP/1.1 + h2c listener on its worker threads, one request's path, the pure
+//!   HTTP/1.1 + h2c listener (or HTTPS with h2 by ALPN) on its worker threads, one request's path, the pure
 //!   decision of what to do when sending fails (`proxy::retry`), the framing guard, and
 //!   every answer the proxy makes itself. `tcp`: raw TCP forwards (agent port) that
 //!   follow the active master. `admin`: `/status`, `/metrics`, the status page, the
@@ -77,9 +77,13 @@
 //!   start and hook commands: no shell, with a timeout), [`cluster`] (cluster mode:
 //!   the etcd client, the pool's rules, the leader's decisions, an instance's member
 //!   task).
-//! - `upstream`: connections to masters: connect with a deadline, an idle pool per
-//!   proxy worker with per-master caps, what is attached to each master (counts and a
-//!   close switch), the byte pipe of tunnels and TCP forwards.
+//! - `upstream`: connections to masters: connect with a deadline (and TLS to an
+//!   `https://` master), an idle pool per proxy worker with per-master caps, what is
+//!   attached to each master (counts and a close switch), the byte pipe of tunnels and
+//!   TCP forwards.
+//! - `tls`: rustls with its ring provider on both sides: the certificates the proxy
+//!   and admin listeners present (read, checked, swapped on reload) and how masters'
+//!   certificates are verified (`[upstream_tls]`).
 //! - [`config`] (TOML schema, validation, errors naming file, line and key), `sys`
 //!   (the open-file limit and its reserve, systemd notifications, reading the small
 //!   files the config names) and [`sample`] (a Jenkins-like master for the demo, the
