@@ -64,9 +64,9 @@
 //!   everything and runs the select loop; `listeners`, `settings` (config -> runtime
 //!   settings), `reload` (all or nothing, typed errors), `signals`.
 //! - `proxy`, `tcp`, `admin`: what clients and operators talk to. `proxy`: the
-//!   HTTP/1.1 + h2c listener (or HTTPS with h2 by ALPN) on its worker threads, one request's path, the pure
-//!   decision of what to do when sending fails (`proxy::retry`), the framing guard, and
-//!   every answer the proxy makes itself. `tcp`: raw TCP forwards (agent port) that
+//!   HTTP/1.1 + h2c listener (or HTTPS with h2 by ALPN) on its worker threads, one
+//!   request's path, the pure decision of what to do when sending fails
+//!   (`proxy::retry`), the framing guard, and every answer the proxy makes itself. `tcp`: raw TCP forwards (agent port) that
 //!   follow the active master. `admin`: `/status`, `/metrics`, the status page, the
 //!   control calls; the metrics the request path feeds.
 //! - `control`: what decides. [`election`] (the pure rules, tested exhaustively),
