@@ -24,6 +24,8 @@ const PEER_NOTES: &str = "- Configs (written to `target/bench/throughput/<proxy>
 struct Summary {
     rps: f64,
     p99: f64,
+    /// Proxy CPU seconds per 100k requests; None for the upstream measured directly.
+    cpu: Option<f64>,
 }
 
 pub fn render(
@@ -75,9 +77,11 @@ fn summary(runs: &[Run], target: usize, scenario: usize) -> Option<Summary> {
         .filter(|r| r.target == target && r.scenario == scenario)
         .collect();
     let values = |f: fn(&Run) -> f64| mine.iter().map(|r| f(r)).collect::<Vec<_>>();
+    let cpu: Vec<f64> = mine.iter().filter_map(|r| r.cpu_per_100k).collect();
     Some(Summary {
         rps: median(&values(|r| r.measured.rps))?,
         p99: median(&values(|r| r.measured.p99_ms))?,
+        cpu: median(&cpu),
     })
 }
 
@@ -102,6 +106,7 @@ fn load_table(plan: &Plan, targets: &[Target], missing: &[Missing], runs: &[Run]
         "p99",
         "p99 vs HAProxy",
         "proxy CPU s / 100k req",
+        "CPU vs HAProxy",
         "errors",
     ]);
     let haproxy = haproxy_index(targets);
@@ -128,6 +133,7 @@ fn load_table(plan: &Plan, targets: &[Target], missing: &[Missing], runs: &[Run]
                 } else {
                     spread(&cpu, |v| format!("{v:.2}"))
                 },
+                ratio(own.and_then(|o| o.cpu), reference.and_then(|r| r.cpu)),
                 mine.iter()
                     .map(|r| r.measured.errors)
                     .sum::<u64>()
@@ -137,7 +143,7 @@ fn load_table(plan: &Plan, targets: &[Target], missing: &[Missing], runs: &[Run]
         for gone in missing {
             let mut row = vec![scenario.name.to_owned(), gone.label.to_owned()];
             row.push(format!("not measured ({})", gone.why));
-            row.extend(std::iter::repeat("–".to_owned()).take(6));
+            row.extend(std::iter::repeat("–".to_owned()).take(7));
             table.row(row);
         }
     }
