@@ -18,7 +18,7 @@ use std::process::ExitCode;
 use std::thread;
 use std::time::Duration;
 
-use common::child::{self, Child, Stop};
+use common::child;
 use common::peers::{self, Checks, ProxyKind, ProxySpec, RunningProxy};
 use common::procfs::{self, RssSampler};
 use plan::{Plan, Scenario};
@@ -81,7 +81,8 @@ fn bench(plan: &Plan) -> Result<(), String> {
     println!("{}", plan.describe(nofile));
     let load_at_start = common::report::loadavg();
     let dir = common::report::bench_dir().join("throughput");
-    let (_upstream, primary, backup) = start_upstream(&dir)?;
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let (_upstream, primary, backup) = upstream::spawn(&dir)?;
     let (targets, missing) = start_targets(plan, primary, backup, &dir)?;
     let runs = load_runs(plan, &targets)?;
     let extras = measure_extras(plan, &targets)?;
@@ -90,25 +91,6 @@ fn bench(plan: &Plan) -> Result<(), String> {
     let path = common::report::publish("throughput", &section)?;
     println!("report written to {}", path.display());
     Ok(())
-}
-
-/// The upstream process, listening on a primary and a backup address.
-fn start_upstream(dir: &std::path::Path) -> Result<(Child, SocketAddr, SocketAddr), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    let primary = child::free_port([127, 0, 0, 2])?;
-    let backup = child::free_port([127, 0, 0, 3])?;
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let args = [
-        upstream::ARG.to_owned(),
-        threads.to_string(),
-        primary.to_string(),
-        backup.to_string(),
-    ];
-    let command = child::self_command(&args)?;
-    let mut upstream = Child::spawn("upstream", command, &dir.join("upstream.log"), Stop::Kill)?;
-    child::wait_for_port(&mut upstream, primary, Duration::from_secs(10))?;
-    child::wait_for_port(&mut upstream, backup, Duration::from_secs(10))?;
-    Ok((upstream, primary, backup))
 }
 
 /// The upstream itself, then every proxy of the plan that is installed and starts.

@@ -36,6 +36,29 @@ pub const BODY_SIZE: usize = 1024;
 const CHUNK: usize = 64 * 1024;
 static FILLER: [u8; CHUNK] = [b'x'; CHUNK];
 
+/// Starts the upstream as a process of its own (this bench binary with [`ARG`]),
+/// listening on a primary (127.0.0.2) and a backup (127.0.0.3) address; its log goes
+/// to `dir/upstream.log`.
+pub fn spawn(
+    dir: &std::path::Path,
+) -> Result<(crate::common::child::Child, SocketAddr, SocketAddr), String> {
+    use crate::common::child::{self, Child, Stop};
+    let primary = child::free_port([127, 0, 0, 2])?;
+    let backup = child::free_port([127, 0, 0, 3])?;
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let args = [
+        ARG.to_owned(),
+        threads.to_string(),
+        primary.to_string(),
+        backup.to_string(),
+    ];
+    let command = child::self_command(&args)?;
+    let mut upstream = Child::spawn("upstream", command, &dir.join("upstream.log"), Stop::Kill)?;
+    child::wait_for_port(&mut upstream, primary, Duration::from_secs(10))?;
+    child::wait_for_port(&mut upstream, backup, Duration::from_secs(10))?;
+    Ok((upstream, primary, backup))
+}
+
 /// `--serve-upstream THREADS ADDR...`: serves until stdin closes.
 pub fn main(args: &[String]) -> ExitCode {
     let Some((threads, addrs)) = parse_args(args) else {

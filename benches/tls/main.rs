@@ -72,7 +72,7 @@ fn bench() -> Result<(), String> {
     let dir = report::bench_dir().join("tls");
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let certificate = certificate(&dir)?;
-    let (_upstream, primary, backup) = start_upstream(&dir)?;
+    let (_upstream, primary, backup) = upstream::spawn(&dir)?;
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let mut targets = vec![start_ours(&certificate, &dir, primary, backup, workers)?];
     let mut missing = Vec::new();
@@ -159,24 +159,6 @@ fn certificate(dir: &Path) -> Result<Certificate, String> {
         combined_file: write("haproxy.pem", &(cert.pem() + &key.serialize_pem()))?,
         ca_pem: ca_cert.pem(),
     })
-}
-
-/// The throughput bench's upstream, as a process of its own.
-fn start_upstream(dir: &Path) -> Result<(Child, SocketAddr, SocketAddr), String> {
-    let primary = child::free_port([127, 0, 0, 2])?;
-    let backup = child::free_port([127, 0, 0, 3])?;
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let args = [
-        upstream::ARG.to_owned(),
-        threads.to_string(),
-        primary.to_string(),
-        backup.to_string(),
-    ];
-    let command = child::self_command(&args)?;
-    let mut upstream = Child::spawn("upstream", command, &dir.join("upstream.log"), Stop::Kill)?;
-    child::wait_for_port(&mut upstream, primary, Duration::from_secs(10))?;
-    child::wait_for_port(&mut upstream, backup, Duration::from_secs(10))?;
-    Ok((upstream, primary, backup))
 }
 
 fn spec(
