@@ -177,6 +177,13 @@ fn spec(
     })
 }
 
+/// `dir/name`, created.
+fn subdir(dir: &Path, name: &str) -> Result<PathBuf, String> {
+    let sub = dir.join(name);
+    std::fs::create_dir_all(&sub).map_err(|e| format!("creating {}: {e}", sub.display()))?;
+    Ok(sub)
+}
+
 fn start_ours(
     certificate: &Certificate,
     dir: &Path,
@@ -185,8 +192,7 @@ fn start_ours(
     workers: usize,
 ) -> Result<Target, String> {
     let spec = spec(ProxyKind::Ours, primary, backup, workers)?;
-    let dir = dir.join("ours");
-    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let dir = subdir(dir, "ours")?;
     let extra = format!(
         "[proxy.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
         certificate.cert_file.display(),
@@ -214,8 +220,7 @@ fn start_haproxy(
         return Err("not installed".to_owned());
     }
     let spec = spec(ProxyKind::HaproxyClassic, primary, backup, workers)?;
-    let dir = dir.join("haproxy");
-    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let dir = subdir(dir, "haproxy")?;
     // The clear-text config of the throughput bench, with TLS on the bind line; no
     // session cache and no tickets, so every new connection is a full handshake.
     let text = peers::haproxy_config(&spec)

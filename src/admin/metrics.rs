@@ -502,14 +502,7 @@ mod tests {
             upstream: Upstream::new(
                 &format!("127.0.0.{}", index + 2),
                 8080,
-                crate::upstream::UpstreamSettings {
-                    connect_timeout: Duration::from_secs(1),
-                    idle_timeout: Duration::from_secs(3),
-                    max_connections: 8,
-                    max_connects: 2,
-                    tls: None,
-                    workers: 1,
-                },
+                crate::upstream::UpstreamSettings::for_tests(),
             ),
             check_now: tokio::sync::Notify::new(),
         })

@@ -62,6 +62,21 @@ pub struct UpstreamSettings {
     pub tls: Option<MasterTls>,
 }
 
+#[cfg(test)]
+impl UpstreamSettings {
+    /// Small limits for unit tests that need a master but never connect to it.
+    pub fn for_tests() -> UpstreamSettings {
+        UpstreamSettings {
+            connect_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(3),
+            max_connections: 8,
+            max_connects: 2,
+            tls: None,
+            workers: 1,
+        }
+    }
+}
+
 /// A new HTTP/1 connection to `authority`, its connection task spawned on this
 /// runtime and counted in `attachments` (which can close it: a drain). The task holds
 /// the connection's permit until the connection ends.

@@ -428,18 +428,7 @@ mod tests {
             standby,
             start_command: (standby == Standby::Cold).then(|| vec!["start".to_owned()]),
             fence_command: fence.then(|| vec!["fence".to_owned()]),
-            upstream: Upstream::new(
-                name,
-                8080,
-                UpstreamSettings {
-                    connect_timeout: Duration::from_secs(1),
-                    idle_timeout: Duration::from_secs(3),
-                    max_connections: 8,
-                    max_connects: 2,
-                    tls: None,
-                    workers: 1,
-                },
-            ),
+            upstream: Upstream::new(name, 8080, UpstreamSettings::for_tests()),
             check_now: tokio::sync::Notify::new(),
         })
     }
