@@ -12,7 +12,45 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
 
 use super::access::AccessEntry;
-use crate::upstream::Returner;
+use crate::upstream::{RawBody, RawHome, Returner};
+
+/// A master's response body: from hyper's client, or read by our own (`upstream::h1`).
+pub enum MasterBody {
+    Hyper(Incoming),
+    Raw(RawBody<RawHome>),
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl Body for MasterBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = match self.get_mut() {
+            MasterBody::Hyper(body) => Pin::new(body).poll_frame(cx).map_err(BoxError::from),
+            MasterBody::Raw(body) => Pin::new(body).poll_frame(cx).map_err(BoxError::from),
+        };
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            MasterBody::Hyper(body) => body.is_end_stream(),
+            MasterBody::Raw(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            MasterBody::Hyper(body) => body.size_hint(),
+            MasterBody::Raw(body) => body.size_hint(),
+        }
+    }
+}
 
 /// Error a streamed response ends with when the master stays silent too long.
 #[derive(Debug, thiserror::Error)]
@@ -21,7 +59,7 @@ pub struct ResponseIdle(pub Duration);
 
 /// The master's response body, with an optional idle timeout and access log line.
 pub struct Streamed {
-    inner: Incoming,
+    inner: MasterBody,
     /// Some only when `response_idle_timeout` is set: then no timer costs anything.
     idle: Option<(Duration, Pin<Box<Sleep>>)>,
     /// Some only when the access log is on; written when the body is dropped.
@@ -34,7 +72,7 @@ pub struct Streamed {
 
 impl Streamed {
     pub fn new(
-        inner: Incoming,
+        inner: MasterBody,
         idle_timeout: Option<Duration>,
         returner: Option<Returner>,
     ) -> Streamed {
@@ -96,7 +134,7 @@ impl Body for Streamed {
                     }
                     Some(Err(_)) => {}
                 }
-                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+                Poll::Ready(frame)
             }
             Poll::Pending => {
                 let Some((timeout, sleep)) = self.idle.as_mut() else {

@@ -70,8 +70,12 @@ impl Exchange {
     }
 }
 
-/// The head of a request that may be sent again: idempotent, without a body.
+/// The head of a request that may be sent again: idempotent, without a body. The
+/// copy is made only when it may be needed: before hyper's client takes the request,
+/// or (our own client only borrows it) from the request itself once an attempt failed.
 pub(super) struct Replay {
+    /// Idempotent and without a body.
+    eligible: bool,
     head: Option<(Method, Uri, hyper::HeaderMap)>,
     /// The master the request was already replayed on after a broken connection.
     pub replayed_on: Option<Arc<Master>>,
@@ -86,22 +90,35 @@ const MAX_RESENDS: usize = 3;
 impl Replay {
     pub fn of(parts: &Parts, body: &Incoming) -> Replay {
         let idempotent = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
-        let head = (idempotent && body.is_end_stream()).then(|| {
-            (
-                parts.method.clone(),
-                parts.uri.clone(),
-                parts.headers.clone(),
-            )
-        });
         Replay {
-            head,
+            eligible: idempotent && body.is_end_stream(),
+            head: None,
             replayed_on: None,
             resent: 0,
         }
     }
 
+    /// Keeps a copy of `request`'s head, before it is handed to hyper's client.
+    pub fn copy_before_sending<B>(&mut self, request: &Request<B>) {
+        if self.eligible && self.head.is_none() {
+            self.head = Some((
+                request.method().clone(),
+                request.uri().clone(),
+                request.headers().clone(),
+            ));
+        }
+    }
+
+    /// Keeps the head of `request`, spent by a failed attempt, for sending it again.
+    pub fn keep<B>(&mut self, request: Request<B>) {
+        if self.eligible && self.head.is_none() {
+            let (parts, _) = request.into_parts();
+            self.head = Some((parts.method, parts.uri, parts.headers));
+        }
+    }
+
     pub fn can_replay(&self) -> bool {
-        self.head.is_some() && self.resent < MAX_RESENDS
+        self.eligible && self.resent < MAX_RESENDS
     }
 
     /// Whether it was already replayed on `master`.

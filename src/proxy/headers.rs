@@ -66,12 +66,12 @@ pub struct ClientOrigin {
 /// `-Port`. The port is the one in `Host` if it names one, else 80 or 443 (the client
 /// used the scheme's default port); without a `Host`, the listener's port.
 pub fn add_forwarded(headers: &mut HeaderMap, origin: ClientOrigin) {
-    let client = origin.client_ip.to_string();
-    let chain = match joined(headers, &X_FORWARDED_FOR) {
-        Some(previous) => format!("{previous}, {client}"),
-        None => client,
+    let chained = match joined(headers, &X_FORWARDED_FOR) {
+        Some(previous) => HeaderValue::from_str(&format!("{previous}, {}", origin.client_ip)).ok(),
+        // The common case, without formatting machinery (it was 4% of a request).
+        None => ip_value(origin.client_ip),
     };
-    if let Ok(value) = HeaderValue::from_str(&chain) {
+    if let Some(value) = chained {
         headers.insert(X_FORWARDED_FOR, value);
     }
     let (scheme, default_port) = if origin.tls {
@@ -90,6 +90,34 @@ pub fn add_forwarded(headers: &mut HeaderMap, origin: ClientOrigin) {
         None => headers.remove(X_FORWARDED_HOST),
     };
     headers.insert(X_FORWARDED_PORT, HeaderValue::from(port));
+}
+
+/// `ip` as a header value; IPv4 written digit by digit.
+fn ip_value(ip: IpAddr) -> Option<HeaderValue> {
+    let IpAddr::V4(v4) = ip else {
+        return HeaderValue::from_str(&ip.to_string()).ok();
+    };
+    let mut text = [0u8; 15];
+    let mut at = 0;
+    for (index, octet) in v4.octets().into_iter().enumerate() {
+        if index > 0 {
+            text[at] = b'.';
+            at += 1;
+        }
+        let digits = [octet / 100, octet / 10 % 10, octet % 10];
+        let skip = if octet >= 100 {
+            0
+        } else if octet >= 10 {
+            1
+        } else {
+            2
+        };
+        for digit in &digits[skip..] {
+            text[at] = b'0' + digit;
+            at += 1;
+        }
+    }
+    HeaderValue::from_bytes(&text[..at]).ok()
 }
 
 /// All values of a header joined with ", " (None if absent or not text).
@@ -112,6 +140,22 @@ fn host_port(host: &str) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ip_values_read_as_the_address_does() {
+        for text in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.30.40",
+            "255.255.255.255",
+            "1.9.99.100",
+            "::1",
+            "2001:db8::7",
+        ] {
+            let ip: IpAddr = text.parse().expect("an address");
+            assert_eq!(ip_value(ip).expect("a value"), text);
+        }
+    }
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut headers = HeaderMap::new();

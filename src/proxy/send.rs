@@ -8,18 +8,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::Either;
-use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Request, Response, StatusCode};
 
-use super::body::Streamed;
+use super::body::{MasterBody, Streamed};
 use super::demotion::{demoted_within, still_active, unless_demoted, wait_for_head, Waited};
 use super::exchange::{Exchange, Upgrade};
 use super::headers::strip_hop_by_hop;
 use super::retry::{next_step, Answer, Attempts, ConnectDeadline, Failure, Step};
 use super::{jnlp, responses, upgrade, ProxyBody, ProxyContext};
 use crate::control::routing::{Master, Snapshot};
-use crate::upstream::{ConnectError, UpstreamBody};
+use crate::upstream::{write_request_head, ConnectError, RawError, UpstreamBody};
 
 /// Which master answered (or failed) a request; a response extension read by metrics
 /// and the access log.
@@ -33,6 +32,8 @@ enum Why {
     Connect(#[from] ConnectError),
     #[error(transparent)]
     Http(#[from] hyper::Error),
+    #[error(transparent)]
+    Raw(#[from] RawError),
     #[error("no response head in time")]
     NoHead,
     #[error("the master was demoted while the request waited")]
@@ -109,6 +110,21 @@ impl Sending {
         master: &Arc<Master>,
         request: Request<UpstreamBody>,
     ) -> Result<Response<ProxyBody>, Failed> {
+        if self.exchange.upgrade.is_none() && self.exchange.replay.can_replay() {
+            self.attempt_raw(ctx, master, request).await
+        } else {
+            // Boxed: inline, hyper's path would make every request's future larger.
+            Box::pin(self.attempt_hyper(ctx, master, request)).await
+        }
+    }
+
+    /// [`Sending::attempt`] through hyper's client: requests with a body, upgrades.
+    async fn attempt_hyper(
+        &mut self,
+        ctx: &ProxyContext,
+        master: &Arc<Master>,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<ProxyBody>, Failed> {
         // A request may wait as long for a connection as for a promotion.
         let wait = self.exchange.settings.hold_timeout;
         let fresh_only = std::mem::take(&mut self.fresh_only);
@@ -134,6 +150,7 @@ impl Sending {
             Ok(connection) => connection,
             Err(error) => return Err(self.connect_failed(ctx, master, error, request)),
         };
+        self.exchange.replay.copy_before_sending(&request);
         let sent = connection.sender.try_send_request(request);
         let replayable = self.exchange.replay.can_replay();
         let timeout = self.exchange.settings.request_timeout;
@@ -152,8 +169,8 @@ impl Sending {
         match outcome {
             Ok(response) => Ok(respond(
                 master,
-                connection.sender,
-                response,
+                Some(connection.sender),
+                response.map(MasterBody::Hyper),
                 &mut self.exchange,
             )),
             Err(mut failure) => {
@@ -171,6 +188,68 @@ impl Sending {
                     why: Why::Http(error),
                     unsent,
                     reused: connection.reused,
+                })
+            }
+        }
+    }
+
+    /// [`Sending::attempt`] for a replayable request without a body or upgrade (most
+    /// requests): through our own HTTP/1 client (`upstream::h1`), in this task. The
+    /// failures are those of hyper's client, classified the same way.
+    async fn attempt_raw(
+        &mut self,
+        ctx: &ProxyContext,
+        master: &Arc<Master>,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<ProxyBody>, Failed> {
+        let wait = self.exchange.settings.hold_timeout;
+        let fresh_only = std::mem::take(&mut self.fresh_only);
+        let connecting = master.upstream.raw_connection(wait, fresh_only);
+        let lease = match unless_demoted(ctx, master, connecting).await {
+            Some(Ok(lease)) => lease,
+            Some(Err(error)) => return Err(self.connect_failed(ctx, master, error, request)),
+            None => {
+                return Err(Failed {
+                    failure: Failure::ConnectAbandoned,
+                    why: Why::Demoted,
+                    unsent: Some(request),
+                    reused: false,
+                })
+            }
+        };
+        let mut head = bytes::BytesMut::new();
+        let target = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        write_request_head(&mut head, request.method(), target, request.headers());
+        let reused = lease.reused;
+        let sent = lease.connection.send(&head, request.method(), lease.home);
+        let timeout = self.exchange.settings.request_timeout;
+        let spent = |failure, why| Failed {
+            failure,
+            why,
+            unsent: None,
+            reused,
+        };
+        match wait_for_head(ctx, master, sent, true, timeout).await {
+            Waited::Head(Ok(response)) => Ok(respond(
+                master,
+                None,
+                response.map(MasterBody::Raw),
+                &mut self.exchange,
+            )),
+            Waited::Head(Err(error @ RawError::Unsent(_))) => Err(Failed {
+                failure: Failure::Unsent { reused },
+                why: Why::Raw(error),
+                unsent: Some(request),
+                reused,
+            }),
+            failed => {
+                // Spent: what may be sent again is this request's head.
+                self.exchange.replay.keep(request);
+                Err(match failed {
+                    Waited::Head(Err(error)) => spent(Failure::Broke, Why::Raw(error)),
+                    Waited::Rescued => spent(Failure::Demoted, Why::Demoted),
+                    // TimedOut (a head is handled above).
+                    _ => spent(Failure::HeadTimedOut, Why::NoHead),
                 })
             }
         }
@@ -348,11 +427,12 @@ async fn hold(
 }
 
 /// The master's response, streamed, without its hop-by-hop headers; a 101 to an
-/// upgrade request starts the tunnel.
+/// upgrade request starts the tunnel. `sender`: hyper's connection it came on, to go
+/// back to the pool (our own client's connection goes back by itself).
 fn respond(
     master: &Arc<Master>,
-    sender: SendRequest<UpstreamBody>,
-    mut response: Response<Incoming>,
+    sender: Option<SendRequest<UpstreamBody>>,
+    mut response: Response<MasterBody>,
     exchange: &mut Exchange,
 ) -> Response<ProxyBody> {
     let settings = &exchange.settings;
@@ -372,7 +452,7 @@ fn respond(
         }
         _ => {
             // The connection goes back to the pool once this response is read.
-            returner = Some(master.upstream.returner(sender));
+            returner = sender.map(|sender| master.upstream.returner(sender));
             strip_hop_by_hop(response.headers_mut());
         }
     }

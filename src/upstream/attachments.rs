@@ -102,6 +102,16 @@ impl Attachment {
     pub async fn closed(&self) {
         self.token.cancelled().await;
     }
+
+    /// Whether the master was drained since this connection was attached.
+    pub fn is_closed(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// [`Attachment::closed`] as a future that owns what it waits on.
+    pub fn closing(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
+        self.token.clone().cancelled_owned()
+    }
 }
 
 impl Drop for Attachment {

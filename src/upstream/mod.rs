@@ -19,6 +19,8 @@ pub mod attachments;
 pub mod tunnel;
 
 mod connect;
+mod flavor;
+mod h1;
 mod pool;
 mod stream;
 
@@ -28,15 +30,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::http1::SendRequest;
 use tokio::net::TcpStream;
 
-use attachments::{Attachments, Kind};
+use attachments::Attachments;
 pub use connect::{authority, open_stream, ConnectError};
 use connect::{open_master, open_traffic_stream};
+use flavor::{Flavor, Opening, Pooled};
+pub use h1::{write_request_head, RawBody, RawConnection, RawError};
 use pool::{current_worker, Permits, Pool, Waiting};
-pub use pool::{set_worker, Returner};
+pub use pool::{set_worker, RawHome, Returner};
 pub use stream::MasterStream;
 
 use crate::tls::MasterTls;
@@ -77,60 +80,8 @@ impl UpstreamSettings {
     }
 }
 
-/// A new HTTP/1 connection to `authority`, its connection task spawned on this
-/// runtime and counted in `attachments` (which can close it: a drain). The task holds
-/// the connection's permit until the connection ends.
-async fn open(
-    authority: &str,
-    tls: Option<&MasterTls>,
-    connect_timeout: Duration,
-    attachments: &Arc<Attachments>,
-    permits: Permits,
-) -> Result<SendRequest<UpstreamBody>, ConnectError> {
-    let stream = open_master(authority, tls, connect_timeout, true).await?;
-    let (sender, connection) = http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(|source| ConnectError::Handshake {
-            authority: authority.to_owned(),
-            source,
-        })?;
-    let Permits {
-        connection: held,
-        connect,
-    } = permits;
-    drop(connect); // connected: the next connect may start
-    let authority = authority.to_owned();
-    let attachment = attachments.attach(Kind::Http);
-    tokio::spawn(async move {
-        let _held = held;
-        // Upgrades stay possible: a 101 hands the socket to the tunnel.
-        // Biased: polled on every wakeup of the connection; no random pick.
-        tokio::select! {
-            biased;
-            ended = connection.with_upgrades() => if let Err(error) = ended {
-                tracing::debug!(%authority, %error, "upstream connection ended with an error");
-            },
-            // Drained: dropping the connection closes the socket, and any
-            // response still streaming from it ends with an error.
-            () = attachment.closed() => {}
-        }
-    });
-    Ok(sender)
-}
-
-/// How long a just-returned connection may take to become ready for the next request.
-const READY_WAIT: Duration = Duration::from_millis(50);
-
-async fn ready_soon(sender: &mut SendRequest<UpstreamBody>) -> bool {
-    matches!(
-        tokio::time::timeout(READY_WAIT, sender.ready()).await,
-        Ok(Ok(()))
-    )
-}
-
 /// A connect under way in a task of its own: what it comes to.
-type Opening = tokio::sync::oneshot::Receiver<Result<SendRequest<UpstreamBody>, ConnectError>>;
+type Opened<F> = tokio::sync::oneshot::Receiver<Result<F, ConnectError>>;
 
 /// What a connect started by `connect_or_reuse` came to; pending while none was started.
 async fn opened<T>(
@@ -142,11 +93,20 @@ async fn opened<T>(
     }
 }
 
-/// A connection ready to carry one request.
+/// A hyper connection ready to carry one request.
 pub struct Connection {
     pub sender: SendRequest<UpstreamBody>,
     /// Taken from the idle pool rather than freshly opened: a failure on it says
     /// little about the master (it may simply have closed an idle connection).
+    pub reused: bool,
+}
+
+/// A connection of our own HTTP/1 client (`h1`) ready to carry one body-less request.
+pub struct RawLease {
+    pub connection: RawConnection,
+    /// Where it goes back when the response is read.
+    pub home: RawHome,
+    /// As [`Connection::reused`].
     pub reused: bool,
 }
 
@@ -217,34 +177,70 @@ impl Upstream {
     /// another request gives back before the new one is up, whichever comes first.
     /// When the master's connection caps hold it back for `wait`, `Saturated`.
     pub async fn connection(&self, wait: Duration) -> Result<Connection, ConnectError> {
-        if let Some(connection) = self.reuse_idle().await {
-            return Ok(connection);
-        }
-        // Boxed: connecting is the rare path, and its future (resolve, connect, HTTP
-        // handshake) would make every request's future kilobytes larger, copied by value
-        // several times per request.
-        Box::pin(self.connect_or_reuse(wait)).await
+        let (sender, reused) = self.lease(wait).await?;
+        Ok(Connection { sender, reused })
     }
 
     /// Always a new connection, within the master's caps (waiting up to `wait`).
     pub async fn connect(&self, wait: Duration) -> Result<Connection, ConnectError> {
+        let sender = self.fresh(wait).await?;
+        Ok(Connection {
+            sender,
+            reused: false,
+        })
+    }
+
+    /// As [`Upstream::connection`] (or [`Upstream::connect`] when `fresh_only`), for
+    /// our own HTTP/1 client.
+    pub async fn raw_connection(
+        &self,
+        wait: Duration,
+        fresh_only: bool,
+    ) -> Result<RawLease, ConnectError> {
+        let (connection, reused) = if fresh_only {
+            (Box::pin(self.fresh(wait)).await?, false)
+        } else {
+            self.lease(wait).await?
+        };
+        Ok(RawLease {
+            connection,
+            home: RawHome::new(&self.pool, current_worker()),
+            reused,
+        })
+    }
+
+    /// An idle connection of kind `F`, else a new one (see `connect_or_reuse`); and
+    /// whether it was reused.
+    async fn lease<F: Flavor>(&self, wait: Duration) -> Result<(F, bool), ConnectError> {
+        if let Some(connection) = self.reuse_idle().await {
+            return Ok((connection, true));
+        }
+        // Boxed: connecting is the rare path, and its future (resolve, connect, HTTP
+        // handshake) would make every request's future kilobytes larger, copied by value
+        // several times per request.
+        let connection = Box::pin(self.connect_or_reuse(wait)).await?;
+        Ok(connection)
+    }
+
+    /// A new connection of kind `F`, within the master's caps (waiting up to `wait`).
+    async fn fresh<F: Flavor>(&self, wait: Duration) -> Result<F, ConnectError> {
         let permits = tokio::time::timeout(wait, self.pool.permits())
             .await
             .ok()
             .flatten()
             .ok_or_else(|| self.saturated(wait))?;
-        let sender = open(
-            &self.authority,
-            self.settings.tls.as_ref(),
-            self.settings.connect_timeout,
-            &self.attachments,
-            permits,
-        )
-        .await?;
-        Ok(Connection {
-            sender,
-            reused: false,
-        })
+        F::open(self.opening(permits)).await
+    }
+
+    fn opening(&self, permits: Permits) -> Opening<'_> {
+        Opening {
+            authority: &self.authority,
+            tls: self.settings.tls.as_ref(),
+            connect_timeout: self.settings.connect_timeout,
+            attachments: &self.attachments,
+            connection: permits.connection,
+            connect: permits.connect,
+        }
     }
 
     fn saturated(&self, waited: Duration) -> ConnectError {
@@ -255,16 +251,11 @@ impl Upstream {
         }
     }
 
-    /// An idle connection of this worker's pool that is ready for a request.
-    async fn reuse_idle(&self) -> Option<Connection> {
-        while let Some(mut sender) = self.pool.take_idle(current_worker()) {
-            // Returned the moment its last response ended: ready within a poll of its
-            // connection task, or closing (the master said so).
-            if sender.is_ready() || ready_soon(&mut sender).await {
-                return Some(Connection {
-                    sender,
-                    reused: true,
-                });
+    /// An idle connection of kind `F` of this worker's pool, ready for a request.
+    async fn reuse_idle<F: Flavor>(&self) -> Option<F> {
+        while let Some(mut connection) = self.pool.take_idle::<F>(current_worker()) {
+            if connection.ready().await {
+                return Some(connection);
             }
         }
         None
@@ -285,12 +276,12 @@ impl Upstream {
     /// takes one of those. A connect that loses the race is not wasted: it joins the
     /// pool once up. If it fails after its request was served on another connection,
     /// the failure is only logged; the health checks judge the master.
-    async fn connect_or_reuse(&self, wait: Duration) -> Result<Connection, ConnectError> {
+    async fn connect_or_reuse<F: Flavor>(&self, wait: Duration) -> Result<(F, bool), ConnectError> {
         let shard = self.pool.own_shard();
         let _waiting = Waiting::on(&shard.waiting);
         let permits = self.pool.permits();
         tokio::pin!(permits);
-        let mut opening: Option<Opening> = None;
+        let mut opening: Option<Opened<F>> = None;
         let expiry = tokio::time::sleep(wait);
         tokio::pin!(expiry);
         loop {
@@ -299,14 +290,14 @@ impl Upstream {
             tokio::pin!(returned);
             returned.as_mut().enable();
             if let Some(connection) = self.reuse_idle().await {
-                return Ok(connection);
+                return Ok((connection, true));
             }
             tokio::select! {
                 biased;
                 result = opened(opening.as_mut()) => return match result {
-                    Ok(result) => result.map(|sender| Connection { sender, reused: false }),
+                    Ok(result) => result.map(|connection| (connection, false)),
                     // The task ended without an answer (only a panic does): connect here.
-                    Err(_) => self.connect(wait).await,
+                    Err(_) => self.fresh(wait).await.map(|connection| (connection, false)),
                 },
                 () = returned => {}
                 permits = &mut permits, if opening.is_none() => match permits {
@@ -321,17 +312,27 @@ impl Upstream {
     /// Opens a connection in a task of its own on this worker's runtime (like the
     /// connection task it spawns). If nobody waits for it any more when it is up, it
     /// joins the pool; if it fails then, the failure is only logged.
-    fn spawn_open(&self, permits: Permits) -> Opening {
+    fn spawn_open<F: Flavor>(&self, permits: Permits) -> Opened<F> {
         let (deliver, opened) = tokio::sync::oneshot::channel();
         let (authority, timeout) = (self.authority.clone(), self.settings.connect_timeout);
         let tls = self.settings.tls.clone();
         let attachments = Arc::clone(&self.attachments);
         let (pool, worker) = (Arc::clone(&self.pool), current_worker());
         tokio::spawn(async move {
-            let result = open(&authority, tls.as_ref(), timeout, &attachments, permits).await;
+            let opening = Opening {
+                authority: &authority,
+                tls: tls.as_ref(),
+                connect_timeout: timeout,
+                attachments: &attachments,
+                connection: permits.connection,
+                connect: permits.connect,
+            };
+            let result = F::open(opening).await;
             match deliver.send(result) {
                 Ok(()) => {}
-                Err(Ok(sender)) => Pool::returner(&pool, sender, worker).give_back(),
+                Err(Ok(connection)) => {
+                    Pool::returner(&pool, connection.into_pooled(), worker).give_back();
+                }
                 Err(Err(error)) => {
                     tracing::debug!(%error, "a connect no request waits for any more failed")
                 }
@@ -344,7 +345,7 @@ impl Upstream {
     /// read to the end (see [`Returner`]). A connection the master closes (or that was
     /// upgraded) is dropped instead.
     pub fn returner(&self, sender: SendRequest<UpstreamBody>) -> Returner {
-        Pool::returner(&self.pool, sender, current_worker())
+        Pool::returner(&self.pool, Pooled::Hyper(sender), current_worker())
     }
 
     /// Closes every idle connection (their connection tasks end when dropped).

@@ -5,10 +5,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hyper::client::conn::http1::SendRequest;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{UpstreamBody, UpstreamSettings};
+use super::flavor::{Flavor, Pooled};
+use super::h1::{GiveBack, RawConnection};
+use super::UpstreamSettings;
 
 /// Idle connections kept per master and proxy worker thread. Beyond this, released
 /// connections are closed.
@@ -200,7 +201,7 @@ const MIN_REAP_PERIOD: Duration = Duration::from_millis(100);
 /// read to the end: synchronously, so the next request finds it, rather than opening
 /// a new connection while a background task waits for this one.
 pub struct Returner {
-    sender: SendRequest<UpstreamBody>,
+    connection: Pooled,
     pool: Arc<Pool>,
     /// The worker that took or opened the connection: its runtime drives it.
     worker: usize,
@@ -208,7 +209,7 @@ pub struct Returner {
 
 impl Returner {
     pub fn give_back(self) {
-        if self.sender.is_closed() {
+        if self.connection.is_closed() {
             return;
         }
         let shard = self.worker % self.pool.shards.len();
@@ -231,7 +232,7 @@ impl Returner {
         idle.drain(..expired);
         if idle.len() < MAX_IDLE_PER_MASTER {
             idle.push(IdleConnection {
-                sender: self.sender,
+                connection: self.connection,
                 idle_since: now,
                 worker: self.worker,
             });
@@ -244,7 +245,7 @@ impl Returner {
 }
 
 struct IdleConnection {
-    sender: SendRequest<UpstreamBody>,
+    connection: Pooled,
     idle_since: Instant,
     /// The proxy worker whose runtime drives the connection (see `set_worker`).
     worker: usize,
@@ -272,15 +273,11 @@ impl Pool {
         })
     }
 
-    /// Puts `sender`, driven by `worker`'s runtime, back into `pool` when its response
-    /// has been read (see [`Returner`]).
-    pub(super) fn returner(
-        pool: &Arc<Pool>,
-        sender: SendRequest<UpstreamBody>,
-        worker: usize,
-    ) -> Returner {
+    /// Puts `connection`, driven by `worker`'s runtime, back into `pool` when its
+    /// response has been read (see [`Returner`]).
+    pub(super) fn returner(pool: &Arc<Pool>, connection: Pooled, worker: usize) -> Returner {
         Returner {
-            sender,
+            connection,
             pool: Arc::clone(pool),
             worker,
         }
@@ -298,16 +295,44 @@ impl Pool {
             .sum()
     }
 
-    /// The most recently used idle connection of `worker` that has not expired.
-    pub(super) fn take_idle(&self, worker: usize) -> Option<SendRequest<UpstreamBody>> {
+    /// The most recently used idle connection of kind `F` of `worker` that has not
+    /// expired.
+    pub(super) fn take_idle<F: Flavor>(&self, worker: usize) -> Option<F> {
         let mut idle = self.lock(self.own_shard_index());
         // Most recently used first: the likeliest to be alive; older ones expire.
-        while let Some(at) = idle.iter().rposition(|c| c.worker == worker) {
+        while let Some(at) = idle
+            .iter()
+            .rposition(|c| c.worker == worker && F::is(&c.connection))
+        {
             let candidate = idle.remove(at);
-            if candidate.idle_since.elapsed() < self.idle_timeout && !candidate.sender.is_closed() {
-                return Some(candidate.sender);
+            if candidate.idle_since.elapsed() < self.idle_timeout
+                && !candidate.connection.is_closed()
+            {
+                return F::from_pooled(candidate.connection);
             }
         }
         None
+    }
+}
+
+/// Where a [`RawConnection`] goes back to when its response body ends: the pool shard
+/// of the worker whose request used it.
+pub struct RawHome {
+    pool: Arc<Pool>,
+    worker: usize,
+}
+
+impl RawHome {
+    pub(super) fn new(pool: &Arc<Pool>, worker: usize) -> RawHome {
+        RawHome {
+            pool: Arc::clone(pool),
+            worker,
+        }
+    }
+}
+
+impl GiveBack for RawHome {
+    fn give_back(self, connection: RawConnection) {
+        Pool::returner(&self.pool, Pooled::Raw(connection), self.worker).give_back();
     }
 }

@@ -1,0 +1,204 @@
+//! Heads on the wire: the request head we write to a master, and the master's
+//! response head read back (`httparse`, as hyper does), with how its body is framed.
+//! Pure functions, no I/O.
+
+use std::mem::MaybeUninit;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use hyper::header::{
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING,
+};
+use hyper::{Method, StatusCode, Version};
+
+/// Response header fields read at most (hyper's client default too).
+pub const MAX_HEADERS: usize = 100;
+/// A response head longer than this is refused.
+pub const MAX_HEAD_BYTES: usize = 256 * 1024;
+
+/// How the body after a response head ends (RFC 9112 section 6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body: a response to HEAD, 204, 304.
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Until the master closes the connection.
+    UntilClose,
+}
+
+/// A response head as read from a master.
+#[derive(Debug)]
+pub struct ResponseHead {
+    pub status: StatusCode,
+    pub version: Version,
+    pub headers: HeaderMap,
+    pub framing: Framing,
+    /// The connection may carry another request after this response.
+    pub keep_alive: bool,
+}
+
+/// The master's response head is not one we can forward.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the master sent an invalid response head: {0}")]
+pub struct HeadError(pub &'static str);
+
+/// Appends the request head for a body-less request to `out`: the method, the target
+/// as prepared (origin form), HTTP/1.1, and every header field as is.
+pub fn write_request_head(out: &mut BytesMut, method: &Method, target: &str, headers: &HeaderMap) {
+    let size = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum::<usize>();
+    out.reserve(method.as_str().len() + target.len() + size + 16);
+    out.put_slice(method.as_str().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(target.as_bytes());
+    out.put_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        out.put_slice(name.as_str().as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(value.as_bytes());
+        out.put_slice(b"\r\n");
+    }
+    out.put_slice(b"\r\n");
+}
+
+/// Takes one final response head out of `buf` (informational 1xx heads before it are
+/// skipped); None while the head is incomplete. `head_request`: the request was HEAD
+/// (its response has no body whatever it says).
+pub fn parse_response_head(
+    buf: &mut BytesMut,
+    head_request: bool,
+) -> Result<Option<ResponseHead>, HeadError> {
+    loop {
+        // Uninitialised slots: filling in a hundred of them costs more than the parse.
+        let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut []);
+        let config = httparse::ParserConfig::default();
+        let length = match config.parse_response_with_uninit_headers(&mut parsed, buf, &mut fields)
+        {
+            Ok(httparse::Status::Complete(length)) => length,
+            Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD_BYTES => {
+                return Err(HeadError("longer than 256 KiB"))
+            }
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(HeadError("more than 100 header fields"))
+            }
+            Err(_) => return Err(HeadError("not HTTP/1.x")),
+        };
+        let code = parsed.code.ok_or(HeadError("no status code"))?;
+        let status =
+            StatusCode::from_u16(code).map_err(|_| HeadError("a status code out of range"))?;
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            return Err(HeadError(
+                "101 Switching Protocols to a request without Upgrade",
+            ));
+        }
+        let version = if parsed.version == Some(0) {
+            Version::HTTP_10
+        } else {
+            Version::HTTP_11
+        };
+        let count = parsed.headers.len();
+        // The head's bytes are frozen first, then parsed again in place: header values
+        // can then share them (no copy, no table of offsets to fill in).
+        let head: Bytes = buf.split_to(length).freeze();
+        if status.is_informational() {
+            continue; // 100 Continue, 103 Early Hints: the final head follows
+        }
+        let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut again = httparse::Response::new(&mut []);
+        config
+            .parse_response_with_uninit_headers(&mut again, &head, &mut fields)
+            .map_err(|_| HeadError("not HTTP/1.x"))?;
+        let mut headers = HeaderMap::with_capacity(count);
+        for field in again.headers.iter() {
+            let name = HeaderName::from_bytes(field.name.as_bytes())
+                .map_err(|_| HeadError("an invalid header name"))?;
+            let value = HeaderValue::from_maybe_shared(head.slice_ref(field.value))
+                .map_err(|_| HeadError("an invalid header value"))?;
+            headers.append(name, value);
+        }
+        let framing = framing(head_request, status, &headers)?;
+        // Both lengths stated: the body is read by the chunks, and the connection
+        // closed after it (RFC 9112 section 6.3), like any body that ends with it.
+        let ambiguous =
+            headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH);
+        let keep_alive =
+            framing != Framing::UntilClose && !ambiguous && persistent(version, &headers);
+        return Ok(Some(ResponseHead {
+            status,
+            version,
+            headers,
+            framing,
+            keep_alive,
+        }));
+    }
+}
+
+/// RFC 9112 section 6.3, for a response: what ends its body.
+pub fn framing(
+    head_request: bool,
+    status: StatusCode,
+    headers: &HeaderMap,
+) -> Result<Framing, HeadError> {
+    if head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok(Framing::Empty);
+    }
+    if headers.contains_key(TRANSFER_ENCODING) {
+        let last = headers
+            .get_all(TRANSFER_ENCODING)
+            .iter()
+            .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+            .rfind(|coding| !coding.is_empty());
+        return Ok(match last {
+            Some(coding) if coding.eq_ignore_ascii_case(b"chunked") => Framing::Chunked,
+            _ => Framing::UntilClose,
+        });
+    }
+    let mut length = None;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        for item in value
+            .as_bytes()
+            .split(|&b| b == b',')
+            .map(<[u8]>::trim_ascii)
+        {
+            let parsed = std::str::from_utf8(item)
+                .ok()
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or(HeadError("an invalid Content-Length"))?;
+            if length.is_some_and(|known| known != parsed) {
+                return Err(HeadError("two different Content-Length values"));
+            }
+            length = Some(parsed);
+        }
+    }
+    Ok(match length {
+        Some(0) => Framing::Empty,
+        Some(length) => Framing::Length(length),
+        None => Framing::UntilClose,
+    })
+}
+
+/// Whether the connection stays open after this response (RFC 9112 section 9.3).
+fn persistent(version: Version, headers: &HeaderMap) -> bool {
+    let has = |token: &[u8]| {
+        headers.get_all(CONNECTION).iter().any(|value| {
+            value
+                .as_bytes()
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+        })
+    };
+    match version {
+        Version::HTTP_11 => !has(b"close"),
+        _ => has(b"keep-alive"),
+    }
+}
