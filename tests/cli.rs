@@ -417,3 +417,31 @@ fn check_warns_about_an_unusable_jenkins_api_token_file() {
     );
     assert!(stderr.contains("hot promotion"), "{stderr}");
 }
+
+#[test]
+fn check_warns_that_active_active_is_only_for_replicated_controllers() {
+    let text = "[proxy]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+                [failover]\nstate_file = \"off\"\n[pool]\nmode = \"active-active\"\n\
+                [[backend]]\nname = \"replica-a\"\nurl = \"http://127.0.0.2:8080\"\n\
+                [[backend]]\nname = \"replica-b\"\nurl = \"http://127.0.0.3:8080\"\n";
+    let path = temp_config("active-active.toml", text);
+    let output = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run check");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("warning: pool.mode = \"active-active\"")
+            && stderr.contains(
+                "only in front of replicated controllers (CloudBees CI High Availability)"
+            )
+            && stderr.contains("never in front of plain Jenkins masters"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("pool:      active-active"), "{stdout}");
+}

@@ -255,6 +255,9 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
     if let Err(error) = daemon::jenkins_credentials(&config) {
         eprintln!("warning: {error}");
     }
+    if config.pool.active_active() {
+        eprintln!("warning: {}", crate::config::ACTIVE_ACTIVE_WARNING);
+    }
     let certificates = server_certificates(&config)?;
     println!("{} is valid.\n", path.display());
     print!("{}", config.summary());
