@@ -174,15 +174,47 @@ async fn new_sessions_go_to_the_least_loaded_replica_and_stick_by_cookie() {
     assert_eq!(status["backends"][2]["placements"]["replaced"], 1);
     assert_eq!(status["backends"][2]["sessions"], 2);
 
-    let metrics = get(daemon.admin, "/metrics").await.expect("metrics").text();
-    for line in [
-        "jenkins_ha_proxy_replica_load{master=\"master-b\",part=\"total\"} 20",
-        "jenkins_ha_proxy_replica_load{master=\"master-a\",part=\"builds\"} 3",
-        "jenkins_ha_proxy_placements_total{master=\"master-b\",reason=\"least_load\"} 6",
-        "jenkins_ha_proxy_placements_total{master=\"master-c\",reason=\"replaced\"} 1",
-        "jenkins_ha_proxy_active_master{master=\"master-c\"} 1",
+    let text = get(daemon.admin, "/metrics").await.expect("metrics").text();
+    let metrics = support::exposition::Exposition::parse(&text)
+        .unwrap_or_else(|error| panic!("{error}\n{text}"));
+    for (name, labels, value) in [
+        (
+            "jenkins_ha_proxy_replica_load",
+            [("master", "master-b"), ("part", "total")],
+            20.0,
+        ),
+        (
+            "jenkins_ha_proxy_replica_load",
+            [("master", "master-a"), ("part", "builds")],
+            3.0,
+        ),
+        (
+            "jenkins_ha_proxy_placements_total",
+            [("master", "master-b"), ("reason", "least_load")],
+            6.0,
+        ),
+        (
+            "jenkins_ha_proxy_placements_total",
+            [("master", "master-c"), ("reason", "replaced")],
+            1.0,
+        ),
     ] {
-        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+        assert_eq!(
+            metrics.value(name, &labels),
+            Some(value),
+            "{name} {labels:?} in:\n{text}"
+        );
+    }
+    for (name, value) in [
+        ("jenkins_ha_proxy_active_master", 1.0),
+        ("jenkins_ha_proxy_replica_load_readable", 1.0),
+        ("jenkins_ha_proxy_requests_in_flight", 0.0),
+    ] {
+        assert_eq!(
+            metrics.value(name, &[("master", "master-c")]),
+            Some(value),
+            "{name}"
+        );
     }
     // Nothing to switch over to: every replica takes traffic.
     let refused = admin_post(daemon.admin, "/switchover?to=master-a").await;
