@@ -2,7 +2,8 @@
 //! masters that share one JENKINS_HOME.
 //!
 //! The invariant every module serves: at most one master receives traffic at any
-//! moment, and never one that is known to be down.
+//! moment, and never one that is known to be down (active-active mode, below, keeps
+//! only its second half).
 //!
 //! ```text
 //!  SIGHUP, POST /reload (admin)            SIGTERM, SIGINT
@@ -47,6 +48,26 @@
 //! and publishes the deadline (`valid_until`) past which the request path sends
 //! nothing: this instance's own election only makes the view it publishes.
 //!
+//! Active-active mode (`[pool] mode = "active-active"`) is for replicated controllers
+//! that coordinate among themselves (CloudBees CI High Availability), never for plain
+//! masters on one home. There the invariant reads: traffic goes only to masters known
+//! to be healthy and enabled, and what is tied to one of them stays there while it is.
+//! The election still keeps each master's health; the owner publishes every replica
+//! in the snapshot (`Snapshot::replicas`: routable or not, its load), and one more
+//! kind of task reports to it:
+//!
+//! ```text
+//!  load pollers -- LoadReport --> [ owner task ] --> snapshot.replicas (routable: up
+//!  (one per master, every          (as for probes)     and enabled; load: builds +
+//!   pool.load_interval: Jenkins'                        queue + agents, or why not)
+//!   /computer and /queue JSON)                                |
+//!                                                             v
+//!  proxy, tcp --> [ placement (pure) ]: cookie or CLI session -> its replica while
+//!                 routable; else least load (+ the proxy's requests in flight, atomics
+//!                 on each master), unreadable loads last, ties by file order
+//!  drain: a replica that stops taking traffic is drained as a demoted master is
+//! ```
+//!
 //! Threads: the owner task, probes, admin listener, `[[tcp]]` listeners, drain, state
 //! file and metrics run on the main (multi-threaded) runtime. Client HTTP connections
 //! are served by one proxy worker thread per core, each running its own
@@ -66,7 +87,8 @@
 //! - `proxy`, `tcp`, `admin`: what clients and operators talk to. `proxy`: the
 //!   HTTP/1.1 + h2c listener (or HTTPS with h2 by ALPN) on its worker threads, one
 //!   request's path, the pure decision of what to do when sending fails
-//!   (`proxy::retry`), the framing guard, and every answer the proxy makes itself. `tcp`: raw TCP forwards (agent port) that
+//!   (`proxy::retry`), the framing guard, every answer the proxy makes itself, and
+//!   (active-active) the affinity cookie. `tcp`: raw TCP forwards (agent port) that
 //!   follow the active master. `admin`: `/status`, `/metrics`, the status page, the
 //!   control calls; the metrics the request path feeds.
 //! - `control`: what decides. [`election`] (the pure rules, tested exhaustively),
@@ -76,7 +98,8 @@
 //!   `state_file` (snapshot followers), `jenkins` (REST calls), `commands` (fence,
 //!   start and hook commands: no shell, with a timeout), [`cluster`] (cluster mode:
 //!   the etcd client, the pool's rules, the leader's decisions, an instance's member
-//!   task).
+//!   task); active-active mode: `placement` (the pure rule), `replicas` (what the
+//!   snapshot carries and the proxy counts per replica), `load` (the load pollers).
 //! - `upstream`: connections to masters: connect with a deadline (and TLS to an
 //!   `https://` master), an idle pool per proxy worker with per-master caps, what is
 //!   attached to each master (counts and a close switch), the byte pipe of tunnels and

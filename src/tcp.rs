@@ -1,7 +1,8 @@
 //! Raw TCP listeners that follow the active master: the inbound agent port (50000) and
 //! anything else a master serves on another port. Each accepted connection goes to
-//! `<host of the active master>:<backend_port>`; a failed connect reports the master
-//! down, as on the HTTP path, and tries the new active master.
+//! `<host of the active master>:<backend_port>` (active-active mode: of the least
+//! loaded replica, where it stays for its lifetime); a failed connect reports the
+//! master down, as on the HTTP path, and tries the new active master.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +12,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::control::owner::OwnerHandle;
-use crate::control::routing::{Master, RoutingHandle};
+use crate::control::placement::Affinity;
+use crate::control::routing::{Master, Placed, RoutingHandle};
 use crate::upstream::attachments::Kind;
 use crate::upstream::tunnel::{self, End};
 
@@ -106,7 +108,8 @@ async fn connect_active(
     // As on the HTTP path: a timed-out connect never demotes a master by itself.
     let mut give_up_at: Option<std::time::Instant> = None;
     loop {
-        let Some(master) = snapshot.routable_master().cloned() else {
+        // Active-active: a new agent connection goes to the least loaded replica.
+        let Some(master) = snapshot.place(Affinity::None).map(Placed::recorded) else {
             tracing::warn!(listener = %forward.name, "no healthy master: closing the TCP connection");
             return None;
         };
@@ -124,10 +127,7 @@ async fn connect_active(
                 let now = std::time::Instant::now();
                 let give_up = *give_up_at.get_or_insert(now + ctx.down_confirmation);
                 let current = ctx.routing.current();
-                let still_active = current
-                    .active_master()
-                    .is_some_and(|active| Arc::ptr_eq(active, &master));
-                if still_active && now >= give_up {
+                if current.routes_to(&master) && now >= give_up {
                     tracing::warn!(listener = %forward.name, master = %master.name, %error,
                         "connects to the active master keep timing out: closing the TCP connection");
                     return None;

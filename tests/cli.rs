@@ -417,3 +417,94 @@ fn check_warns_about_an_unusable_jenkins_api_token_file() {
     );
     assert!(stderr.contains("hot promotion"), "{stderr}");
 }
+
+#[test]
+fn check_warns_that_active_active_is_only_for_replicated_controllers() {
+    let text = "[proxy]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+                [failover]\nstate_file = \"off\"\n[pool]\nmode = \"active-active\"\n\
+                [[backend]]\nname = \"replica-a\"\nurl = \"http://127.0.0.2:8080\"\n\
+                [[backend]]\nname = \"replica-b\"\nurl = \"http://127.0.0.3:8080\"\n";
+    let path = temp_config("active-active.toml", text);
+    let output = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run check");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("warning: pool.mode = \"active-active\"")
+            && stderr.contains(
+                "only in front of replicated controllers (CloudBees CI High Availability)"
+            )
+            && stderr.contains("never in front of plain Jenkins masters"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("pool:      active-active"), "{stdout}");
+}
+
+#[tokio::test]
+async fn the_active_active_demo_places_new_sessions_by_load_and_status_shows_it() {
+    let mut child = spawn(
+        &[
+            "demo",
+            "--active-active",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ],
+        None,
+    );
+    let mut stdout = lines_of(child.stdout.take().expect("stdout"));
+    drain_rest(lines_of(child.stderr.take().expect("stderr")));
+    let proxy = url_addr(&wait_line(&mut stdout, "<- send requests here").await);
+    let admin = url_addr(&wait_line(&mut stdout, "/status").await);
+    // Loads 5, 1 and 3: once read, new sessions go to master-b.
+    wait_until("master-b answers new sessions", || async {
+        get(proxy, "/")
+            .await
+            .is_ok_and(|r| r.master() == Some("master-b"))
+    })
+    .await;
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(b"load b 9 0 0\n").await.expect("type load");
+    wait_line(&mut stdout, "master-b now reports 9 builds").await;
+    wait_until("master-c answers new sessions", || async {
+        get(proxy, "/")
+            .await
+            .is_ok_and(|r| r.master() == Some("master-c"))
+    })
+    .await;
+
+    let status = tokio::process::Command::new(BIN)
+        .args(["status", "--admin", &format!("http://{admin}")])
+        .output()
+        .await
+        .expect("status");
+    let table = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{table}");
+    assert!(table.starts_with("mode: active-active"), "{table}");
+    assert!(table.contains("REPLICA"), "{table}");
+    let row = |name: &str| {
+        table
+            .lines()
+            .find(|l| l.trim_start().starts_with(name) && l.contains(" yes "))
+            .unwrap_or_else(|| panic!("{name} row in {table}"))
+            .to_owned()
+    };
+    assert!(
+        row("master-b").contains("    9      9      0      0"),
+        "{table}"
+    );
+    assert!(
+        row("master-a").contains("    5      3      1      1"),
+        "{table}"
+    );
+
+    stdin.write_all(b"quit\n").await.expect("type quit");
+    assert_eq!(wait_exit(&mut child).await.code(), Some(0));
+}

@@ -1549,3 +1549,138 @@ fn listener_tls_mistakes_name_file_line_and_key() {
         assert!(error.contains(expected), "{error}\nexpected: {expected}");
     }
 }
+
+// ----- [pool] -----
+
+const ACTIVE_ACTIVE: &str =
+    "\n[pool]\nmode = \"active-active\"\nload_interval = \"500ms\"\ncookie_name = \"CI_REPLICA\"\n";
+
+#[test]
+fn the_pool_is_active_passive_unless_set_and_reads_its_keys() {
+    let config = parse(BASE);
+    assert_eq!(config.pool, config::PoolConfig::default());
+    assert_eq!(config.pool.mode, config::PoolMode::ActivePassive);
+    assert_eq!(config.pool.load_interval, config::DEFAULT_LOAD_INTERVAL);
+    assert_eq!(config.pool.load_interval, Duration::from_secs(5));
+    assert_eq!(config.pool.cookie_name, "JHP_REPLICA");
+    assert!(
+        !config.summary().contains("pool:"),
+        "nothing new in the default summary"
+    );
+    let explicit = parse(&format!("{BASE}\n[pool]\nmode = \"active-passive\"\n"));
+    assert_eq!(explicit.pool, config::PoolConfig::default());
+
+    let config = parse(&format!("{BASE}{ACTIVE_ACTIVE}"));
+    assert!(config.pool.active_active());
+    assert_eq!(config.pool.load_interval, Duration::from_millis(500));
+    assert_eq!(config.pool.cookie_name, "CI_REPLICA");
+    let summary = config.summary();
+    for line in [
+        "pool:      active-active: every healthy, enabled master takes traffic",
+        "ONLY for replicated controllers (CloudBees CI HA)",
+        "new sessions: least load (builds+queue+agents, every 500ms)",
+        "a session sticks to its replica by the cookie CI_REPLICA",
+    ] {
+        assert!(summary.contains(line), "{line:?} in:\n{summary}");
+    }
+    assert!(summary.lines().all(|l| l.len() <= 80), "{summary}");
+    let defaults = parse(&format!("{BASE}\n[pool]\nmode = \"active-active\"\n"));
+    assert_eq!(defaults.pool.load_interval, config::DEFAULT_LOAD_INTERVAL);
+    assert_eq!(defaults.pool.cookie_name, config::DEFAULT_COOKIE_NAME);
+    // `standby = "none"` says what active-active does anyway.
+    let none = with(
+        "name = \"master-b\"",
+        "name = \"master-b\"\nstandby = \"none\"",
+    );
+    parse(&format!("{none}{ACTIVE_ACTIVE}"));
+}
+
+#[test]
+fn pool_mistakes_name_the_key() {
+    let text = format!(
+        "{BASE}{}",
+        ACTIVE_ACTIVE.replace("active-active", "active/active")
+    );
+    rejects(
+        &text,
+        "pool.mode",
+        Some("mode ="),
+        "unknown mode \"active/active\"",
+    );
+    let text = format!("{BASE}{}", ACTIVE_ACTIVE.replace("500ms", "50ms"));
+    rejects(
+        &text,
+        "pool.load_interval",
+        Some("load_interval ="),
+        "at least 100ms",
+    );
+    let text = format!("{BASE}{}", ACTIVE_ACTIVE.replace("500ms", "0s"));
+    rejects(
+        &text,
+        "pool.load_interval",
+        Some("load_interval ="),
+        "greater than zero",
+    );
+    let text = format!("{BASE}{}", ACTIVE_ACTIVE.replace("500ms", "fast"));
+    rejects(
+        &text,
+        "pool.load_interval",
+        Some("load_interval ="),
+        "invalid duration",
+    );
+    let text = format!(
+        "{BASE}{}",
+        ACTIVE_ACTIVE.replace("CI_REPLICA", "CI REPLICA;")
+    );
+    rejects(
+        &text,
+        "pool.cookie_name",
+        Some("cookie_name ="),
+        "not a cookie name",
+    );
+    let text = format!("{BASE}{}", ACTIVE_ACTIVE.replace("cookie_name", "cookie"));
+    rejects(&text, "pool.cookie", Some("cookie ="), "unknown");
+}
+
+#[test]
+fn active_active_refuses_what_only_active_passive_does() {
+    let aa = |base: &str| format!("{base}{ACTIVE_ACTIVE}");
+    rejects(
+        &format!("{}{CLUSTER}", aa(BASE)),
+        "pool.mode",
+        Some("mode ="),
+        "cannot be combined with [cluster]",
+    );
+    for (key, line) in [
+        ("standby", "standby = \"hot\""),
+        (
+            "fence_command",
+            "fence_command = [\"/bin/fence\", \"{name}\"]",
+        ),
+        (
+            "start_command",
+            "start_command = [\"/bin/start\", \"{name}\"]",
+        ),
+    ] {
+        let text = aa(&with(
+            "name = \"master-b\"",
+            &format!("name = \"master-b\"\n{line}"),
+        ));
+        rejects(
+            &text,
+            &format!("backend[1].{key}"),
+            Some(line),
+            "no meaning with pool.mode = \"active-active\"",
+        );
+    }
+    let text = aa(&with(
+        "failback = \"never\"",
+        "failback = \"never\"\nrequire_fence = true",
+    ));
+    rejects(
+        &text,
+        "failover.require_fence",
+        Some("require_fence ="),
+        "no master is ever fenced",
+    );
+}

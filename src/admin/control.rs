@@ -162,7 +162,7 @@ impl Call {
 pub fn status_of(error: &ControlError) -> StatusCode {
     match error {
         ControlError::UnknownMaster { .. } => StatusCode::NOT_FOUND,
-        ControlError::Refused(_) => StatusCode::CONFLICT,
+        ControlError::Refused(_) | ControlError::ActiveActive => StatusCode::CONFLICT,
         ControlError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
     }
 }

@@ -9,6 +9,8 @@
 //!   are a pure function of one snapshot: `render` builds them fresh from the snapshot
 //!   it is given, so they can never disagree with `/status` or keep a removed master.
 
+mod replicas;
+
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -250,6 +252,9 @@ fn status_class(status: u16) -> &'static str {
 fn pool_registry(snapshot: &Snapshot) -> Registry {
     let mut registry = Registry::with_prefix(PREFIX);
     registry.register_collector(Box::new(PoolGauges::of(snapshot)));
+    if let Some(replicas) = replicas::ReplicaGauges::of(snapshot) {
+        registry.register_collector(Box::new(replicas));
+    }
     registry
 }
 
@@ -354,7 +359,7 @@ impl PoolGauges {
             .enumerate()
             .map(|(index, status)| MasterRow {
                 name: status.master.name.clone(),
-                active: snapshot.active == Some(index),
+                active: snapshot.takes_traffic(index),
                 health: status.health,
                 state: status.state(),
                 disabled: status.disabled,
@@ -391,7 +396,7 @@ impl Collector for PoolGauges {
         gauge(
             &mut encoder,
             ("active_master", None),
-            "1 for the master that receives traffic, 0 for the others.",
+            "1 for the master that receives traffic (active-active: every replica that takes traffic), 0 for the others.",
             rows.iter()
                 .map(|r| ([("master", r.name.as_str())], u32::from(r.active))),
         )?;
@@ -505,6 +510,7 @@ mod tests {
                 crate::upstream::UpstreamSettings::for_tests(),
             ),
             check_now: tokio::sync::Notify::new(),
+            counters: Default::default(),
         })
     }
 
@@ -558,6 +564,7 @@ mod tests {
             failback: Failback::Never,
             cluster: None,
             valid_until: None,
+            replicas: None,
         }
     }
 

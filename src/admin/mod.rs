@@ -211,11 +211,17 @@ async fn mutate<B>(ctx: &AdminContext, request: &Request<B>) -> Response<Full<By
     }
 }
 
-/// `GET /ready`: 200 while this instance sends traffic to a master, 503 otherwise
+/// `GET /ready`: 200 while this instance sends traffic to a master (active-active:
+/// to at least one replica), 503 otherwise
 /// (no healthy master; in cluster mode also while a switch opens or this instance
 /// cannot confirm its view with etcd). For keepalived and load balancers.
 fn ready(ctx: &AdminContext) -> Response<Full<Bytes>> {
     let snapshot = ctx.routing.current();
+    if snapshot.replicas.is_some() && snapshot.can_route() {
+        let names: Vec<String> = snapshot.routed().iter().map(|m| m.name.clone()).collect();
+        let ready = format!("ready: replicas taking traffic: {}\n", names.join(", "));
+        return text(StatusCode::OK, &ready);
+    }
     match snapshot.routable_master() {
         Some(master) => text(
             StatusCode::OK,

@@ -5,7 +5,9 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use crate::control::routing::Snapshot;
+use crate::config::PoolMode;
+use crate::control::placement::Reason;
+use crate::control::routing::{Master, MasterStatus, Snapshot};
 use crate::tls::ServedCertificate;
 
 /// The `/status` document. Field names are a public contract: add, never rename.
@@ -16,6 +18,8 @@ pub struct Status {
     pub failovers: u64,
     pub generation: u64,
     pub failback: &'static str,
+    /// `pool.mode`: "active-passive" or "active-active".
+    pub mode: &'static str,
     pub started_at: String,
     pub backends: Vec<BackendStatus>,
     /// A promotion under way (requests are held meanwhile), or null.
@@ -129,6 +133,50 @@ pub struct BackendStatus {
     /// `https://` masters: `verified as NAME`, or `NOT VERIFIED
     /// (upstream_tls.insecure_skip_verify = true)`; null for `http://` ones.
     pub tls: Option<String>,
+    /// Active-active mode only: its fields are the backend's (absent otherwise).
+    #[serde(flatten)]
+    pub replica: Option<ReplicaStatus>,
+}
+
+/// A backend's fields in active-active mode (`active` then means: takes traffic).
+#[derive(Debug, Serialize)]
+pub struct ReplicaStatus {
+    /// Jenkins' load as last read; null when the last read failed (or none was made
+    /// yet): the replica is then placed after those whose load is known.
+    pub load: Option<LoadStatus>,
+    /// Why `load` is null.
+    pub load_error: Option<String>,
+    /// Placements that started a new session here (`least_load` + `replaced`).
+    pub sessions: u64,
+    /// The proxy's requests waiting on this replica for their response head now.
+    pub requests_in_flight: usize,
+    /// Placements since start, by reason.
+    pub placements: PlacementStatus,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LoadStatus {
+    /// Busy executors.
+    pub builds: u64,
+    /// Items in the build queue.
+    pub queued: u64,
+    /// Online agents.
+    pub agents: u64,
+    /// builds + queued + agents: what placement compares (plus requests in flight).
+    pub total: u64,
+    pub read_at: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PlacementStatus {
+    /// Its cookie named this replica.
+    pub cookie: u64,
+    /// The first request of its CLI call went here.
+    pub session: u64,
+    /// No tie: the least loaded replica.
+    pub least_load: u64,
+    /// Its tie named a replica that did not take traffic: placed anew here.
+    pub replaced: u64,
 }
 
 /// In `alarms` while any master's certificate goes unverified.
@@ -202,36 +250,13 @@ impl Status {
             failovers: snapshot.failovers,
             generation: snapshot.generation,
             failback: snapshot.failback.as_str(),
+            mode: match snapshot.replicas {
+                Some(_) => PoolMode::ActiveActive.as_str(),
+                None => PoolMode::ActivePassive.as_str(),
+            },
             started_at: rfc3339(snapshot.started_at),
-            backends: snapshot
-                .masters
-                .iter()
-                .enumerate()
-                .map(|(index, status)| {
-                    let open = status.master.upstream.attachments().counts();
-                    BackendStatus {
-                        name: status.master.name.clone(),
-                        url: status.master.url.clone(),
-                        healthy: status.health == crate::control::election::Health::Up,
-                        active: snapshot.active == Some(index),
-                        state: status.state(),
-                        last_check: status.last_check.map(rfc3339),
-                        last_error: status.last_error.clone(),
-                        latency_ms: status.latency.map(|l| l.as_secs_f64() * 1000.0),
-                        consecutive_passed: status.consecutive_passed,
-                        consecutive_failed: status.consecutive_failed,
-                        disabled: status.disabled
-                            || snapshot
-                                .cluster
-                                .as_ref()
-                                .is_some_and(|c| c.disabled.contains(&status.master.name)),
-                        standby: status.master.standby.as_str(),
-                        open_connections: open.http,
-                        tunnels: open.tunnels,
-                        tcp_connections: open.tcp,
-                        tls: tls_text(&status.master),
-                    }
-                })
+            backends: (snapshot.masters.iter().enumerate())
+                .map(|(index, status)| backend_status(snapshot, index, status))
                 .collect(),
             promotion: snapshot.promotion.as_ref().map(|p| PromotionStatus {
                 to: p.to.clone(),
@@ -267,6 +292,59 @@ impl Status {
             tls: None,
         }
     }
+}
+
+/// One master's entry in `backends`.
+fn backend_status(snapshot: &Snapshot, index: usize, status: &MasterStatus) -> BackendStatus {
+    let open = status.master.upstream.attachments().counts();
+    BackendStatus {
+        name: status.master.name.clone(),
+        url: status.master.url.clone(),
+        healthy: status.health == crate::control::election::Health::Up,
+        active: snapshot.takes_traffic(index),
+        state: status.state(),
+        last_check: status.last_check.map(rfc3339),
+        last_error: status.last_error.clone(),
+        latency_ms: status.latency.map(|l| l.as_secs_f64() * 1000.0),
+        consecutive_passed: status.consecutive_passed,
+        consecutive_failed: status.consecutive_failed,
+        disabled: status.disabled
+            || snapshot
+                .cluster
+                .as_ref()
+                .is_some_and(|c| c.disabled.contains(&status.master.name)),
+        standby: status.master.standby.as_str(),
+        open_connections: open.http,
+        tunnels: open.tunnels,
+        tcp_connections: open.tcp,
+        tls: tls_text(&status.master),
+        replica: replica_status(snapshot, index, &status.master),
+    }
+}
+
+/// Active-active mode: a replica's load, placements and requests in flight.
+fn replica_status(snapshot: &Snapshot, index: usize, master: &Master) -> Option<ReplicaStatus> {
+    let replica = snapshot.replicas.as_ref()?.entries.get(index)?;
+    let counters = &master.counters;
+    let load = replica.load.load().map(|load| LoadStatus {
+        builds: load.builds,
+        queued: load.queued,
+        agents: load.agents,
+        total: load.total(),
+        read_at: replica.load.at().map(rfc3339),
+    });
+    Some(ReplicaStatus {
+        load,
+        load_error: replica.load.error().map(str::to_owned),
+        sessions: counters.sessions(),
+        requests_in_flight: counters.in_flight(),
+        placements: PlacementStatus {
+            cookie: counters.placements(Reason::Cookie),
+            session: counters.placements(Reason::Session),
+            least_load: counters.placements(Reason::LeastLoad),
+            replaced: counters.placements(Reason::Replaced),
+        },
+    })
 }
 
 /// `cluster`, in cluster mode.

@@ -1,5 +1,7 @@
 //! `jenkins-ha-proxy demo`: two sample masters on loopback, the real daemon in front
 //! of them, and commands on stdin to break and mend the masters while you watch.
+//! With `--active-active`: three sample replicas that all take traffic, with loads
+//! the `load` command sets.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,23 +14,37 @@ use crate::config::Config;
 use crate::daemon::{self, Listeners};
 use crate::sample::SampleMaster;
 
-/// `tls`: certificate and key files to serve HTTPS with.
-pub async fn run(
-    listen: &str,
-    admin_listen: &str,
-    standby: &str,
-    tls: Option<&(PathBuf, PathBuf)>,
-) -> anyhow::Result<()> {
-    let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
-    let masters = [
-        SampleMaster::start("master-a", loopback)
-            .await
-            .context("starting sample master-a on 127.0.0.1")?,
-        SampleMaster::start("master-b", loopback)
-            .await
-            .context("starting sample master-b on 127.0.0.1")?,
-    ];
+/// What the demo runs.
+pub struct Demo<'a> {
+    pub listen: &'a str,
+    pub admin_listen: &'a str,
+    /// `--standby`: none, hot or cold.
+    pub standby: &'a str,
+    /// `--tls-cert`, `--tls-key`: certificate and key files to serve HTTPS with.
+    pub tls: Option<&'a (PathBuf, PathBuf)>,
+    /// `--active-active`: three replicas, `pool.mode = "active-active"`.
+    pub active_active: bool,
+}
+
+pub async fn run(demo: Demo<'_>) -> anyhow::Result<()> {
+    let Demo {
+        listen,
+        admin_listen,
+        standby,
+        tls,
+        active_active,
+    } = demo;
+    let masters = start_masters(if active_active { 3 } else { 2 }).await?;
     let mut text = demo_config(listen, admin_listen, standby, &masters);
+    if active_active {
+        // Loads of 5, 1 and 3: new sessions go to master-b first.
+        for (master, (builds, queued, agents)) in
+            masters.iter().zip([(3, 1, 1), (0, 1, 0), (2, 0, 1)])
+        {
+            master.load().set(builds, queued, agents);
+        }
+        text += "[pool]\nmode = \"active-active\"\nload_interval = \"1s\"\n";
+    }
     if let Some((cert, key)) = tls {
         // A TOML basic string: only backslashes and quotes need escaping.
         let quoted = |path: &PathBuf| {
@@ -49,7 +65,14 @@ pub async fn run(
     let proxy = listeners.proxy.local_addr()?;
     let admin = listeners.admin.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    println!("{}", instructions(&masters, scheme, proxy, admin));
+    if active_active {
+        println!(
+            "{}",
+            super::demo_active::instructions(&masters, scheme, proxy, admin)
+        );
+    } else {
+        println!("{}", instructions(&masters, scheme, proxy, admin));
+    }
 
     let quit = CancellationToken::new();
     let stop = quit.clone();
@@ -72,11 +95,25 @@ pub async fn run(
     Ok(())
 }
 
+/// `count` sample masters on loopback: master-a, master-b, ...
+async fn start_masters(count: usize) -> anyhow::Result<Vec<SampleMaster>> {
+    let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
+    let mut masters = Vec::with_capacity(count);
+    for letter in ['a', 'b', 'c'].into_iter().take(count) {
+        let name = format!("master-{letter}");
+        let master = SampleMaster::start(&name, loopback)
+            .await
+            .with_context(|| format!("starting sample {name} on 127.0.0.1"))?;
+        masters.push(master);
+    }
+    Ok(masters)
+}
+
 fn demo_config(
     listen: &str,
     admin_listen: &str,
     standby: &str,
-    masters: &[SampleMaster; 2],
+    masters: &[SampleMaster],
 ) -> String {
     // Cold: the "start" command only logs; type `start b` to bring the JVM up.
     let promotion = match standby {
@@ -98,20 +135,20 @@ fall = 3
 [failover]
 failback = "never"
 state_file = "off"
-[[backend]]
-name = "master-a"
-url = "{a}"
-{promotion}[[backend]]
-name = "master-b"
-url = "{b}"
-{promotion}"#,
-        a = masters[0].url(),
-        b = masters[1].url()
+{backends}"#,
+        backends = masters
+            .iter()
+            .map(|m| format!(
+                "[[backend]]\nname = \"{}\"\nurl = \"{}\"\n{promotion}",
+                m.name(),
+                m.url()
+            ))
+            .collect::<String>()
     )
 }
 
 fn instructions(
-    masters: &[SampleMaster; 2],
+    masters: &[SampleMaster],
     scheme: &str,
     proxy: SocketAddr,
     admin: SocketAddr,
@@ -148,7 +185,7 @@ Then type a command here and press Enter:
 }
 
 /// Reads commands from stdin until `quit` or end of input (then waits for Ctrl-C).
-async fn commands(masters: &[SampleMaster; 2], admin_url: &str) {
+async fn commands(masters: &[SampleMaster], admin_url: &str) {
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         let words: Vec<&str> = line.split_whitespace().collect();
@@ -162,8 +199,11 @@ async fn commands(masters: &[SampleMaster; 2], admin_url: &str) {
             }
             [verb, which] => match pick(masters, which) {
                 Some(master) => act(master, verb).await,
-                None => println!("no master {which:?}: use a or b"),
+                None => println!("no master {which:?}: use a or b (or c)"),
             },
+            ["load", which, numbers @ ..] if masters.len() > 2 => {
+                super::demo_active::set_load(pick(masters, which), numbers)
+            }
             _ => println!("commands: kill a|b, start a|b, sick a|b, well a|b, status, quit"),
         }
     }
@@ -171,12 +211,11 @@ async fn commands(masters: &[SampleMaster; 2], admin_url: &str) {
     std::future::pending::<()>().await;
 }
 
-fn pick<'a>(masters: &'a [SampleMaster; 2], which: &str) -> Option<&'a SampleMaster> {
-    match which {
-        "a" | "master-a" => Some(&masters[0]),
-        "b" | "master-b" => Some(&masters[1]),
-        _ => None,
-    }
+fn pick<'a>(masters: &'a [SampleMaster], which: &str) -> Option<&'a SampleMaster> {
+    let name = which.strip_prefix("master-").unwrap_or(which);
+    masters
+        .iter()
+        .find(|m| m.name().strip_prefix("master-") == Some(name))
 }
 
 async fn act(master: &SampleMaster, verb: &str) {

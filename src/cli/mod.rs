@@ -3,6 +3,7 @@
 
 mod admin_client;
 mod demo;
+mod demo_active;
 mod status;
 
 use std::path::PathBuf;
@@ -122,6 +123,10 @@ enum Command {
         /// The private key of --tls-cert (PEM).
         #[arg(long, value_name = "FILE", requires = "tls_cert")]
         tls_key: Option<PathBuf>,
+        /// Three sample replicas that all take traffic (pool.mode = "active-active",
+        /// as in front of CloudBees CI High Availability), with loads you set.
+        #[arg(long, conflicts_with = "standby")]
+        active_active: bool,
     },
 }
 
@@ -211,9 +216,17 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             standby,
             tls_cert,
             tls_key,
+            active_active,
         } => {
             let tls = tls_cert.zip(tls_key);
-            demo::run(&listen, &admin_listen, &standby, tls.as_ref()).await
+            demo::run(demo::Demo {
+                listen: &listen,
+                admin_listen: &admin_listen,
+                standby: &standby,
+                tls: tls.as_ref(),
+                active_active,
+            })
+            .await
         }
     }
 }
@@ -254,6 +267,9 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
     daemon::upstream_tls(&config)?;
     if let Err(error) = daemon::jenkins_credentials(&config) {
         eprintln!("warning: {error}");
+    }
+    if config.pool.active_active() {
+        eprintln!("warning: {}", crate::config::ACTIVE_ACTIVE_WARNING);
     }
     let certificates = server_certificates(&config)?;
     println!("{} is valid.\n", path.display());

@@ -36,7 +36,13 @@ pub fn render(status: &Value) -> String {
         .get("active")
         .and_then(Value::as_str)
         .unwrap_or("NONE (answering 503)");
-    let mut out = format!(
+    let mut out = match status.get("mode").and_then(Value::as_str) {
+        Some(mode @ "active-active") => {
+            format!("mode: {mode}: every healthy, enabled replica takes traffic\n")
+        }
+        _ => String::new(),
+    };
+    out += &format!(
         "active master: {active} (since {}), failovers: {}, failback: {}\n\n",
         text(status, "active_since"),
         status.get("failovers").and_then(Value::as_u64).unwrap_or(0),
@@ -44,6 +50,7 @@ pub fn render(status: &Value) -> String {
     );
     cluster(&mut out, status);
     backends(&mut out, status);
+    replicas(&mut out, status);
     holds_and_alarms(&mut out, status);
     transitions(&mut out, status);
     out
@@ -129,6 +136,57 @@ fn backends(out: &mut String, status: &Value) {
     }
 }
 
+/// Active-active mode: each replica's load, requests in flight and placements.
+fn replicas(out: &mut String, status: &Value) {
+    if status.get("mode").and_then(Value::as_str) != Some("active-active") {
+        return;
+    }
+    let number = |value: &Value, key: &str| value.get(key).and_then(Value::as_u64).unwrap_or(0);
+    *out += &format!(
+        "\n  {:<16} {:<7} {:>5} {:>6} {:>6} {:>6} {:>9} {:>8}  {}\n",
+        "REPLICA",
+        "TRAFFIC",
+        "LOAD",
+        "BUILDS",
+        "QUEUED",
+        "AGENTS",
+        "IN FLIGHT",
+        "SESSIONS",
+        "PLACED: COOKIE/SESSION/LEAST LOAD/REPLACED"
+    );
+    for backend in items(status, "backends") {
+        let traffic = match backend.get("active").and_then(Value::as_bool) {
+            Some(true) => "yes",
+            _ => "no",
+        };
+        let load = match backend.get("load").filter(|l| l.is_object()) {
+            Some(load) => format!(
+                "{:>5} {:>6} {:>6} {:>6}",
+                number(load, "total"),
+                number(load, "builds"),
+                number(load, "queued"),
+                number(load, "agents")
+            ),
+            None => format!("{:>5} {:>6} {:>6} {:>6}", "?", "", "", ""),
+        };
+        let placed = backend.get("placements").unwrap_or(&Value::Null);
+        *out += &format!(
+            "  {:<16} {:<7} {load} {:>9} {:>8}  {}/{}/{}/{}\n",
+            text(backend, "name"),
+            traffic,
+            number(backend, "requests_in_flight"),
+            number(backend, "sessions"),
+            number(placed, "cookie"),
+            number(placed, "session"),
+            number(placed, "least_load"),
+            number(placed, "replaced"),
+        );
+        if let Some(error) = backend.get("load_error").and_then(Value::as_str) {
+            *out += &format!("      load unknown (placed last): {error}\n");
+        }
+    }
+}
+
 /// A promotion that holds traffic, and the alarms.
 fn holds_and_alarms(out: &mut String, status: &Value) {
     if let Some(promotion) = status.get("promotion").filter(|p| !p.is_null()) {
@@ -205,6 +263,40 @@ mod tests {
         assert!(table.contains("(HTTP 503)"));
         assert!(table.contains("master-b         up      *"));
         assert!(table.contains("master-a -> master-b: master-a down after 3 failed checks"));
+    }
+
+    #[test]
+    fn renders_replicas_in_active_active_mode() {
+        let status = serde_json::json!({
+            "mode": "active-active", "active": "master-a", "backends": [
+                {"name": "master-a", "state": "up", "active": true, "sessions": 4,
+                 "requests_in_flight": 1, "load_error": null,
+                 "load": {"total": 6, "builds": 3, "queued": 1, "agents": 2},
+                 "placements": {"cookie": 9, "session": 0, "least_load": 4, "replaced": 0}},
+                {"name": "master-b", "state": "down", "active": false, "sessions": 0,
+                 "requests_in_flight": 0, "load": null,
+                 "load_error": "/computer/api/json on 10.0.0.12:8080: HTTP 500",
+                 "placements": {"cookie": 0, "session": 0, "least_load": 0, "replaced": 0}}
+            ], "transitions": []
+        });
+        let table = render(&status);
+        assert!(table.starts_with("mode: active-active"), "{table}");
+        assert!(
+            table.contains(
+                "master-a         yes         6      3      1      2         1        4  9/0/4/0"
+            ),
+            "{table}"
+        );
+        assert!(table.contains("master-b         no          ?"), "{table}");
+        assert!(
+            table.contains("load unknown (placed last): /computer/api/json"),
+            "{table}"
+        );
+        let passive = render(&serde_json::json!({"mode": "active-passive", "backends": []}));
+        assert!(
+            !passive.contains("REPLICA") && !passive.contains("mode:"),
+            "{passive}"
+        );
     }
 
     #[test]

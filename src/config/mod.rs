@@ -12,14 +12,20 @@
 //! - `validate`: raw -> [`Config`], every check naming the offending line
 //!   (`validate/backend`: the `[[backend]]` masters, `validate/tcp`: the `[[tcp]]`
 //!   listeners);
-//! - `summary`: the one-screen text `check` prints.
+//! - `summary`: the one-screen text `check` prints;
+//! - `pool`, `tls`: the validated `[pool]` and TLS tables.
 
 mod errors;
+mod pool;
 mod raw;
 mod summary;
 mod tls;
 mod validate;
 
+pub use pool::{
+    PoolConfig, PoolMode, ACTIVE_ACTIVE_WARNING, DEFAULT_COOKIE_NAME, DEFAULT_LOAD_INTERVAL,
+    MIN_LOAD_INTERVAL,
+};
 pub use tls::{ClientCertFiles, ServerTlsConfig, SniCertificate, TlsVersion, UpstreamTlsConfig};
 pub use validate::etcd_endpoint;
 
@@ -101,6 +107,8 @@ pub struct Config {
     pub cluster: Option<ClusterConfig>,
     /// `[upstream_tls]`: how `https://` masters are verified (all of them alike).
     pub upstream_tls: UpstreamTlsConfig,
+    /// `[pool]`: one master at a time (the default), or all of them (active-active).
+    pub pool: PoolConfig,
 }
 
 /// `[cluster]`: this instance's place in a pool of proxies that agree on one active

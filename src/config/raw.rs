@@ -27,6 +27,15 @@ pub(super) struct RawConfig {
     pub(super) hooks: Vec<Spanned<RawHook>>,
     pub(super) cluster: Field<RawCluster>,
     pub(super) upstream_tls: Field<RawUpstreamTls>,
+    pub(super) pool: Field<RawPool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [pool] table")]
+pub(super) struct RawPool {
+    pub(super) mode: Field<String>,
+    pub(super) load_interval: Field<String>,
+    pub(super) cookie_name: Field<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -186,6 +195,7 @@ pub(super) const DURATION_KEYS: &[&str] = &[
     "min_active_time",
     "call_timeout",
     "lease_ttl",
+    "load_interval",
 ];
 
 /// The duration keys that "off" (or zero) disables.

@@ -12,6 +12,7 @@ pub(super) fn render(config: &Config) -> String {
         config.proxy.listen, config.admin.listen
     )];
     master_lines(config, &mut lines);
+    pool_lines(config, &mut lines);
     upstream_tls_lines(config, &mut lines);
     tcp_lines(&config.tcp, &mut lines);
     health_lines(config, &mut lines);
@@ -39,6 +40,24 @@ fn master_lines(config: &Config, lines: &mut Vec<String>) {
         ));
     }
     lines.push(backend_limits(config));
+}
+
+/// `[pool]` in active-active mode (nothing in the default mode).
+fn pool_lines(config: &Config, lines: &mut Vec<String>) {
+    let pool = &config.pool;
+    if !pool.active_active() {
+        return;
+    }
+    lines.push("pool:      active-active: every healthy, enabled master takes traffic".to_owned());
+    lines.push("           ONLY for replicated controllers (CloudBees CI HA)".to_owned());
+    lines.push(format!(
+        "           new sessions: least load (builds+queue+agents, every {})",
+        fmt_duration(pool.load_interval)
+    ));
+    lines.push(format!(
+        "           a session sticks to its replica by the cookie {}",
+        pool.cookie_name
+    ));
 }
 
 /// How a master is found down, what happens then, and failback.

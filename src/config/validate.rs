@@ -18,6 +18,7 @@ use std::path::PathBuf;
 
 mod backend;
 mod cluster;
+mod pool;
 mod promotion;
 mod proxy;
 mod server_tls;
@@ -70,6 +71,7 @@ pub(super) fn validate(src: &Source<'_>, raw: &RawConfig) -> Result<Config, Conf
         tcp,
         cluster: cluster::cluster(src, raw)?,
         upstream_tls: upstream_tls::upstream_tls(src, &raw.upstream_tls)?,
+        pool: pool::pool(src, raw)?,
     })
 }
 

@@ -1,6 +1,7 @@
 //! The drain: once the active master changes, what is still attached to the demoted
 //! master (in-flight requests, tunnels, TCP forwards) is closed after `drain_timeout`,
-//! so agents reconnect, through us, to the new active master.
+//! so agents reconnect, through us, to the new active master. In active-active mode
+//! the same holds for every replica that stops taking traffic (down or disabled).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,29 +10,21 @@ use tokio::sync::watch;
 
 use crate::control::routing::{Master, Snapshot};
 
-/// Watches the snapshots; on every change of the active master, closes the idle pool
-/// of the demoted master at once, and everything else attached to it after
-/// `drain_timeout`, unless it has become active again by then.
+/// Watches the snapshots; whenever a master stops taking traffic (the active master
+/// is demoted; a replica goes down or is disabled), closes its idle pool at once, and
+/// everything else attached to it after `drain_timeout`, unless it takes traffic
+/// again by then.
 pub async fn run(mut snapshots: watch::Receiver<Arc<Snapshot>>, drain_timeout: Duration) {
     // By identity, not position: a reload may reorder the pool.
-    let mut active = snapshots.borrow_and_update().active_master().cloned();
+    let mut routed = snapshots.borrow_and_update().routed();
     while snapshots.changed().await.is_ok() {
-        let now_active = snapshots.borrow_and_update().active_master().cloned();
-        if same(&now_active, &active) {
-            continue;
+        let now_routed = snapshots.borrow_and_update().routed();
+        for demoted in &routed {
+            if !now_routed.iter().any(|m| Arc::ptr_eq(m, demoted)) {
+                drain(Arc::clone(demoted), snapshots.clone(), drain_timeout);
+            }
         }
-        if let Some(demoted) = active.take() {
-            drain(demoted, snapshots.clone(), drain_timeout);
-        }
-        active = now_active;
-    }
-}
-
-fn same(a: &Option<Arc<Master>>, b: &Option<Arc<Master>>) -> bool {
-    match (a, b) {
-        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-        (None, None) => true,
-        _ => false,
+        routed = now_routed;
     }
 }
 
@@ -43,10 +36,7 @@ fn drain(master: Arc<Master>, watcher: watch::Receiver<Arc<Snapshot>>, drain_tim
         drain_timeout = %humantime::format_duration(drain_timeout), "draining the demoted master");
     tokio::spawn(async move {
         tokio::time::sleep(drain_timeout).await;
-        let active_again = watcher
-            .borrow()
-            .active_master()
-            .is_some_and(|active| Arc::ptr_eq(active, &master));
+        let active_again = watcher.borrow().routes_to(&master);
         if active_again {
             return; // its connections are legitimate again
         }

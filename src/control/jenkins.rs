@@ -1,5 +1,6 @@
 //! The few Jenkins REST calls promotion needs (`quietDown`, `cancelQuietDown`,
-//! `reload`), with HTTP basic auth from an API token (no crumb needed).
+//! `reload`), and the JSON API reads of active-active mode's load pollers, with HTTP
+//! basic auth from an API token (no crumb needed).
 
 use std::path::Path;
 use std::time::Duration;
@@ -97,6 +98,72 @@ pub async fn post(
     } else {
         Err(failed(format!("HTTP {status}")))
     }
+}
+
+/// Largest JSON answer [`get_json`] reads (a `/computer/api/json` of thousands of
+/// agents stays well below it).
+const JSON_LIMIT: usize = 4 * 1024 * 1024;
+
+/// `GET path` on the master (over TLS for an `https://` one), its 200 answer parsed
+/// as JSON; anything else (no answer within `timeout`, another status, not JSON)
+/// is an error that says what happened.
+pub async fn get_json(
+    upstream: &Upstream,
+    path: &str,
+    credentials: Option<&Credentials>,
+    timeout: Duration,
+) -> Result<serde_json::Value, CallError> {
+    use http_body_util::BodyExt;
+    let authority = upstream.authority();
+    let call = async {
+        let stream = upstream
+            .open_control(timeout)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (mut sender, connection) = http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        let driver = tokio::spawn(connection);
+        let mut request = Request::get(path)
+            .header(hyper::header::HOST, authority)
+            .header(hyper::header::USER_AGENT, "jenkins-ha-proxy");
+        if let Some(credentials) = credentials {
+            request = request.header(hyper::header::AUTHORIZATION, credentials.header.as_str());
+        }
+        let request = request.body(Empty::new()).map_err(|e| e.to_string())?;
+        let read = async {
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|e| e.to_string())?;
+            if response.status() != StatusCode::OK {
+                return Err(format!("HTTP {}", response.status()));
+            }
+            let body = http_body_util::Limited::new(response.into_body(), JSON_LIMIT)
+                .collect()
+                .await
+                .map_err(|e| format!("reading the answer: {e}"))?
+                .to_bytes();
+            serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))
+        };
+        let outcome = read.await;
+        driver.abort();
+        outcome
+    };
+    let failed = |message: String| CallError::Failed {
+        path: path.to_owned(),
+        authority: authority.to_owned(),
+        message,
+    };
+    tokio::time::timeout(timeout, call)
+        .await
+        .map_err(|_| {
+            failed(format!(
+                "no answer within {}",
+                humantime::format_duration(timeout)
+            ))
+        })?
+        .map_err(failed)
 }
 
 /// Whether the master is in quiet-down (`GET /api/json?tree=quietingDown`); None

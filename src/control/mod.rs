@@ -13,6 +13,10 @@
 //!   demoted master; remember the active master across restarts).
 //! - `jenkins`: the REST calls promotion needs; `commands`: fence, start and hook
 //!   commands (no shell, a timeout).
+//! - `placement` (pure), `replicas`, `load`: active-active mode: which replica a
+//!   request goes to, what a snapshot carries of each replica and what the proxy
+//!   counts per replica, and the load pollers (Jenkins' load of each replica, read
+//!   every `pool.load_interval`, reported to the owner like the probes).
 //! - `cluster`: cluster mode: the etcd client, the pool's keys and rules, the leader's
 //!   decisions, and an instance's member task, which the daemon starts in cluster mode).
 
@@ -22,8 +26,11 @@ pub mod drain;
 pub mod election;
 pub mod health;
 pub mod jenkins;
+pub mod load;
 pub mod owner;
+pub mod placement;
 pub mod promotion;
 pub mod readiness;
+pub mod replicas;
 pub mod routing;
 pub mod state_file;

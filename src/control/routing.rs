@@ -11,6 +11,8 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 
 use crate::control::election::Health;
+use crate::control::placement::{self, Affinity, Candidate, Reason};
+use crate::control::replicas::{ReplicaCounters, Replicas};
 use crate::upstream::Upstream;
 
 /// A master of the pool: what does not change between snapshots.
@@ -30,6 +32,42 @@ pub struct Master {
     /// Wakes this master's probe for a check at once (cluster mode: another instance
     /// found it refusing connections). Notified by the daemon, awaited by the probe.
     pub check_now: tokio::sync::Notify,
+    /// Active-active mode: requests in flight and placements, counted by the proxy.
+    pub counters: ReplicaCounters,
+}
+
+/// A request placed on a replica, counted in its requests in flight until dropped.
+#[derive(Debug)]
+pub struct InFlight(Arc<Master>);
+
+impl InFlight {
+    pub fn on(master: &Arc<Master>) -> InFlight {
+        master.counters.enter();
+        InFlight(Arc::clone(master))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.counters.leave();
+    }
+}
+
+/// Where [`Snapshot::place`] sends something new, and why (None: active-passive).
+#[derive(Debug, Clone)]
+pub struct Placed {
+    pub master: Arc<Master>,
+    pub reason: Option<Reason>,
+}
+
+impl Placed {
+    /// Counts the placement on its replica (active-active), and returns the master.
+    pub fn recorded(self) -> Arc<Master> {
+        if let Some(reason) = self.reason {
+            self.master.counters.placed(reason);
+        }
+        self.master
+    }
 }
 
 /// What the owner knows about one master at the time of a snapshot.
@@ -175,8 +213,9 @@ pub const TRANSITION_HISTORY: usize = 50;
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     /// Increases by one whenever what the request path acts on changes: the master
-    /// that receives traffic (`active`), or the master held traffic waits for
-    /// (`promotion`). Not on probes, counters or alarms.
+    /// that receives traffic (`active`), the master held traffic waits for
+    /// (`promotion`), or (active-active) the replicas that take traffic. Not on
+    /// probes, loads, counters or alarms.
     pub generation: u64,
     /// Changes of the active master recorded since start (`transitions` keeps the
     /// last [`TRANSITION_HISTORY`]): followers count the new ones by it.
@@ -205,6 +244,9 @@ pub struct Snapshot {
     /// instance's view, confirmed with etcd, runs out then: fail closed). None: no
     /// limit (standalone).
     pub valid_until: Option<Instant>,
+    /// Active-active mode: every replica (file order), routable or not, with its
+    /// load; None in active-passive mode.
+    pub replicas: Option<Arc<Replicas>>,
 }
 
 /// Cluster mode: what `/status`, `/ready` and the metrics show of the pool.
@@ -253,6 +295,75 @@ impl Snapshot {
     pub fn expired(&self) -> bool {
         self.valid_until
             .is_some_and(|until| Instant::now() >= until)
+    }
+
+    /// Whether traffic may go to `master` now: the active master (active-passive), or
+    /// a routable replica (active-active).
+    pub fn routes_to(&self, master: &Arc<Master>) -> bool {
+        let Some(replicas) = &self.replicas else {
+            return self
+                .active_master()
+                .is_some_and(|active| Arc::ptr_eq(active, master));
+        };
+        (self.masters.iter().zip(&replicas.entries))
+            .any(|(status, replica)| replica.routable && Arc::ptr_eq(&status.master, master))
+    }
+
+    /// Whether the master at `index` (file order) takes traffic now.
+    pub fn takes_traffic(&self, index: usize) -> bool {
+        match &self.replicas {
+            None => self.active == Some(index),
+            Some(replicas) => replicas.entries.get(index).is_some_and(|r| r.routable),
+        }
+    }
+
+    /// The masters traffic may go to now (file order).
+    pub fn routed(&self) -> Vec<Arc<Master>> {
+        (0..self.masters.len())
+            .filter(|&index| self.takes_traffic(index))
+            .map(|index| Arc::clone(&self.masters[index].master))
+            .collect()
+    }
+
+    /// Whether a request can be sent anywhere now.
+    pub fn can_route(&self) -> bool {
+        match &self.replicas {
+            None => self.routable_master().is_some(),
+            Some(replicas) => !self.expired() && replicas.entries.iter().any(|r| r.routable),
+        }
+    }
+
+    /// The replica (index in file order) whose cookie token is `token`.
+    pub fn replica_by_token(&self, token: u64) -> Option<usize> {
+        let replicas = self.replicas.as_ref()?;
+        replicas.entries.iter().position(|r| r.token == token)
+    }
+
+    /// Where something new goes: the routable master (active-passive), or the replica
+    /// the placement rule picks for `affinity` (active-active). None: nowhere now.
+    pub fn place(&self, affinity: Affinity) -> Option<Placed> {
+        let Some(replicas) = &self.replicas else {
+            let master = Arc::clone(self.routable_master()?);
+            return Some(Placed {
+                master,
+                reason: None,
+            });
+        };
+        if self.expired() {
+            return None;
+        }
+        let candidates: Vec<Candidate> = (self.masters.iter().zip(&replicas.entries))
+            .map(|(status, replica)| Candidate {
+                routable: replica.routable,
+                load: replica.load.load().map(|load| load.total()),
+                in_flight: status.master.counters.in_flight() as u64,
+            })
+            .collect();
+        let (index, reason) = placement::place(&candidates, affinity)?;
+        Some(Placed {
+            master: Arc::clone(&self.masters[index].master),
+            reason: Some(reason),
+        })
     }
 
     /// Requests wait for a master rather than get 503: a promotion is under way, or

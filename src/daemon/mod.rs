@@ -7,7 +7,9 @@
 //! - `settings`: the config mapped to each part's runtime settings, and the masters.
 //! - `reload`: re-reading the config file, all or nothing.
 //! - `signals`: SIGTERM and SIGINT stop the daemon, SIGHUP reloads it.
+//! - `checks`: the tasks that watch each master for the owner (probes, load pollers).
 
+mod checks;
 mod cluster;
 mod listeners;
 mod reload;
@@ -34,7 +36,7 @@ use crate::config::{Config, TcpConfig};
 use crate::control::election::Health;
 use crate::control::owner::{self, OwnerHandle};
 use crate::control::routing::{Master, RoutingHandle, Snapshot};
-use crate::control::{drain, health, state_file};
+use crate::control::{drain, state_file};
 use crate::proxy::{self, ProxyContext};
 use crate::sys::systemd;
 use crate::tcp::{self, TcpContext, TcpForward};
@@ -64,6 +66,7 @@ pub async fn run(
     tracing::info!(proxy = %bound(&listeners.proxy), admin = %bound(&listeners.admin),
         tcp = ?listeners.tcp.iter().map(bound).collect::<Vec<_>>(),
         masters = config.backends.len(), workers = proxy_workers(&config),
+        mode = config.pool.mode.as_str(),
         "jenkins-ha-proxy starting");
     let tls = upstream_tls(&config).map_err(|error| Fatal::Settings(error.to_string()))?;
     let (reload_requests, mut reloads) = mpsc::channel(8);
@@ -235,7 +238,7 @@ impl Daemon {
             owner_settings(&config),
             remembered.as_deref(),
         );
-        let probes = health::spawn_probes(&masters, &config.health, owner.events());
+        let probes = checks::spawn(&masters, &config, owner.events());
         let mut background = JoinSet::new();
         let drain = background.spawn(drain::run(
             routing.subscribe(),

@@ -14,12 +14,12 @@ use super::settings::{
     build_masters, down_confirmation, owner_settings, policy, proxy_settings, proxy_workers,
     restart_only_changes, restart_only_tls_changes, server_settings, upstream_tls, NoTlsFor,
 };
-use super::Daemon;
+use super::{checks, Daemon};
 use crate::admin::Token;
 use crate::config::{Config, ConfigError};
 use crate::control::owner::{Control, ControlError};
 use crate::control::routing::Master;
-use crate::control::{drain, health, state_file};
+use crate::control::{drain, state_file};
 use crate::sys::small_file::SecretError;
 use crate::sys::systemd;
 use crate::tls::CertificateError;
@@ -55,6 +55,11 @@ pub enum ReloadError {
     UpstreamTls(#[from] crate::tls::ClientTlsError),
     #[error(transparent)]
     NoTls(#[from] NoTlsFor),
+    #[error("pool.mode changed ({old} -> {new}): it applies at start only; restart the daemon to switch modes")]
+    ModeChanged {
+        old: &'static str,
+        new: &'static str,
+    },
     #[error("{0} changed: in cluster mode it is the pool's; restart this instance (and, for the masters, every instance of the pool with the same list) to change it")]
     ClusterFixed(&'static str),
 }
@@ -105,6 +110,10 @@ impl Daemon {
         let token = Token::load(new.admin.token_file.as_deref())?;
         refuse_moved_listeners(&self.config, &new)?;
         refuse_pool_changes(&self.config, &new)?;
+        if self.config.pool.mode != new.pool.mode {
+            let (old, new) = (self.config.pool.mode.as_str(), new.pool.mode.as_str());
+            return Err(ReloadError::ModeChanged { old, new });
+        }
         // Read now, so that a bad certificate refuses the whole reload.
         let certificates = self.certificates.reread(&new)?;
         // Restart-only once built: its files are read once, and every https master's
@@ -155,7 +164,7 @@ impl Daemon {
         token: Token,
     ) -> Reloaded {
         self.probes.abort_all();
-        self.probes = health::spawn_probes(&masters, &new.health, self.owner.events());
+        self.probes = checks::spawn(&masters, &new, self.owner.events());
         self.masters = masters;
         self.restart_followers(&new);
         let tcp_unchanged = self

@@ -111,7 +111,7 @@ pub(super) fn restart_only_tls_changes(old: &Config, new: &Config) -> Vec<&'stat
 /// `jenkins.api_token_file` could not be read: the daemon runs, but hot promotion's
 /// REST calls go without auth and fail.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}; hot promotion REST calls will fail until it is fixed")]
+#[error("{0}; hot promotion REST calls (and active-active load reads) will fail until it is fixed")]
 pub struct CredentialsError(#[from] SecretError);
 
 /// The credentials of `jenkins.user` / `jenkins.api_token_file`, if set. An unusable
@@ -144,6 +144,7 @@ pub(super) fn owner_settings(config: &Config) -> OwnerSettings {
         starting_grace: config.failover.starting_grace,
         min_active_time: config.failover.min_active_time,
         cluster: config.cluster.is_some(),
+        active_active: config.pool.active_active(),
     }
 }
 
@@ -226,6 +227,7 @@ pub(super) fn build_masters(
                     fence_command: backend.fence_command.clone(),
                     upstream: fresh,
                     check_now: tokio::sync::Notify::new(),
+                    counters: Default::default(),
                 }),
             })
         })
@@ -247,6 +249,8 @@ pub(super) fn proxy_settings(
         request_timeout: config.proxy.request_timeout,
         down_confirmation: down_confirmation(&config.health),
         advertised: advertised_for(&config.tcp, bound_port),
+        affinity_cookie: (config.pool.active_active())
+            .then(|| Arc::from(config.pool.cookie_name.as_str())),
     }
 }
 

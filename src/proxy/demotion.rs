@@ -153,8 +153,8 @@ pub(super) async fn demoted_within(
     tokio::time::timeout(bound, demoted).await.ok().flatten()
 }
 
+/// Traffic may still go to `master`: it is the active master (active-passive), or
+/// a routable replica (active-active).
 pub(super) fn still_active(snapshot: &Snapshot, master: &Arc<Master>) -> bool {
-    snapshot
-        .active_master()
-        .is_some_and(|active| Arc::ptr_eq(active, master))
+    snapshot.routes_to(master)
 }

@@ -13,7 +13,7 @@ use super::access::AccessEntry;
 use super::exchange::{Exchange, Replay, Upgrade};
 use super::headers::{add_forwarded, strip_hop_by_hop, ClientOrigin};
 use super::send::{send_with_retries, ServedBy};
-use super::{responses, session, upgrade, Peer, ProxyBody, ProxyContext};
+use super::{affinity, responses, session, upgrade, Peer, ProxyBody, ProxyContext};
 
 /// The header the Jenkins CLI's HTTP mode pairs its two requests with.
 const SESSION: HeaderName = HeaderName::from_static("session");
@@ -38,6 +38,7 @@ pub async fn forward(
     if let Some(upgrade) = &upgrade {
         upgrade::restore(&mut parts.headers, upgrade.protocol.clone());
     }
+    let sticky = affinity::Sticky::of(&settings, &parts.headers, peer.tls);
     let exchange = Exchange {
         replay: Replay::of(&parts, &body),
         request_host: parts.headers.get(HOST).cloned(),
@@ -67,6 +68,9 @@ pub async fn forward(
         .extensions()
         .get::<ServedBy>()
         .map(|s| Arc::clone(&s.0));
+    if let (Some(sticky), Some(master)) = (&sticky, &master) {
+        sticky.stick(&mut response, master);
+    }
     let master_name = master.as_ref().map_or("none", |m| m.name.as_str());
     ctx.metrics
         .observe_request(master_name, response.status().as_u16(), started.elapsed());

@@ -8,6 +8,8 @@
 //! - `forward`: one request, from refusal rules and head rewriting to the access log.
 //! - `send` and `retry`: sending it through the pool, and what to do when that fails
 //!   (`retry` is the pure decision, tested exhaustively).
+//! - `affinity`: active-active mode: which replica a request goes to, and the cookie
+//!   that keeps a session there.
 //! - `exchange`: what a request keeps while it is sent (the copy it may be resent as,
 //!   its upgrade, its CLI session).
 //! - `responses`: every answer the proxy makes itself (400, 431, 502, 503, 504).
@@ -15,6 +17,7 @@
 //!   each of those applies.
 
 mod access;
+mod affinity;
 mod body;
 mod demotion;
 mod exchange;
@@ -84,6 +87,9 @@ pub struct ProxySettings {
     /// answering: `health.timeout` x `fall` + `interval`. A replayed request that
     /// broke again waits this long for a demotion before it gets 502.
     pub down_confirmation: Duration,
+    /// Active-active mode: the name of the cookie that keeps a session on its replica
+    /// (`pool.cookie_name`); None in active-passive mode.
+    pub affinity_cookie: Option<Arc<str>>,
 }
 
 impl ProxyContext {

@@ -11,13 +11,14 @@ use http_body_util::Either;
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Request, Response, StatusCode};
 
+use super::affinity;
 use super::body::{MasterBody, Streamed};
 use super::demotion::{demoted_within, still_active, unless_demoted, wait_for_head, Waited};
 use super::exchange::{Exchange, Upgrade};
 use super::headers::strip_hop_by_hop;
 use super::retry::{next_step, Answer, Attempts, ConnectDeadline, Failure, Step};
 use super::{jnlp, responses, upgrade, ProxyBody, ProxyContext};
-use crate::control::routing::{Master, Snapshot};
+use crate::control::routing::{InFlight, Master, Snapshot};
 use crate::upstream::{write_request_head, ConnectError, RawError, UpstreamBody};
 
 /// Which master answered (or failed) a request; a response extension read by metrics
@@ -58,6 +59,8 @@ struct Sending {
     /// Masters whose connect failed and was reported; each may fail once.
     connect_failures: usize,
     deadline: ConnectDeadline,
+    /// Active-active mode: the replica the request waits on, counted until it is done.
+    in_flight: Option<InFlight>,
 }
 
 /// Sends `request` to the active master, trying again where that is safe (see
@@ -73,9 +76,18 @@ pub(super) async fn send_with_retries(
         fresh_only: false,
         connect_failures: 0,
         deadline: ConnectDeadline::default(),
+        in_flight: None,
     };
     loop {
-        let Some(master) = sending.snapshot.routable_master().cloned() else {
+        let snapshot = &sending.snapshot;
+        let placed = affinity::target(
+            ctx,
+            snapshot,
+            &request,
+            &sending.exchange,
+            &mut sending.in_flight,
+        );
+        let Some(master) = placed else {
             let hold_timeout = sending.exchange.settings.hold_timeout;
             match Box::pin(hold(ctx, &sending.snapshot, hold_timeout)).await {
                 Some(next) => {
@@ -413,7 +425,7 @@ async fn hold(
     let deadline = tokio::time::Instant::now() + hold_timeout;
     loop {
         let current = Arc::clone(&snapshots.borrow_and_update());
-        if current.routable_master().is_some() {
+        if current.can_route() {
             return Some(current);
         }
         if !current.holds_requests() {

@@ -85,6 +85,16 @@ impl CliSessions {
         Check::First
     }
 
+    /// The master the first request of `session` went to, while it is remembered
+    /// (active-active mode sends the second one there).
+    pub fn first_master(&self, session: &str) -> Option<String> {
+        let open = match self.open.lock() {
+            Ok(open) => open,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        open.by_id.get(session).map(|(master, _)| master.clone())
+    }
+
     /// Forgets `session` (its first request is being sent to another master instead).
     pub fn forget(&self, session: &str) {
         let mut open = match self.open.lock() {

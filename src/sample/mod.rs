@@ -4,10 +4,12 @@
 //! Endpoints (any method unless noted):
 //! - [`SAMPLE_HEALTH_PATH`] (`/login`): 200 `ok`, or 503 while unhealthy.
 //! - `/slow?chunks=N&delay_ms=M`: N chunks `chunk i\n`, M ms apart, chunked encoding.
+//! - `/sleep?ms=M`: the `hello` answer below, after M ms (a slow page).
 //! - `/upload` (POST/PUT): counts body bytes as frames arrive, then `received <n> bytes\n`.
 //! - `/echo` (POST/PUT): streams the request body back as it arrives (full duplex).
 //! - `/bytes?n=N`: N bytes with a content-length, generated 64 KiB at a time.
 //! - `/headers`: the request headers as `name: value\n` lines.
+//! - `/computer/api/json`, `/queue/api/json`: a load set at run time ([`SampleLoad`]).
 //! - anything else: 200 `hello from <name>\n`.
 //!
 //! Jenkins REST calls, POST only (other methods get 405), each logged in
@@ -26,8 +28,11 @@
 //! `X-Jenkins-Session: <session>`, a hex id made when the master starts and renewed
 //! by [`SampleMaster::restart_jvm`], as Jenkins renews it on every JVM start.
 
+mod load;
 mod routes;
 pub mod server;
+
+pub use load::SampleLoad;
 
 use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
@@ -45,7 +50,7 @@ use hyper::header::HeaderValue;
 use hyper::{Request, StatusCode};
 use tokio::time::sleep;
 
-use routes::serve_connection;
+use routes::{serve_connection, RestAction};
 use server::{Handler, Restartable, Scope};
 
 /// The path the proxy probes; Jenkins answers `/login` even before it is fully up.
@@ -82,33 +87,6 @@ pub struct RestCall {
     pub at: std::time::Instant,
     /// What the master answered: 302 when it took effect, 503 while starting.
     pub status: u16,
-}
-
-/// The REST endpoints the sample master implements, by path.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum RestAction {
-    QuietDown,
-    CancelQuietDown,
-    Reload,
-}
-
-impl RestAction {
-    fn from_path(path: &str) -> Option<RestAction> {
-        match path {
-            "/quietDown" => Some(RestAction::QuietDown),
-            "/cancelQuietDown" => Some(RestAction::CancelQuietDown),
-            "/reload" => Some(RestAction::Reload),
-            _ => None,
-        }
-    }
-
-    fn path(self) -> &'static str {
-        match self {
-            RestAction::QuietDown => "/quietDown",
-            RestAction::CancelQuietDown => "/cancelQuietDown",
-            RestAction::Reload => "/reload",
-        }
-    }
 }
 
 impl RecordedRequest {
@@ -181,6 +159,7 @@ struct Shared {
     reload_duration: Mutex<Duration>,
     /// REST calls received, oldest first (capped like `requests`).
     rest_calls: Mutex<VecDeque<RestCall>>,
+    load: SampleLoad,
 }
 
 /// Starting mode; `epoch` counts changes, so a `/reload` timer ends only its own.
@@ -230,6 +209,7 @@ impl SampleMaster {
             quiet: AtomicBool::new(false),
             reload_duration: Mutex::new(Duration::ZERO),
             rest_calls: Mutex::new(VecDeque::new()),
+            load: SampleLoad::default(),
         });
         let handler = handler(Arc::clone(&shared), tls.clone());
         let server = Restartable::start(name, addr, handler)?;
@@ -262,6 +242,11 @@ impl SampleMaster {
     /// Health endpoint answers 200 (true) or 503 "Jenkins is getting ready to work" (false).
     pub fn set_healthy(&self, healthy: bool) {
         self.inner.shared.healthy.store(healthy, Ordering::SeqCst);
+    }
+
+    /// The load its JSON API reports (running builds, queued items, online agents).
+    pub fn load(&self) -> &SampleLoad {
+        &self.inner.shared.load
     }
 
     /// The agent port `/tcpSlaveAgentListener/` advertises (default 50000).
@@ -343,8 +328,8 @@ impl SampleMaster {
     }
 
     /// Count of client traffic (not capped): requests to paths other than the health
-    /// path and the REST paths (`/quietDown`, `/cancelQuietDown`, `/reload`), including
-    /// those answered 503 while starting.
+    /// path, the REST paths (`/quietDown`, `/cancelQuietDown`, `/reload`) and the load
+    /// API (`/computer/api/json`, `/queue/api/json`), including those answered 503.
     pub fn traffic_count(&self) -> usize {
         // Acquire pairs with the Release in record(): a counted request is also in requests().
         self.inner.shared.traffic.load(Ordering::Acquire)
@@ -429,7 +414,8 @@ impl Shared {
             requests.push_back(recorded);
         }
         let path = uri.path();
-        if path != SAMPLE_HEALTH_PATH && RestAction::from_path(path).is_none() {
+        let own = path == SAMPLE_HEALTH_PATH || load::is_api(path);
+        if !own && RestAction::from_path(path).is_none() {
             // Release: whoever sees the new count also sees the record above.
             self.traffic.fetch_add(1, Ordering::Release);
         }

@@ -22,7 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{sleep, Sleep};
 use tokio_util::sync::CancellationToken;
 
-use super::{lock, query_u64, RestAction, Shared, SAMPLE_HEALTH_PATH, STARTING_BODY};
+use super::{lock, query_u64, Shared, SAMPLE_HEALTH_PATH, STARTING_BODY};
 
 const DEFAULT_SLOW_CHUNKS: u64 = 5;
 const DEFAULT_SLOW_DELAY_MS: u64 = 100;
@@ -35,6 +35,34 @@ static FILLER: [u8; BYTES_CHUNK] = [b'x'; BYTES_CHUNK];
 type ResBody = BoxBody<Bytes, hyper::Error>;
 const TEXT: &str = "text/plain; charset=utf-8";
 const BINARY: &str = "application/octet-stream";
+const JSON: &str = "application/json;charset=utf-8";
+
+/// The REST endpoints the sample master implements, by path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum RestAction {
+    QuietDown,
+    CancelQuietDown,
+    Reload,
+}
+
+impl RestAction {
+    pub(super) fn from_path(path: &str) -> Option<RestAction> {
+        match path {
+            "/quietDown" => Some(RestAction::QuietDown),
+            "/cancelQuietDown" => Some(RestAction::CancelQuietDown),
+            "/reload" => Some(RestAction::Reload),
+            _ => None,
+        }
+    }
+
+    pub(super) fn path(self) -> &'static str {
+        match self {
+            RestAction::QuietDown => "/quietDown",
+            RestAction::CancelQuietDown => "/cancelQuietDown",
+            RestAction::Reload => "/reload",
+        }
+    }
+}
 
 /// Serves one connection, plain or TLS (any IO); on cancel the connection future and
 /// its socket are dropped.
@@ -104,6 +132,10 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Response<ResBody> {
     match req.uri().path() {
         SAMPLE_HEALTH_PATH => health(shared),
         "/slow" => slow(&query),
+        "/sleep" => {
+            sleep(Duration::from_millis(query_u64(&query, "ms").unwrap_or(0))).await;
+            text(StatusCode::OK, format!("hello from {}\n", shared.name))
+        }
         "/upload" if accepts_body => upload(shared, req.into_body()).await,
         // The request body becomes the response body: each frame goes back as it arrives.
         "/echo" if accepts_body => respond(StatusCode::OK, BINARY, req.into_body().boxed()),
@@ -119,6 +151,8 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Response<ResBody> {
                 shared.quiet.load(Ordering::SeqCst)
             ),
         ),
+        "/computer/api/json" => json(shared.load.computers_json()),
+        "/queue/api/json" => json(shared.load.queue_json()),
         path if RestAction::from_path(path).is_some() => post_required(),
         _ => text(StatusCode::OK, format!("hello from {}\n", shared.name)),
     }
@@ -207,6 +241,14 @@ fn post_required() -> Response<ResBody> {
     res.headers_mut()
         .insert(ALLOW, HeaderValue::from_static("POST"));
     res
+}
+
+/// A JSON API answer, or 500 while the load is not readable.
+fn json(body: Option<String>) -> Response<ResBody> {
+    match body {
+        Some(body) => respond(StatusCode::OK, JSON, never_fails(Full::new(body.into()))),
+        None => text(StatusCode::INTERNAL_SERVER_ERROR, "load not readable\n"),
+    }
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<ResBody> {

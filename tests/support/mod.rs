@@ -147,6 +147,7 @@ pub fn config_for(masters: &[&SampleMaster], health: HealthConfig, failback: Fai
         tcp: Vec::new(),
         cluster: None,
         upstream_tls: Default::default(),
+        pool: Default::default(),
     }
 }
 

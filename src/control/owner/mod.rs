@@ -20,6 +20,7 @@ use crate::config::HookConfig;
 use crate::control::cluster::member::ClusterState;
 use crate::control::election::{Policy, Refusal};
 use crate::control::health::ProbeReport;
+use crate::control::load::LoadReport;
 use crate::control::promotion::{PromotionReport, PromotionSettings};
 use crate::control::readiness::ReadinessSettings;
 use crate::control::routing::{Master, RoutingHandle, Snapshot};
@@ -56,6 +57,14 @@ pub enum Event {
         state: ClusterState,
         published: oneshot::Sender<()>,
     },
+    /// Active-active mode: a load poller read a replica's load (or could not).
+    Load(LoadReport),
+}
+
+impl From<LoadReport> for Event {
+    fn from(report: LoadReport) -> Event {
+        Event::Load(report)
+    }
 }
 
 impl From<ProbeReport> for Event {
@@ -97,6 +106,9 @@ pub struct OwnerSettings {
     /// Cluster mode: traffic follows the pool's pointer ([`Event::Cluster`]); this
     /// instance's own election only makes its view.
     pub cluster: bool,
+    /// `pool.mode = "active-active"`: every healthy, enabled master takes traffic; the
+    /// snapshot carries them all (`Snapshot::replicas`) and switchovers are refused.
+    pub active_active: bool,
 }
 
 impl OwnerSettings {
@@ -117,6 +129,8 @@ pub enum ControlError {
     Refused(#[from] Refusal),
     #[error("the daemon is stopping")]
     Stopped,
+    #[error("a switchover has no meaning in active-active mode: every healthy, enabled replica takes traffic; use `disable NAME` to take one out of placement")]
+    ActiveActive,
 }
 
 /// The sending side, for probes, the request path and the admin API.
@@ -249,6 +263,7 @@ mod tests {
             fence_command,
             upstream: Upstream::new(name, 8080, UpstreamSettings::for_tests()),
             check_now: tokio::sync::Notify::new(),
+            counters: Default::default(),
         })
     }
 
@@ -274,6 +289,7 @@ mod tests {
             starting_grace: Duration::ZERO,
             min_active_time: Duration::ZERO,
             cluster: false,
+            active_active: false,
         }
     }
 
@@ -350,5 +366,78 @@ mod tests {
         })
         .await;
         assert_eq!(after.generation, 3);
+    }
+
+    #[tokio::test]
+    async fn active_active_publishes_every_replica_and_their_loads() {
+        use crate::control::load::LoadReport;
+        use crate::control::replicas::{Load, LoadReading};
+        let (a, b) = (master("master-a", None), master("master-b", None));
+        let policy = Policy {
+            rise: 1,
+            fall: 1,
+            failback: Failback::Never,
+        };
+        let mut settings = settings();
+        settings.active_active = true;
+        let pool = vec![Arc::clone(&a), Arc::clone(&b)];
+        let (owner, routing, _task) = start(pool, policy, settings, None);
+        let events = owner.events();
+        for event in [checked(&a, true), checked(&b, true)] {
+            events.send(event).await.expect("the owner runs");
+        }
+        let both = until(&routing, |s| s.routed().len() == 2).await;
+        assert!(both.routes_to(&a) && both.routes_to(&b));
+        let replicas = both.replicas.as_ref().expect("active-active");
+        assert_eq!(replicas.entries[0].load, LoadReading::NotRead);
+        assert_ne!(replicas.entries[0].token, replicas.entries[1].token);
+
+        // A load changes nothing the request path acts on: same generation.
+        let load = Load {
+            builds: 2,
+            queued: 1,
+            agents: 3,
+        };
+        let reading = LoadReading::Read {
+            load,
+            at: SystemTime::now(),
+        };
+        let report = LoadReport {
+            master: Arc::clone(&b),
+            reading,
+        };
+        events
+            .send(Event::Load(report))
+            .await
+            .expect("the owner runs");
+        let loaded = until(&routing, |s| {
+            s.replicas
+                .as_ref()
+                .is_some_and(|r| r.entries[1].load.load() == Some(load))
+        })
+        .await;
+        assert_eq!(loaded.generation, both.generation);
+
+        // Disabled: out of placement at once, and the generation moves.
+        let disable = Control::SetDisabled {
+            master: "master-b".into(),
+            disabled: true,
+        };
+        let disabled = owner.control(disable).await.expect("disabled");
+        assert!(!disabled.routes_to(&b) && disabled.routes_to(&a));
+        assert_eq!(disabled.generation, both.generation + 1);
+        let switchover = owner
+            .control(Control::Switchover {
+                to: "master-a".into(),
+            })
+            .await;
+        assert!(matches!(switchover, Err(ControlError::ActiveActive)));
+        // Down: out of placement too.
+        events
+            .send(checked(&a, false))
+            .await
+            .expect("the owner runs");
+        let none = until(&routing, |s| s.routed().is_empty()).await;
+        assert!(!none.can_route());
     }
 }

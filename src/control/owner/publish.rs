@@ -33,6 +33,8 @@ pub(super) struct Routed {
     active: Option<Arc<Master>>,
     /// The master held traffic waits for (a promotion, a restart).
     held_for: Option<String>,
+    /// Active-active mode: the replicas that take traffic (empty otherwise).
+    replicas: Vec<Arc<Master>>,
 }
 
 impl Routed {
@@ -40,6 +42,10 @@ impl Routed {
         Routed {
             active: snapshot.active_master().cloned(),
             held_for: snapshot.promotion.as_ref().map(|p| p.to.clone()),
+            replicas: match snapshot.replicas {
+                Some(_) => snapshot.routed(),
+                None => Vec::new(),
+            },
         }
     }
 }
@@ -51,6 +57,8 @@ impl PartialEq for Routed {
             (None, None) => true,
             _ => false,
         };
-        same_active && self.held_for == other.held_for
+        let same_replicas = self.replicas.len() == other.replicas.len()
+            && (self.replicas.iter().zip(&other.replicas)).all(|(a, b)| Arc::ptr_eq(a, b));
+        same_active && self.held_for == other.held_for && same_replicas
     }
 }

@@ -9,6 +9,7 @@ use std::time::SystemTime;
 use tokio::sync::mpsc;
 
 mod pool;
+mod snapshot;
 
 use super::effects::{self, Promoter};
 use super::publish::{Announcement, Routed};
@@ -19,7 +20,7 @@ use crate::control::health::ProbeReport;
 use crate::control::promotion::{PromotionReport, Step};
 use crate::control::readiness::{self, Action, Readiness, Verdict};
 use crate::control::routing::{
-    Cause, Master, MasterStatus, Snapshot, StepRecord, TransitionRecord, TRANSITION_HISTORY,
+    Cause, Master, MasterStatus, StepRecord, TransitionRecord, TRANSITION_HISTORY,
 };
 
 /// Everything the owner task writes; nothing else writes it.
@@ -48,6 +49,8 @@ pub(super) struct OwnerState {
     cluster: Option<crate::control::cluster::member::ClusterState>,
     /// Cluster mode: the master the last recorded transition moved traffic to.
     cluster_routed: Option<String>,
+    /// Active-active mode: each replica's load as last read, by master name.
+    loads: std::collections::HashMap<String, crate::control::replicas::LoadReading>,
     /// "active master changed" lines not yet logged: written by `record`, emitted by
     /// `announce` once the snapshot with that change is published, so that whoever
     /// reads the log line (operators, tests) finds the proxy already routing that way.
@@ -112,6 +115,7 @@ impl OwnerState {
             own_events,
             cluster: None,
             cluster_routed: None,
+            loads: Default::default(),
             announcements: Vec::new(),
         }
     }
@@ -154,6 +158,10 @@ impl OwnerState {
             Event::Cluster { state, published } => {
                 self.follow_pool(state, now);
                 Reply::Published(published)
+            }
+            Event::Load(report) => {
+                self.record_load(report);
+                Reply::None
             }
         }
     }
@@ -285,6 +293,9 @@ impl OwnerState {
 
     fn command(&mut self, command: Control, now: SystemTime) -> Result<(), ControlError> {
         match command {
+            Control::Switchover { .. } if self.settings.active_active => {
+                return Err(ControlError::ActiveActive)
+            }
             Control::Switchover { to } => {
                 let index = self.index_by_name(&to)?;
                 let transition = self.election.switchover(index)?;
@@ -452,49 +463,6 @@ impl OwnerState {
     pub(super) fn announce(&mut self) {
         for announcement in self.announcements.drain(..) {
             announcement.log();
-        }
-    }
-
-    /// The snapshot to publish after an event: its generation moves on when what the
-    /// request path acts on has changed.
-    pub(super) fn publish(&mut self) -> Snapshot {
-        let mut snapshot = self.snapshot();
-        let routed = Routed::of(&snapshot);
-        if routed != self.routed {
-            self.generation += 1;
-            self.routed = routed;
-        }
-        snapshot.generation = self.generation;
-        snapshot
-    }
-
-    pub(super) fn snapshot(&self) -> Snapshot {
-        if self.settings.cluster {
-            return self.pool_snapshot();
-        }
-        // Traffic goes only to a master readiness routes to: promoted, not restarting.
-        let active = self
-            .election
-            .active()
-            .filter(|&index| self.readiness.routes_to(&self.statuses[index].master));
-        self.snapshot_with(active)
-    }
-
-    fn snapshot_with(&self, active: Option<usize>) -> Snapshot {
-        Snapshot {
-            generation: self.generation,
-            transition_count: self.transition_count,
-            active,
-            promotion: self.readiness.hold(),
-            alarms: self.readiness.alarms().to_vec(),
-            active_since: self.active_since,
-            failovers: self.failovers,
-            masters: self.statuses.clone(),
-            transitions: Arc::clone(&self.transitions),
-            started_at: self.started_at,
-            failback: self.election.policy().failback,
-            cluster: None,
-            valid_until: None,
         }
     }
 }

@@ -430,6 +430,7 @@ mod tests {
             fence_command: fence.then(|| vec!["fence".to_owned()]),
             upstream: Upstream::new(name, 8080, UpstreamSettings::for_tests()),
             check_now: tokio::sync::Notify::new(),
+            counters: Default::default(),
         })
     }
 
