@@ -101,9 +101,12 @@
 //!   task); active-active mode: `placement` (the pure rule), `replicas` (what the
 //!   snapshot carries and the proxy counts per replica), `load` (the load pollers).
 //! - `upstream`: connections to masters: connect with a deadline (and TLS to an
-//!   `https://` master), an idle pool per proxy worker with per-master caps, what is
-//!   attached to each master (counts and a close switch), the byte pipe of tunnels and
-//!   TCP forwards.
+//!   `https://` master), two HTTP/1.1 clients (`h1`, our own, for the common request:
+//!   GET/HEAD/OPTIONS without a body or upgrade, run in the client connection's task
+//!   with the body read straight from the socket; hyper's for the rest), an idle pool
+//!   per proxy worker holding both kinds apart (`flavor`) with per-master caps, what
+//!   is attached to each master (counts and a close switch), the byte pipe of tunnels
+//!   and TCP forwards.
 //! - `tls`: rustls with its ring provider on both sides: the certificates the proxy
 //!   and admin listeners present (read, checked, swapped on reload) and how masters'
 //!   certificates are verified (`[upstream_tls]`).

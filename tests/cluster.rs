@@ -304,6 +304,7 @@ async fn a_frozen_instance_never_sends_to_the_old_master_after_the_new_one_serve
     pool.wait_routing("master-a").await;
     pool.instance(1).signal(Signal::STOP);
     let frozen_at = Instant::now();
+    pool.instance(1).wait_stopped().await;
     // Queued at the frozen instance: answered only after it wakes.
     let queued: Vec<_> = (0..5)
         .map(|i| {

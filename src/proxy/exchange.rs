@@ -76,7 +76,9 @@ impl Exchange {
 pub(super) struct Replay {
     /// Idempotent and without a body.
     eligible: bool,
-    head: Option<(Method, Uri, hyper::HeaderMap)>,
+    /// Boxed: only a failed attempt needs it, and the request's state is moved by
+    /// value several times per request.
+    head: Option<Box<(Method, Uri, hyper::HeaderMap)>>,
     /// The master the request was already replayed on after a broken connection.
     pub replayed_on: Option<Arc<Master>>,
     /// Copies handed out so far (bounded by `MAX_RESENDS`).
@@ -101,11 +103,11 @@ impl Replay {
     /// Keeps a copy of `request`'s head, before it is handed to hyper's client.
     pub fn copy_before_sending<B>(&mut self, request: &Request<B>) {
         if self.eligible && self.head.is_none() {
-            self.head = Some((
+            self.head = Some(Box::new((
                 request.method().clone(),
                 request.uri().clone(),
                 request.headers().clone(),
-            ));
+            )));
         }
     }
 
@@ -113,7 +115,7 @@ impl Replay {
     pub fn keep<B>(&mut self, request: Request<B>) {
         if self.eligible && self.head.is_none() {
             let (parts, _) = request.into_parts();
-            self.head = Some((parts.method, parts.uri, parts.headers));
+            self.head = Some(Box::new((parts.method, parts.uri, parts.headers)));
         }
     }
 
@@ -133,7 +135,7 @@ impl Replay {
         if !self.can_replay() {
             return None;
         }
-        let (method, uri, headers) = self.head.as_ref()?;
+        let (method, uri, headers) = self.head.as_deref()?;
         self.resent += 1;
         let mut request = Request::new(Either::Right(Empty::new()));
         *request.method_mut() = method.clone();

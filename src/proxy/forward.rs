@@ -134,6 +134,9 @@ fn refuse_host(request: &Request<Incoming>) -> Option<Response<ProxyBody>> {
 /// `:authority` for HTTP/2 clients (it wins over a Host header that differs), the
 /// address the client dialled for an HTTP/1.0 client that sent none.
 fn prepare(parts: &mut Parts, peer: Peer) {
+    // Room for the X-Forwarded-* four (and Host) at once: hyper sizes the map to the
+    // client's headers, and growing it one insert at a time rehashes it each time.
+    parts.headers.reserve(5);
     if parts.version == Version::HTTP_2 {
         if let Some(authority) = parts.uri.authority() {
             if let Ok(host) = HeaderValue::from_str(authority.as_str()) {

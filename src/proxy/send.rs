@@ -1,6 +1,7 @@
 //! Sends one request to the active master through its pool, and streams the response
-//! back. When an attempt fails, [`super::retry::next_step`] decides what comes next and
-//! this module carries it out. The rare paths (holding for a promotion, connecting,
+//! back: the common request through our own HTTP/1 client (`raw`), the rest through
+//! hyper's. When an attempt fails, [`super::retry::next_step`] decides what comes next
+//! and this module carries it out. The rare paths (holding for a promotion, connecting,
 //! reporting to the owner, recovering) are boxed: inline, their futures would make
 //! every request's future kilobytes larger, copied by value several times a request.
 
@@ -11,6 +12,8 @@ use http_body_util::Either;
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Request, Response, StatusCode};
 
+mod raw;
+
 use super::affinity;
 use super::body::{MasterBody, Streamed};
 use super::demotion::{demoted_within, still_active, unless_demoted, wait_for_head, Waited};
@@ -19,7 +22,7 @@ use super::headers::strip_hop_by_hop;
 use super::retry::{next_step, Answer, Attempts, ConnectDeadline, Failure, Step};
 use super::{jnlp, responses, upgrade, ProxyBody, ProxyContext};
 use crate::control::routing::{InFlight, Master, Snapshot};
-use crate::upstream::{write_request_head, ConnectError, RawError, UpstreamBody};
+use crate::upstream::{ConnectError, RawError, UpstreamBody};
 
 /// Which master answered (or failed) a request; a response extension read by metrics
 /// and the access log.
@@ -39,6 +42,8 @@ enum Why {
     NoHead,
     #[error("the master was demoted while the request waited")]
     Demoted,
+    #[error("this instance's view of the pool expired before the request was sent")]
+    Expired,
 }
 
 /// A failed attempt: how, why, and the request when it was never sent.
@@ -162,6 +167,9 @@ impl Sending {
             Ok(connection) => connection,
             Err(error) => return Err(self.connect_failed(ctx, master, error, request)),
         };
+        if self.snapshot.expired() {
+            return Err(expired(request));
+        }
         self.exchange.replay.copy_before_sending(&request);
         let sent = connection.sender.try_send_request(request);
         let replayable = self.exchange.replay.can_replay();
@@ -200,68 +208,6 @@ impl Sending {
                     why: Why::Http(error),
                     unsent,
                     reused: connection.reused,
-                })
-            }
-        }
-    }
-
-    /// [`Sending::attempt`] for a replayable request without a body or upgrade (most
-    /// requests): through our own HTTP/1 client (`upstream::h1`), in this task. The
-    /// failures are those of hyper's client, classified the same way.
-    async fn attempt_raw(
-        &mut self,
-        ctx: &ProxyContext,
-        master: &Arc<Master>,
-        request: Request<UpstreamBody>,
-    ) -> Result<Response<ProxyBody>, Failed> {
-        let wait = self.exchange.settings.hold_timeout;
-        let fresh_only = std::mem::take(&mut self.fresh_only);
-        let connecting = master.upstream.raw_connection(wait, fresh_only);
-        let lease = match unless_demoted(ctx, master, connecting).await {
-            Some(Ok(lease)) => lease,
-            Some(Err(error)) => return Err(self.connect_failed(ctx, master, error, request)),
-            None => {
-                return Err(Failed {
-                    failure: Failure::ConnectAbandoned,
-                    why: Why::Demoted,
-                    unsent: Some(request),
-                    reused: false,
-                })
-            }
-        };
-        let mut head = bytes::BytesMut::new();
-        let target = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
-        write_request_head(&mut head, request.method(), target, request.headers());
-        let reused = lease.reused;
-        let sent = lease.connection.send(&head, request.method(), lease.home);
-        let timeout = self.exchange.settings.request_timeout;
-        let spent = |failure, why| Failed {
-            failure,
-            why,
-            unsent: None,
-            reused,
-        };
-        match wait_for_head(ctx, master, sent, true, timeout).await {
-            Waited::Head(Ok(response)) => Ok(respond(
-                master,
-                None,
-                response.map(MasterBody::Raw),
-                &mut self.exchange,
-            )),
-            Waited::Head(Err(error @ RawError::Unsent(_))) => Err(Failed {
-                failure: Failure::Unsent { reused },
-                why: Why::Raw(error),
-                unsent: Some(request),
-                reused,
-            }),
-            failed => {
-                // Spent: what may be sent again is this request's head.
-                self.exchange.replay.keep(request);
-                Err(match failed {
-                    Waited::Head(Err(error)) => spent(Failure::Broke, Why::Raw(error)),
-                    Waited::Rescued => spent(Failure::Demoted, Why::Demoted),
-                    // TimedOut (a head is handled above).
-                    _ => spent(Failure::HeadTimedOut, Why::NoHead),
                 })
             }
         }
@@ -406,6 +352,18 @@ impl Sending {
         self.snapshot = snapshot;
         self.fresh_only = true;
         Some(copy)
+    }
+}
+
+/// Cluster mode: the snapshot's time to act ran out while a connection was found
+/// (this instance was frozen, say): nothing goes out on it. The request is sent
+/// again by the snapshot of now, which holds it until the pool confirms a master.
+fn expired(request: Request<UpstreamBody>) -> Failed {
+    Failed {
+        failure: Failure::ConnectAbandoned,
+        why: Why::Expired,
+        unsent: Some(request),
+        reused: false,
     }
 }
 

@@ -93,6 +93,27 @@ impl ChildDaemon {
         rustix::process::kill_process(pid, signal).expect("signal the daemon");
     }
 
+    /// Waits until every thread of the daemon is stopped (after SIGSTOP): the signal
+    /// is delivered asynchronously, and a loaded machine may let the daemon run on a
+    /// few milliseconds after `kill` returns.
+    #[allow(dead_code)] // not every test binary freezes a daemon
+    pub async fn wait_stopped(&self) {
+        let tasks = format!("/proc/{}/task", self.pid);
+        wait_until("every thread of the daemon stopped", || async {
+            let Ok(entries) = std::fs::read_dir(&tasks) else {
+                return false;
+            };
+            entries.flatten().all(|task| {
+                std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+                    // The state follows the command name in parentheses.
+                    stat.rsplit_once(") ")
+                        .is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
+                })
+            })
+        })
+        .await;
+    }
+
     /// Waits up to `within` for the daemon to exit on its own; its exit code.
     pub async fn exit_code(&mut self, within: std::time::Duration) -> Option<i32> {
         let status = tokio::time::timeout(within, self.child.wait())

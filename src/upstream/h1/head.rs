@@ -100,23 +100,33 @@ pub fn parse_response_head(
         } else {
             Version::HTTP_11
         };
-        let count = parsed.headers.len();
-        // The head's bytes are frozen first, then parsed again in place: header values
-        // can then share them (no copy, no table of offsets to fill in).
+        // Where each field lies in the head (a short list: a fixed table of a hundred
+        // would cost more to fill in than the parse), so that the values can share
+        // the head's bytes once it is split off the buffer: no copy per value.
+        let base = buf.as_ptr() as usize;
+        let spans: Vec<(usize, usize, usize, usize)> = parsed
+            .headers
+            .iter()
+            .map(|field| {
+                let name = field.name.as_ptr() as usize - base;
+                let value = field.value.as_ptr() as usize - base;
+                (
+                    name,
+                    name + field.name.len(),
+                    value,
+                    value + field.value.len(),
+                )
+            })
+            .collect();
         let head: Bytes = buf.split_to(length).freeze();
         if status.is_informational() {
             continue; // 100 Continue, 103 Early Hints: the final head follows
         }
-        let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-        let mut again = httparse::Response::new(&mut []);
-        config
-            .parse_response_with_uninit_headers(&mut again, &head, &mut fields)
-            .map_err(|_| HeadError("not HTTP/1.x"))?;
-        let mut headers = HeaderMap::with_capacity(count);
-        for field in again.headers.iter() {
-            let name = HeaderName::from_bytes(field.name.as_bytes())
+        let mut headers = HeaderMap::with_capacity(spans.len());
+        for (name_start, name_end, value_start, value_end) in spans {
+            let name = HeaderName::from_bytes(&head[name_start..name_end])
                 .map_err(|_| HeadError("an invalid header name"))?;
-            let value = HeaderValue::from_maybe_shared(head.slice_ref(field.value))
+            let value = HeaderValue::from_maybe_shared(head.slice(value_start..value_end))
                 .map_err(|_| HeadError("an invalid header value"))?;
             headers.append(name, value);
         }

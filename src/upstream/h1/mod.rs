@@ -58,7 +58,12 @@ pub enum RawError {
 }
 
 /// One HTTP/1.1 connection to a master for this client, busy or idle in the pool.
-pub struct RawConnection {
+/// Boxed once when opened: the response body carries it, and a response is moved
+/// by value several times on its way to the client.
+pub struct RawConnection(Box<Link>);
+
+/// What a [`RawConnection`] holds.
+pub struct Link {
     stream: MasterStream,
     /// Bytes read from the master and not handed out yet.
     buf: BytesMut,
@@ -68,18 +73,32 @@ pub struct RawConnection {
     attachment: Attachment,
 }
 
+impl std::ops::Deref for RawConnection {
+    type Target = Link;
+
+    fn deref(&self) -> &Link {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for RawConnection {
+    fn deref_mut(&mut self) -> &mut Link {
+        &mut self.0
+    }
+}
+
 impl RawConnection {
     pub fn new(
         stream: MasterStream,
         permit: OwnedSemaphorePermit,
         attachment: Attachment,
     ) -> RawConnection {
-        RawConnection {
+        RawConnection(Box::new(Link {
             stream,
             buf: BytesMut::new(),
             _permit: permit,
             attachment,
-        }
+        }))
     }
 
     /// The master was drained since this connection opened: it must close.
@@ -145,7 +164,8 @@ impl RawConnection {
         if self.buf.capacity() - self.buf.len() < want / 2 {
             self.buf.reserve(want);
         }
-        tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut self.stream), cx, &mut self.buf)
+        let link = &mut *self.0;
+        tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut link.stream), cx, &mut link.buf)
     }
 
     /// Ready for the pool: a buffer grown by a large body is let go.
