@@ -10,6 +10,7 @@ use hyper::http::request::Parts;
 use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, Uri};
 
+use super::headers::Forwarded;
 use super::responses;
 use super::session::{Check, CliSessions};
 use super::{ProxyBody, ProxySettings};
@@ -18,6 +19,8 @@ use crate::upstream::UpstreamBody;
 
 /// One request's state while it is being sent.
 pub(super) struct Exchange {
+    /// The X-Forwarded-* values, set on the request as each attempt sends it.
+    pub forwarded: Forwarded,
     pub replay: Replay,
     /// The client's Host, for the JNLP header rewrite.
     /// (A shared copy of the value, not a String: no allocation per request.)

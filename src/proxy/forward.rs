@@ -11,7 +11,7 @@ use hyper::{Method, Request, Response, Uri, Version};
 
 use super::access::AccessEntry;
 use super::exchange::{Exchange, Replay, Upgrade};
-use super::headers::{add_forwarded, strip_hop_by_hop, ClientOrigin};
+use super::headers::{forwarded, strip_hop_by_hop, ClientOrigin, Forwarded};
 use super::send::{send_with_retries, ServedBy};
 use super::{affinity, responses, session, upgrade, Peer, ProxyBody, ProxyContext};
 
@@ -32,7 +32,7 @@ pub async fn forward(
         protocol,
     });
     let (mut parts, body) = request.into_parts();
-    prepare(&mut parts, peer);
+    let forwarded = prepare(&mut parts, peer);
     // Read once: the whole request follows the settings it started with.
     let settings = ctx.settings();
     if let Some(upgrade) = &upgrade {
@@ -40,6 +40,7 @@ pub async fn forward(
     }
     let sticky = affinity::Sticky::of(&settings, &parts.headers, peer.tls);
     let exchange = Exchange {
+        forwarded,
         replay: Replay::of(&parts, &body),
         request_host: parts.headers.get(HOST).cloned(),
         // A longer value is not tracked (see `session`): not even copied.
@@ -130,13 +131,11 @@ fn refuse_host(request: &Request<Incoming>) -> Option<Response<ProxyBody>> {
 }
 
 /// Rewrites the request head for a master: HTTP/1.1, origin-form target exactly as the
-/// client sent it, hop-by-hop removed, X-Forwarded-* added, and one Host: the client's,
+/// client sent it, hop-by-hop removed, and one Host: the client's,
 /// `:authority` for HTTP/2 clients (it wins over a Host header that differs), the
-/// address the client dialled for an HTTP/1.0 client that sent none.
-fn prepare(parts: &mut Parts, peer: Peer) {
-    // Room for the X-Forwarded-* four (and Host) at once: hyper sizes the map to the
-    // client's headers, and growing it one insert at a time rehashes it each time.
-    parts.headers.reserve(5);
+/// address the client dialled for an HTTP/1.0 client that sent none. Returns the
+/// X-Forwarded-* values, set as the request is sent (see `Forwarded`).
+fn prepare(parts: &mut Parts, peer: Peer) -> Forwarded {
     if parts.version == Version::HTTP_2 {
         if let Some(authority) = parts.uri.authority() {
             if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
@@ -153,12 +152,12 @@ fn prepare(parts: &mut Parts, peer: Peer) {
     }
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
-    add_forwarded(
-        &mut parts.headers,
+    forwarded(
+        &parts.headers,
         ClientOrigin {
             client_ip: peer.client.ip(),
             listener_port: peer.local.port(),
             tls: peer.tls,
         },
-    );
+    )
 }

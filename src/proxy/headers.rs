@@ -62,34 +62,83 @@ pub struct ClientOrigin {
     pub tls: bool,
 }
 
-/// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Proto`, `-Host` and
+/// The `X-Forwarded-*` values of one request, computed once; added to the request
+/// as it is sent (`Forwarded::set_on` for hyper's client; our own client writes them
+/// straight into the head, without touching the header map).
+#[derive(Debug, Clone)]
+pub struct Forwarded {
+    pub for_chain: Option<HeaderValue>,
+    pub proto: HeaderValue,
+    /// The client's `Host`; None: `X-Forwarded-Host` is removed.
+    pub host: Option<HeaderValue>,
+    pub port: HeaderValue,
+}
+
+/// The header names [`Forwarded`] sets: a client's own values are replaced.
+pub static FORWARDED_NAMES: [HeaderName; 4] = [
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    X_FORWARDED_PORT,
+];
+
+/// The client appended to `X-Forwarded-For`, and `X-Forwarded-Proto`, `-Host` and
 /// `-Port`. The port is the one in `Host` if it names one, else 80 or 443 (the client
 /// used the scheme's default port); without a `Host`, the listener's port.
-pub fn add_forwarded(headers: &mut HeaderMap, origin: ClientOrigin) {
-    let chained = match joined(headers, &X_FORWARDED_FOR) {
+pub fn forwarded(headers: &HeaderMap, origin: ClientOrigin) -> Forwarded {
+    let for_chain = match joined(headers, &X_FORWARDED_FOR) {
         Some(previous) => HeaderValue::from_str(&format!("{previous}, {}", origin.client_ip)).ok(),
         // The common case, without formatting machinery (it was 4% of a request).
         None => ip_value(origin.client_ip),
     };
-    if let Some(value) = chained {
-        headers.insert(X_FORWARDED_FOR, value);
-    }
     let (scheme, default_port) = if origin.tls {
         ("https", 443)
     } else {
         ("http", 80)
     };
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
     let host = headers.get(HOST).cloned();
     let port = match host.as_ref().and_then(|h| h.to_str().ok()) {
         Some(host) => host_port(host).unwrap_or(default_port),
         None => origin.listener_port,
     };
-    match host {
-        Some(host) => headers.insert(X_FORWARDED_HOST, host),
-        None => headers.remove(X_FORWARDED_HOST),
-    };
-    headers.insert(X_FORWARDED_PORT, HeaderValue::from(port));
+    Forwarded {
+        for_chain,
+        proto: HeaderValue::from_static(scheme),
+        host,
+        port: HeaderValue::from(port),
+    }
+}
+
+impl Forwarded {
+    /// Sets the values on `headers` (replacing a client's own).
+    pub fn set_on(&self, headers: &mut HeaderMap) {
+        match &self.for_chain {
+            Some(chain) => headers.insert(X_FORWARDED_FOR, chain.clone()),
+            None => headers.remove(X_FORWARDED_FOR),
+        };
+        headers.insert(X_FORWARDED_PROTO, self.proto.clone());
+        match &self.host {
+            Some(host) => headers.insert(X_FORWARDED_HOST, host.clone()),
+            None => headers.remove(X_FORWARDED_HOST),
+        };
+        headers.insert(X_FORWARDED_PORT, self.port.clone());
+    }
+
+    /// The values as header fields, in `FORWARDED_NAMES` order (absent ones skipped).
+    pub fn fields(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> + Clone {
+        let values = [Some(&self.proto), self.host.as_ref(), Some(&self.port)];
+        std::iter::once(self.for_chain.as_ref())
+            .chain(values)
+            .zip(FORWARDED_NAMES.iter())
+            .filter_map(|(value, name)| value.map(|value| (name, value)))
+    }
+}
+
+/// Appends the client to `X-Forwarded-For` and sets the other `X-Forwarded-*` (see
+/// [`forwarded`]).
+#[cfg(test)]
+pub fn add_forwarded(headers: &mut HeaderMap, origin: ClientOrigin) {
+    forwarded(headers, origin).set_on(headers);
 }
 
 /// `ip` as a header value; IPv4 written digit by digit.

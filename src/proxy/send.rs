@@ -140,8 +140,9 @@ impl Sending {
         &mut self,
         ctx: &ProxyContext,
         master: &Arc<Master>,
-        request: Request<UpstreamBody>,
+        mut request: Request<UpstreamBody>,
     ) -> Result<Response<ProxyBody>, Failed> {
+        self.exchange.forwarded.set_on(request.headers_mut());
         // A request may wait as long for a connection as for a promotion.
         let wait = self.exchange.settings.hold_timeout;
         let fresh_only = std::mem::take(&mut self.fresh_only);

@@ -7,6 +7,7 @@ use hyper::{Request, Response};
 
 use super::super::body::MasterBody;
 use super::super::demotion::{unless_demoted, wait_for_head, Waited};
+use super::super::headers::FORWARDED_NAMES;
 use super::super::retry::Failure;
 use super::super::{ProxyBody, ProxyContext};
 use super::{expired, respond, Failed, Sending, Why};
@@ -43,7 +44,14 @@ impl Sending {
         }
         let mut head = bytes::BytesMut::new();
         let target = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
-        write_request_head(&mut head, request.method(), target, request.headers());
+        let forwarded = &self.exchange.forwarded;
+        write_request_head(
+            &mut head,
+            (request.method(), target),
+            request.headers(),
+            &FORWARDED_NAMES,
+            forwarded.fields(),
+        );
         let reused = lease.reused;
         let sent = lease.connection.send(&head, request.method(), lease.home);
         let timeout = self.exchange.settings.request_timeout;

@@ -42,19 +42,30 @@ pub struct ResponseHead {
 #[error("the master sent an invalid response head: {0}")]
 pub struct HeadError(pub &'static str);
 
-/// Appends the request head for a body-less request to `out`: the method, the target
-/// as prepared (origin form), HTTP/1.1, and every header field as is.
-pub fn write_request_head(out: &mut BytesMut, method: &Method, target: &str, headers: &HeaderMap) {
+/// Appends the request head for a body-less request to `out`: the method and target
+/// (origin form, as prepared), HTTP/1.1, every header field of `headers` but those
+/// named in `replaced`, then the fields of `added` (the proxy's X-Forwarded-*,
+/// written here rather than inserted into the map).
+pub fn write_request_head<'a>(
+    out: &mut BytesMut,
+    (method, target): (&Method, &str),
+    headers: &'a HeaderMap,
+    replaced: &[HeaderName],
+    added: impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)> + Clone,
+) {
+    // An estimate from above (the replaced fields counted too): one allocation.
     let size = headers
         .iter()
+        .chain(added.clone())
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
         .sum::<usize>();
+    let kept = headers.iter().filter(|(name, _)| !replaced.contains(name));
     out.reserve(method.as_str().len() + target.len() + size + 16);
     out.put_slice(method.as_str().as_bytes());
     out.put_u8(b' ');
     out.put_slice(target.as_bytes());
     out.put_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
+    for (name, value) in kept.chain(added) {
         out.put_slice(name.as_str().as_bytes());
         out.put_slice(b": ");
         out.put_slice(value.as_bytes());
@@ -210,5 +221,134 @@ fn persistent(version: Version, headers: &HeaderMap) -> bool {
     match version {
         Version::HTTP_11 => !has(b"close"),
         _ => has(b"keep-alive"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str, head_request: bool) -> Result<Option<ResponseHead>, HeadError> {
+        parse_response_head(&mut BytesMut::from(text.as_bytes()), head_request)
+    }
+
+    fn framed(text: &str) -> (Framing, bool) {
+        let head = parse(text, false).expect("valid").expect("complete");
+        (head.framing, head.keep_alive)
+    }
+
+    #[test]
+    fn the_request_head_replaces_the_named_fields_and_adds_ours() {
+        let mut headers = HeaderMap::new();
+        headers.insert("host", HeaderValue::from_static("jenkins.example"));
+        headers.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        headers.append("accept", HeaderValue::from_static("a"));
+        headers.append("accept", HeaderValue::from_static("b"));
+        let replaced = [HeaderName::from_static("x-forwarded-for")];
+        let ours = (
+            HeaderName::from_static("x-forwarded-for"),
+            HeaderValue::from_static("1.2.3.4"),
+        );
+        let mut out = BytesMut::new();
+        write_request_head(
+            &mut out,
+            (&Method::GET, "/job/a%2Fb/?x=1"),
+            &headers,
+            &replaced,
+            std::iter::once((&ours.0, &ours.1)),
+        );
+        assert_eq!(
+            &out[..],
+            b"GET /job/a%2Fb/?x=1 HTTP/1.1\r\nhost: jenkins.example\r\naccept: a\r\naccept: b\r\nx-forwarded-for: 1.2.3.4\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn bodies_are_framed_as_rfc_9112_says() {
+        let ok = "HTTP/1.1 200 OK\r\n";
+        assert_eq!(
+            framed(&format!("{ok}content-length: 5\r\n\r\n")),
+            (Framing::Length(5), true)
+        );
+        assert_eq!(
+            framed(&format!("{ok}content-length: 0\r\n\r\n")),
+            (Framing::Empty, true)
+        );
+        assert_eq!(
+            framed(&format!("{ok}content-length: 7, 7\r\n\r\n")),
+            (Framing::Length(7), true)
+        );
+        assert_eq!(
+            framed(&format!("{ok}transfer-encoding: chunked\r\n\r\n")),
+            (Framing::Chunked, true)
+        );
+        assert_eq!(
+            framed(&format!("{ok}transfer-encoding: gzip\r\n\r\n")),
+            (Framing::UntilClose, false)
+        );
+        assert_eq!(framed(&format!("{ok}\r\n")), (Framing::UntilClose, false));
+        // Both lengths: read by the chunks, and the connection closed after.
+        assert_eq!(
+            framed(&format!(
+                "{ok}transfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n"
+            )),
+            (Framing::Chunked, false)
+        );
+        assert_eq!(
+            framed("HTTP/1.1 204 No Content\r\n\r\n"),
+            (Framing::Empty, true)
+        );
+        assert_eq!(
+            framed("HTTP/1.1 304 Not Modified\r\ncontent-length: 9\r\n\r\n"),
+            (Framing::Empty, true)
+        );
+        let head = parse(&format!("{ok}content-length: 9\r\n\r\n"), true)
+            .expect("valid")
+            .expect("complete");
+        assert_eq!(
+            head.framing,
+            Framing::Empty,
+            "a response to HEAD has no body"
+        );
+    }
+
+    #[test]
+    fn keep_alive_follows_the_version_and_connection() {
+        assert!(!framed("HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\n").1);
+        assert!(!framed("HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n").1);
+        assert!(framed("HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 1\r\n\r\n").1);
+    }
+
+    #[test]
+    fn informational_heads_are_skipped_and_the_rest_stays_in_the_buffer() {
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-a: 1\r\n\r\nhi"[..],
+        );
+        let head = parse_response_head(&mut buf, false)
+            .expect("valid")
+            .expect("complete");
+        assert_eq!(head.status, StatusCode::OK);
+        assert_eq!(
+            head.headers.get("x-a").map(|v| v.as_bytes()),
+            Some(&b"1"[..])
+        );
+        assert_eq!(&buf[..], b"hi");
+    }
+
+    #[test]
+    fn incomplete_and_invalid_heads() {
+        assert!(parse("HTTP/1.1 200 OK\r\ncontent-le", false)
+            .expect("valid so far")
+            .is_none());
+        for bad in [
+            "HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
+            "SSH-2.0-OpenSSH\r\n\r\n",
+        ] {
+            assert!(parse(bad, false).is_err(), "{bad:?}");
+        }
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("x-{i}: 1\r\n")).collect();
+        assert!(parse(&format!("HTTP/1.1 200 OK\r\n{many}\r\n"), false).is_err());
     }
 }
