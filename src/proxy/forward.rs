@@ -19,11 +19,14 @@ use super::{affinity, responses, session, upgrade, Peer, ProxyBody, ProxyContext
 const SESSION: HeaderName = HeaderName::from_static("session");
 
 /// Forwards one request; every failure becomes a response, never an error.
+/// Takes the context by value (a clone of the listener's): boxed directly, the
+/// request's future needs no wrapper future around it, and is copied once less.
 pub async fn forward(
-    ctx: &ProxyContext,
+    ctx: Arc<ProxyContext>,
     mut request: Request<Incoming>,
     peer: Peer,
 ) -> Response<ProxyBody> {
+    let ctx = &*ctx;
     if let Some(refusal) = refuse_target(&request).or_else(|| refuse_host(&request)) {
         return refusal;
     }

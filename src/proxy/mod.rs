@@ -144,10 +144,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let forward = move |request, peer| {
-        let ctx = Arc::clone(&ctx);
         // Boxed once here: the request's future is ~4 KiB, and hyper and the service
         // wrapper would otherwise each move it by value (memcpy was 5% of CPU).
-        Box::pin(async move { forward::forward(&ctx, request, peer).await })
+        Box::pin(forward::forward(Arc::clone(&ctx), request, peer))
     };
     workers::serve_with(listener, settings, forward, shutdown).await;
 }
