@@ -49,6 +49,17 @@ fn active_active(masters: &[&SampleMaster], load_interval: Duration) -> Config {
 }
 
 /// Sets each replica's load: (builds, queued, agents).
+/// Three replicas with loads 5, 1 and 3, behind a daemon in active-active mode that
+/// reads them every `load_interval`, once it has read them.
+async fn pool_of_5_1_3(load_interval: Duration) -> ([SampleMaster; 3], TestDaemon) {
+    let replicas = replicas().await;
+    set_loads(&replicas, [(5, 0, 0), (1, 0, 0), (3, 0, 0)]);
+    let config = active_active(&replicas.iter().collect::<Vec<_>>(), load_interval);
+    let daemon = TestDaemon::start(config).await;
+    wait_loads(&daemon, [5, 1, 3]).await;
+    (replicas, daemon)
+}
+
 fn set_loads(replicas: &[SampleMaster], loads: [(u64, u64, u64); 3]) {
     for (replica, (builds, queued, agents)) in replicas.iter().zip(loads) {
         replica.load().set(builds, queued, agents);
@@ -224,15 +235,8 @@ async fn new_sessions_go_to_the_least_loaded_replica_and_stick_by_cookie() {
 
 #[tokio::test]
 async fn a_burst_between_two_load_reads_spreads_by_requests_in_flight() {
-    let replicas = replicas().await;
-    set_loads(&replicas, [(5, 0, 0), (1, 0, 0), (3, 0, 0)]);
     // One read at start, the next an hour later: the burst sees only the first.
-    let config = active_active(
-        &replicas.iter().collect::<Vec<_>>(),
-        Duration::from_secs(3600),
-    );
-    let daemon = TestDaemon::start(config).await;
-    wait_loads(&daemon, [5, 1, 3]).await;
+    let (_replicas, daemon) = pool_of_5_1_3(Duration::from_secs(3600)).await;
 
     let served: Vec<_> = (0..300)
         .map(|_| {
@@ -261,14 +265,7 @@ async fn a_burst_between_two_load_reads_spreads_by_requests_in_flight() {
 
 #[tokio::test]
 async fn killing_the_replica_a_session_is_pinned_to_loses_no_get() {
-    let replicas = replicas().await;
-    set_loads(&replicas, [(5, 0, 0), (1, 0, 0), (3, 0, 0)]);
-    let config = active_active(
-        &replicas.iter().collect::<Vec<_>>(),
-        Duration::from_millis(100),
-    );
-    let daemon = TestDaemon::start(config).await;
-    wait_loads(&daemon, [5, 1, 3]).await;
+    let (replicas, daemon) = pool_of_5_1_3(Duration::from_millis(100)).await;
     let first = get_with(daemon.proxy, "/", None).await;
     assert_eq!(first.master(), Some("master-b"));
     let cookie = set_cookie(&first).expect("cookie");
@@ -326,14 +323,7 @@ async fn killing_the_replica_a_session_is_pinned_to_loses_no_get() {
 
 #[tokio::test]
 async fn a_cli_session_pair_stays_on_its_replica() {
-    let replicas = replicas().await;
-    set_loads(&replicas, [(5, 0, 0), (1, 0, 0), (3, 0, 0)]);
-    let config = active_active(
-        &replicas.iter().collect::<Vec<_>>(),
-        Duration::from_millis(100),
-    );
-    let daemon = TestDaemon::start(config).await;
-    wait_loads(&daemon, [5, 1, 3]).await;
+    let (replicas, daemon) = pool_of_5_1_3(Duration::from_millis(100)).await;
     let cli = |side: &'static str| {
         Request::post("/cli?remoting=false")
             .header("host", daemon.proxy.to_string())

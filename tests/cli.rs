@@ -220,20 +220,7 @@ async fn a_taken_port_fails_start_up_with_a_clear_message() {
 
 #[tokio::test]
 async fn the_demo_fails_over_on_kill_and_status_explains_why() {
-    let mut child = spawn(
-        &[
-            "demo",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ],
-        None,
-    );
-    let mut stdout = lines_of(child.stdout.take().expect("stdout"));
-    drain_rest(lines_of(child.stderr.take().expect("stderr")));
-    let proxy = url_addr(&wait_line(&mut stdout, "<- send requests here").await);
-    let admin = url_addr(&wait_line(&mut stdout, "/status").await);
+    let (mut child, mut stdout, proxy, admin) = demo(&[]).await;
     wait_until("master-a answers through the demo proxy", || async {
         get(proxy, "/")
             .await
@@ -266,6 +253,24 @@ async fn the_demo_fails_over_on_kill_and_status_explains_why() {
 }
 
 /// The `host:port` of the first `http://` URL in a line.
+/// `jenkins-ha-proxy demo` with `extra` arguments, on ephemeral ports: the child, its
+/// stdout, and the proxy and admin addresses it printed.
+async fn demo(extra: &[&str]) -> (tokio::process::Child, Lines, SocketAddr, SocketAddr) {
+    let ports = ["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"];
+    let args: Vec<&str> = ["demo"]
+        .iter()
+        .chain(extra)
+        .chain(&ports)
+        .copied()
+        .collect();
+    let mut child = spawn(&args, None);
+    let mut stdout = lines_of(child.stdout.take().expect("stdout"));
+    drain_rest(lines_of(child.stderr.take().expect("stderr")));
+    let proxy = url_addr(&wait_line(&mut stdout, "<- send requests here").await);
+    let admin = url_addr(&wait_line(&mut stdout, "/status").await);
+    (child, stdout, proxy, admin)
+}
+
 fn url_addr(line: &str) -> SocketAddr {
     let start = line.find("http://").expect("a URL") + "http://".len();
     line[start..]
@@ -448,21 +453,7 @@ fn check_warns_that_active_active_is_only_for_replicated_controllers() {
 
 #[tokio::test]
 async fn the_active_active_demo_places_new_sessions_by_load_and_status_shows_it() {
-    let mut child = spawn(
-        &[
-            "demo",
-            "--active-active",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ],
-        None,
-    );
-    let mut stdout = lines_of(child.stdout.take().expect("stdout"));
-    drain_rest(lines_of(child.stderr.take().expect("stderr")));
-    let proxy = url_addr(&wait_line(&mut stdout, "<- send requests here").await);
-    let admin = url_addr(&wait_line(&mut stdout, "/status").await);
+    let (mut child, mut stdout, proxy, admin) = demo(&["--active-active"]).await;
     // Loads 5, 1 and 3: once read, new sessions go to master-b.
     wait_until("master-b answers new sessions", || async {
         get(proxy, "/")

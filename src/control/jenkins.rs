@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Empty;
+use hyper::body::Incoming;
 use hyper::client::conn::http1;
-use hyper::{Request, StatusCode};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
 use crate::sys::small_file::SecretError;
@@ -54,49 +55,17 @@ pub async fn post(
     credentials: Option<&Credentials>,
     timeout: Duration,
 ) -> Result<StatusCode, CallError> {
-    let authority = upstream.authority();
-    let failed = |message: String| CallError::Failed {
-        path: path.to_owned(),
-        authority: authority.to_owned(),
-        message,
-    };
     let call = async {
-        let stream = upstream
-            .open_control(timeout)
-            .await
-            .map_err(|e| e.to_string())?;
-        let (mut sender, connection) = http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-        let driver = tokio::spawn(connection);
-        let mut request = Request::post(path)
-            .header(hyper::header::HOST, authority)
-            .header(hyper::header::USER_AGENT, "jenkins-ha-proxy");
-        if let Some(credentials) = credentials {
-            request = request.header(hyper::header::AUTHORIZATION, credentials.header.as_str());
-        }
-        let request = request.body(Empty::new()).map_err(|e| e.to_string())?;
-        let outcome = sender
-            .send_request(request)
-            .await
-            .map_err(|e| e.to_string());
-        driver.abort();
-        outcome.map(|response| response.status())
+        let (response, _connection) =
+            request(upstream, Method::POST, path, credentials, timeout).await?;
+        Ok(response.status())
     };
-    let status = tokio::time::timeout(timeout, call)
-        .await
-        .map_err(|_| {
-            failed(format!(
-                "no answer within {}",
-                humantime::format_duration(timeout)
-            ))
-        })?
-        .map_err(failed)?;
-    tracing::info!(%authority, path, %status, "Jenkins REST call");
+    let status = within(upstream, path, timeout, call).await?;
+    tracing::info!(authority = upstream.authority(), path, %status, "Jenkins REST call");
     if status.is_success() || status.is_redirection() {
         Ok(status)
     } else {
-        Err(failed(format!("HTTP {status}")))
+        Err(failed(upstream, path, format!("HTTP {status}")))
     }
 }
 
@@ -114,56 +83,20 @@ pub async fn get_json(
     timeout: Duration,
 ) -> Result<serde_json::Value, CallError> {
     use http_body_util::BodyExt;
-    let authority = upstream.authority();
     let call = async {
-        let stream = upstream
-            .open_control(timeout)
-            .await
-            .map_err(|e| e.to_string())?;
-        let (mut sender, connection) = http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-        let driver = tokio::spawn(connection);
-        let mut request = Request::get(path)
-            .header(hyper::header::HOST, authority)
-            .header(hyper::header::USER_AGENT, "jenkins-ha-proxy");
-        if let Some(credentials) = credentials {
-            request = request.header(hyper::header::AUTHORIZATION, credentials.header.as_str());
+        let (response, _connection) =
+            request(upstream, Method::GET, path, credentials, timeout).await?;
+        if response.status() != StatusCode::OK {
+            return Err(format!("HTTP {}", response.status()));
         }
-        let request = request.body(Empty::new()).map_err(|e| e.to_string())?;
-        let read = async {
-            let response = sender
-                .send_request(request)
-                .await
-                .map_err(|e| e.to_string())?;
-            if response.status() != StatusCode::OK {
-                return Err(format!("HTTP {}", response.status()));
-            }
-            let body = http_body_util::Limited::new(response.into_body(), JSON_LIMIT)
-                .collect()
-                .await
-                .map_err(|e| format!("reading the answer: {e}"))?
-                .to_bytes();
-            serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))
-        };
-        let outcome = read.await;
-        driver.abort();
-        outcome
+        let body = http_body_util::Limited::new(response.into_body(), JSON_LIMIT)
+            .collect()
+            .await
+            .map_err(|e| format!("reading the answer: {e}"))?
+            .to_bytes();
+        serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))
     };
-    let failed = |message: String| CallError::Failed {
-        path: path.to_owned(),
-        authority: authority.to_owned(),
-        message,
-    };
-    tokio::time::timeout(timeout, call)
-        .await
-        .map_err(|_| {
-            failed(format!(
-                "no answer within {}",
-                humantime::format_duration(timeout)
-            ))
-        })?
-        .map_err(failed)
+    within(upstream, path, timeout, call).await
 }
 
 /// Whether the master is in quiet-down (`GET /api/json?tree=quietingDown`); None
@@ -173,34 +106,82 @@ pub async fn quieting_down(
     credentials: Option<&Credentials>,
     timeout: Duration,
 ) -> Option<bool> {
-    use http_body_util::BodyExt;
-    let authority = upstream.authority();
-    let call = async {
-        let stream = upstream.open_control(timeout).await.ok()?;
-        let (mut sender, connection) = http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
-            .await
-            .ok()?;
-        let driver = tokio::spawn(connection);
-        let mut request = Request::get("/api/json?tree=quietingDown")
-            .header(hyper::header::HOST, authority)
-            .header(hyper::header::USER_AGENT, "jenkins-ha-proxy");
-        if let Some(credentials) = credentials {
-            request = request.header(hyper::header::AUTHORIZATION, credentials.header.as_str());
-        }
-        let response = sender
-            .send_request(request.body(Empty::new()).ok()?)
-            .await
-            .ok()?;
-        let body = http_body_util::Limited::new(response.into_body(), 64 * 1024)
-            .collect()
-            .await
-            .ok()?
-            .to_bytes();
-        driver.abort();
-        let json: serde_json::Value = serde_json::from_slice(&body).ok()?;
-        json.get("quietingDown")?.as_bool()
-    };
-    tokio::time::timeout(timeout, call).await.ok().flatten()
+    let json = get_json(
+        upstream,
+        "/api/json?tree=quietingDown",
+        credentials,
+        timeout,
+    )
+    .await
+    .ok()?;
+    json.get("quietingDown")?.as_bool()
+}
+
+/// One request without a body on a connection of its own to the master (TLS for an
+/// `https://` one), with our User-Agent and the credentials: the response head, and
+/// the connection, driven until the returned guard is dropped (its body read).
+async fn request(
+    upstream: &Upstream,
+    method: Method,
+    path: &str,
+    credentials: Option<&Credentials>,
+    timeout: Duration,
+) -> Result<(Response<Incoming>, Connection), String> {
+    let stream = upstream
+        .open_control(timeout)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut sender, connection) = http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    let connection = Connection(tokio::spawn(connection));
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, upstream.authority())
+        .header(hyper::header::USER_AGENT, "jenkins-ha-proxy");
+    if let Some(credentials) = credentials {
+        request = request.header(hyper::header::AUTHORIZATION, credentials.header.as_str());
+    }
+    let request = request.body(Empty::new()).map_err(|e| e.to_string())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((response, connection))
+}
+
+/// The task driving a REST call's connection: stopped (the socket closed) when dropped.
+struct Connection(tokio::task::JoinHandle<Result<(), hyper::Error>>);
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// `call` bounded by `timeout`; its failure, or the timeout, as a [`CallError`].
+async fn within<T>(
+    upstream: &Upstream,
+    path: &str,
+    timeout: Duration,
+    call: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, CallError> {
+    tokio::time::timeout(timeout, call)
+        .await
+        .map_err(|_| {
+            let waited = humantime::format_duration(timeout);
+            failed(upstream, path, format!("no answer within {waited}"))
+        })?
+        .map_err(|message| failed(upstream, path, message))
+}
+
+fn failed(upstream: &Upstream, path: &str, message: String) -> CallError {
+    CallError::Failed {
+        path: path.to_owned(),
+        authority: upstream.authority().to_owned(),
+        message,
+    }
 }
 
 /// Standard base64 (RFC 4648) with padding: all basic auth needs.

@@ -155,21 +155,14 @@ impl Sending {
         };
         let connection = match unless_demoted(ctx, master, connecting).await {
             Some(connection) => connection,
-            None => {
-                return Err(Failed {
-                    failure: Failure::ConnectAbandoned,
-                    why: Why::Demoted,
-                    unsent: Some(request),
-                    reused: false,
-                })
-            }
+            None => return Err(abandoned(request, Why::Demoted)),
         };
         let mut connection = match connection {
             Ok(connection) => connection,
             Err(error) => return Err(self.connect_failed(ctx, master, error, request)),
         };
         if self.snapshot.expired() {
-            return Err(expired(request));
+            return Err(abandoned(request, Why::Expired));
         }
         self.exchange.replay.copy_before_sending(&request);
         let sent = connection.sender.try_send_request(request);
@@ -356,13 +349,15 @@ impl Sending {
     }
 }
 
-/// Cluster mode: the snapshot's time to act ran out while a connection was found
-/// (this instance was frozen, say): nothing goes out on it. The request is sent
-/// again by the snapshot of now, which holds it until the pool confirms a master.
-fn expired(request: Request<UpstreamBody>) -> Failed {
+/// The request given up before it was sent, for the active master of now: its master
+/// was demoted while a connection was found (`Why::Demoted`), or (cluster mode) the
+/// snapshot's time to act ran out meanwhile (`Why::Expired`: this instance was frozen,
+/// say), and nothing may go out on it; the snapshot of now holds the request until
+/// the pool confirms a master.
+fn abandoned(request: Request<UpstreamBody>, why: Why) -> Failed {
     Failed {
         failure: Failure::ConnectAbandoned,
-        why: Why::Expired,
+        why,
         unsent: Some(request),
         reused: false,
     }

@@ -10,7 +10,7 @@ use super::super::demotion::{unless_demoted, wait_for_head, Waited};
 use super::super::headers::FORWARDED_NAMES;
 use super::super::retry::Failure;
 use super::super::{ProxyBody, ProxyContext};
-use super::{expired, respond, Failed, Sending, Why};
+use super::{abandoned, respond, Failed, Sending, Why};
 use crate::control::routing::Master;
 use crate::upstream::{write_request_head, RawError, UpstreamBody};
 
@@ -30,17 +30,10 @@ impl Sending {
         let lease = match unless_demoted(ctx, master, connecting).await {
             Some(Ok(lease)) => lease,
             Some(Err(error)) => return Err(self.connect_failed(ctx, master, error, request)),
-            None => {
-                return Err(Failed {
-                    failure: Failure::ConnectAbandoned,
-                    why: Why::Demoted,
-                    unsent: Some(request),
-                    reused: false,
-                })
-            }
+            None => return Err(abandoned(request, Why::Demoted)),
         };
         if self.snapshot.expired() {
-            return Err(expired(request));
+            return Err(abandoned(request, Why::Expired));
         }
         let mut head = bytes::BytesMut::new();
         let target = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
