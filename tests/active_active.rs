@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, StatusCode};
-use jenkins_ha_proxy::config::TcpConfig;
 use jenkins_ha_proxy::config::{Config, Failback, PoolConfig, PoolMode};
 use jenkins_ha_proxy::sample::SampleMaster;
-use support::tcp_master::{read_greeting, tcp_closed_within, tcp_exchange, TcpMaster};
+use support::tcp_master::{
+    agents_forward, read_greeting, tcp_closed_within, tcp_exchange, TcpMaster,
+};
 use support::ws_master::{ws_connect, WsMaster};
 use support::{backends, config_for, get, health, send, wait_until, Load, Reply, TestDaemon};
 use tokio::net::TcpStream;
@@ -476,15 +477,7 @@ async fn a_tcp_agent_connection_goes_to_the_least_loaded_replica_and_stays() {
     replicas[1].load().set(1, 0, 0);
     let mut config = active_active(&[&replicas[0], &replicas[1]], Duration::from_millis(100));
     config.failover.drain_timeout = Duration::from_millis(300);
-    config.tcp = vec![TcpConfig {
-        name: "agents".into(),
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        backend_port: tcp_a.addr().port(),
-        advertise_host: None,
-        advertise_port: None,
-        idle_timeout: None,
-        max_connections: jenkins_ha_proxy::config::DEFAULT_TCP_MAX_CONNECTIONS,
-    }];
+    config.tcp = vec![agents_forward(tcp_a.addr().port())];
     let daemon = TestDaemon::start(config).await;
     let loads_read = |a: u64, b: u64| {
         let daemon = &daemon;

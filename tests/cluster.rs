@@ -467,6 +467,13 @@ async fn pools_on_one_etcd_are_apart_and_a_different_master_list_cannot_join() {
     })
     .await;
     for index in 0..2 {
+        // Each instance sees the other once its view is renewed (a lease period).
+        wait_until("both instances in the view", || async {
+            pool.status(index).await.is_some_and(|status| {
+                status["cluster"]["instances"].as_array().map(Vec::len) == Some(2)
+            })
+        })
+        .await;
         let status = pool.status(index).await.expect("status");
         assert_eq!(status["active"], "master-a", "{status:#}");
         assert_eq!(

@@ -13,7 +13,9 @@ use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use jenkins_ha_proxy::config::{Failback, TcpConfig};
 use jenkins_ha_proxy::sample::SampleMaster;
-use support::tcp_master::{read_greeting, tcp_closed_within, tcp_exchange, TcpMaster};
+use support::tcp_master::{
+    agents_forward, read_greeting, tcp_closed_within, tcp_exchange, TcpMaster,
+};
 use support::ws_master::{ws_connect, WsMaster};
 use support::{config_for, get, health, send, wait_until, TestDaemon, DEADLINE};
 use tokio::net::TcpStream;
@@ -231,15 +233,7 @@ async fn jnlp_headers_are_rewritten_to_the_proxy() {
         .expect("master-a");
     a.set_agent_port(50000);
     let mut config = config_for(&[&a], health(100, 2, 3), Failback::Never);
-    config.tcp = vec![TcpConfig {
-        name: "agents".into(),
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        backend_port: 50000,
-        advertise_host: None,
-        advertise_port: None,
-        idle_timeout: None,
-        max_connections: jenkins_ha_proxy::config::DEFAULT_TCP_MAX_CONNECTIONS,
-    }];
+    config.tcp = vec![agents_forward(50000)];
     let daemon = TestDaemon::start_with_active(config, "master-a").await;
     let agent_port = daemon.tcp[0].port();
     let request = Request::get("/tcpSlaveAgentListener/")
@@ -293,15 +287,7 @@ async fn tcp_pair(
     let (tcp_a, tcp_b) = same_port_pair().await;
     let mut config = config_for(&[&a, &b], health(50, 2, 2), Failback::Never);
     config.failover.drain_timeout = drain;
-    config.tcp = vec![TcpConfig {
-        name: "agents".into(),
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        backend_port: tcp_a.addr().port(),
-        advertise_host: None,
-        advertise_port: None,
-        idle_timeout: None,
-        max_connections: jenkins_ha_proxy::config::DEFAULT_TCP_MAX_CONNECTIONS,
-    }];
+    config.tcp = vec![agents_forward(tcp_a.addr().port())];
     let daemon = TestDaemon::start_with_active(config, "master-a").await;
     (a, b, tcp_a, tcp_b, daemon)
 }
@@ -565,13 +551,8 @@ async fn a_tcp_listener_carries_at_most_its_max_connections() {
         .expect("tcp-a");
     let mut config = config_for(&[&a], health(100, 1, 3), Failback::Never);
     config.tcp = vec![TcpConfig {
-        name: "agents".into(),
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        backend_port: tcp_a.addr().port(),
-        advertise_host: None,
-        advertise_port: None,
-        idle_timeout: None,
         max_connections: 3,
+        ..agents_forward(tcp_a.addr().port())
     }];
     let daemon = TestDaemon::start_with_active(config, "master-a").await;
     let listener = daemon.tcp[0];

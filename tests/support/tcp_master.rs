@@ -17,6 +17,20 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
 
+/// A `[[tcp]]` forward named "agents" on an ephemeral loopback port to the masters'
+/// `backend_port`, every other setting at its default.
+pub fn agents_forward(backend_port: u16) -> jenkins_ha_proxy::config::TcpConfig {
+    jenkins_ha_proxy::config::TcpConfig {
+        name: "agents".into(),
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        backend_port,
+        advertise_host: None,
+        advertise_port: None,
+        idle_timeout: None,
+        max_connections: jenkins_ha_proxy::config::DEFAULT_TCP_MAX_CONNECTIONS,
+    }
+}
+
 /// Every client-side wait (greeting, exchange) gives up after this.
 const CLIENT_DEADLINE: Duration = Duration::from_secs(10);
 const ECHO_BUFFER: usize = 16 * 1024;
