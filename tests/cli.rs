@@ -221,12 +221,7 @@ async fn a_taken_port_fails_start_up_with_a_clear_message() {
 #[tokio::test]
 async fn the_demo_fails_over_on_kill_and_status_explains_why() {
     let (mut child, mut stdout, proxy, admin) = demo(&[]).await;
-    wait_until("master-a answers through the demo proxy", || async {
-        get(proxy, "/")
-            .await
-            .is_ok_and(|r| r.master() == Some("master-a"))
-    })
-    .await;
+    wait_for_answers(proxy, "master-a", "master-a answers through the demo proxy").await;
 
     let mut stdin = child.stdin.take().expect("stdin");
     stdin.write_all(b"kill a\n").await.expect("type kill a");
@@ -269,6 +264,16 @@ async fn demo(extra: &[&str]) -> (tokio::process::Child, Lines, SocketAddr, Sock
     let proxy = url_addr(&wait_line(&mut stdout, "<- send requests here").await);
     let admin = url_addr(&wait_line(&mut stdout, "/status").await);
     (child, stdout, proxy, admin)
+}
+
+/// Waits until `GET /` through `proxy` is answered by `master` (`what` names the wait).
+async fn wait_for_answers(proxy: SocketAddr, master: &str, what: &str) {
+    wait_until(what, || async {
+        get(proxy, "/")
+            .await
+            .is_ok_and(|r| r.master() == Some(master))
+    })
+    .await;
 }
 
 fn url_addr(line: &str) -> SocketAddr {
@@ -455,21 +460,11 @@ fn check_warns_that_active_active_is_only_for_replicated_controllers() {
 async fn the_active_active_demo_places_new_sessions_by_load_and_status_shows_it() {
     let (mut child, mut stdout, proxy, admin) = demo(&["--active-active"]).await;
     // Loads 5, 1 and 3: once read, new sessions go to master-b.
-    wait_until("master-b answers new sessions", || async {
-        get(proxy, "/")
-            .await
-            .is_ok_and(|r| r.master() == Some("master-b"))
-    })
-    .await;
+    wait_for_answers(proxy, "master-b", "master-b answers new sessions").await;
     let mut stdin = child.stdin.take().expect("stdin");
     stdin.write_all(b"load b 9 0 0\n").await.expect("type load");
     wait_line(&mut stdout, "master-b now reports 9 builds").await;
-    wait_until("master-c answers new sessions", || async {
-        get(proxy, "/")
-            .await
-            .is_ok_and(|r| r.master() == Some("master-c"))
-    })
-    .await;
+    wait_for_answers(proxy, "master-c", "master-c answers new sessions").await;
 
     let status = tokio::process::Command::new(BIN)
         .args(["status", "--admin", &format!("http://{admin}")])
