@@ -85,8 +85,8 @@
 //!   everything and runs the select loop; `listeners`, `settings` (config -> runtime
 //!   settings), `reload` (all or nothing, typed errors), `signals`.
 //! - `proxy`, `tcp`, `admin`: what clients and operators talk to. `proxy`: the
-//!   HTTP/1.1 + h2c listener (or HTTPS with h2 by ALPN) on its worker threads, one
-//!   request's path, the pure decision of what to do when sending fails
+//!   HTTP/1.1 + h2c listener (or HTTPS with h2 by ALPN) on its worker threads (our own
+//!   HTTP/1.1 server for the common request, hyper's for the rest), one request's path, the pure decision of what to do when sending fails
 //!   (`proxy::retry`), the framing guard, every answer the proxy makes itself, and
 //!   (active-active) the affinity cookie. `tcp`: raw TCP forwards (agent port) that
 //!   follow the active master. `admin`: `/status`, `/metrics`, the status page, the

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use http_body_util::{Either, Empty};
-use hyper::body::{Body, Incoming};
+use hyper::body::Body;
 use hyper::header::HeaderValue;
 use hyper::http::request::Parts;
 use hyper::upgrade::OnUpgrade;
@@ -93,7 +93,7 @@ pub(super) struct Replay {
 const MAX_RESENDS: usize = 3;
 
 impl Replay {
-    pub fn of(parts: &Parts, body: &Incoming) -> Replay {
+    pub fn of(parts: &Parts, body: &UpstreamBody) -> Replay {
         let idempotent = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
         Replay {
             eligible: idempotent && body.is_end_stream(),

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use http_body_util::Either;
-use hyper::body::{Body, Incoming};
+use hyper::body::Body;
 use hyper::header::{HeaderName, HeaderValue, HOST};
 use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, Uri, Version};
@@ -14,6 +14,7 @@ use super::exchange::{Exchange, Replay, Upgrade};
 use super::headers::{forwarded, strip_hop_by_hop, ClientOrigin, Forwarded};
 use super::send::{send_with_retries, ServedBy};
 use super::{affinity, responses, session, upgrade, Peer, ProxyBody, ProxyContext};
+use crate::upstream::UpstreamBody;
 
 /// The header the Jenkins CLI's HTTP mode pairs its two requests with.
 const SESSION: HeaderName = HeaderName::from_static("session");
@@ -23,7 +24,7 @@ const SESSION: HeaderName = HeaderName::from_static("session");
 /// request's future needs no wrapper future around it, and is copied once less.
 pub async fn forward(
     ctx: Arc<ProxyContext>,
-    mut request: Request<Incoming>,
+    mut request: Request<UpstreamBody>,
     peer: Peer,
 ) -> Response<ProxyBody> {
     let ctx = &*ctx;
@@ -65,7 +66,7 @@ pub async fn forward(
             .path_and_query()
             .map_or_else(|| parts.uri.to_string(), |pq| pq.to_string()),
     });
-    let request = Request::from_parts(parts, Either::Left(body));
+    let request = Request::from_parts(parts, body);
     let started = std::time::Instant::now();
     let mut response = send_with_retries(ctx, request, exchange).await;
     let master = response
@@ -105,7 +106,7 @@ struct Access {
 /// This is a reverse proxy: no CONNECT, no absolute-form targets over HTTP/1.
 /// (Requests whose length is stated two ways never get here: the connection's
 /// framing guard has them refused first, see `super::framing`.)
-fn refuse_target(request: &Request<Incoming>) -> Option<Response<ProxyBody>> {
+fn refuse_target(request: &Request<UpstreamBody>) -> Option<Response<ProxyBody>> {
     let absolute_form = request.version() < Version::HTTP_2 && request.uri().scheme().is_some();
     (request.method() == Method::CONNECT || absolute_form).then(responses::not_a_forward_proxy)
 }
@@ -115,7 +116,7 @@ fn refuse_target(request: &Request<Incoming>) -> Option<Response<ProxyBody>> {
 /// master each believe another). An HTTP/1.0 request may come without one (`prepare`
 /// names the address the client dialled); an HTTP/2 request names its host in
 /// `:authority`, or else in one Host header.
-fn refuse_host(request: &Request<Incoming>) -> Option<Response<ProxyBody>> {
+fn refuse_host(request: &Request<UpstreamBody>) -> Option<Response<ProxyBody>> {
     let mut hosts = request.headers().get_all(HOST).iter();
     let (first, second) = (hosts.next(), hosts.next());
     let why = match (request.version(), first, second) {

@@ -7,18 +7,22 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulConnection;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
-use super::{body, framing, responses, Peer, ProxyBody, ServerSettings};
+use super::{body, framing, h1, responses, Peer, ProxyBody, ServerSettings};
 use crate::sys::fd_limit::{self, AcceptErrors, Claim, Refusals};
+use crate::upstream::UpstreamBody;
 
 /// Serves `listener` on the current runtime until `shutdown` completes, then lets
 /// the open connections finish for up to `shutdown_timeout`.
@@ -29,7 +33,7 @@ pub(super) async fn serve_on<H, F>(
     slots: Arc<Semaphore>,
     shutdown: impl Future<Output = ()>,
 ) where
-    H: Fn(Request<Incoming>, Peer) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<UpstreamBody>, Peer) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
     let builder = Arc::new(connection_builder(&settings));
@@ -132,13 +136,15 @@ struct Connection {
 
 impl Connection {
     /// Serves the connection in a task of its own: a panic (a bug) ends it alone.
+    /// Our own HTTP/1 server (`super::h1`) takes it first; hyper's takes over from the
+    /// first request that is not a common one, or at once for h2 by ALPN.
     fn spawn<H, F>(
         self,
         builder: &Arc<auto::Builder<TokioExecutor>>,
         handler: H,
         settings: &ServerSettings,
     ) where
-        H: Fn(Request<Incoming>, Peer) -> F + Clone + Send + Sync + 'static,
+        H: Fn(Request<UpstreamBody>, Peer) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = Response<ProxyBody>> + Send + 'static,
     {
         let Connection {
@@ -147,7 +153,91 @@ impl Connection {
             slot,
             closing,
         } = self;
-        let max_headers = settings.max_headers;
+        let limits = h1::Limits {
+            header_read_timeout: settings.header_read_timeout,
+            max_header_bytes: settings.max_header_bytes,
+            max_headers: settings.max_headers,
+        };
+        let hyper_side = HyperSide {
+            builder: Arc::clone(builder),
+            limits,
+        };
+        let span = tracing::debug_span!("client", client = %peer.client);
+        let Some(tls) = &settings.tls else {
+            let serving = serve_client(stream, peer, handler, hyper_side, closing);
+            tokio::spawn(
+                async move {
+                    let _slot = slot;
+                    serving.await;
+                }
+                .instrument(span),
+            );
+            return;
+        };
+        // The handshake runs in the connection's task, under the same deadline as a
+        // request head: a silent or slow client holds its slot and nothing else.
+        let acceptor = tls.acceptor();
+        let idle_limit = settings.header_read_timeout;
+        tokio::spawn(
+            async move {
+                let _slot = slot;
+                let Some(stream) = handshake(acceptor, stream, idle_limit).await else {
+                    return;
+                };
+                if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                    let stream = h1::Prefixed::new(Bytes::new(), stream);
+                    Box::pin(hyper_side.serve(stream, peer, handler, closing)).await;
+                } else {
+                    serve_client(stream, peer, handler, hyper_side, closing).await;
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// One client connection over HTTP/1: our own server, then hyper's if it hands over.
+async fn serve_client<S, H, F>(
+    stream: S,
+    peer: Peer,
+    handler: H,
+    hyper_side: HyperSide,
+    mut closing: watch::Receiver<()>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Request<UpstreamBody>, Peer) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<ProxyBody>> + Send + 'static,
+{
+    let limits = hyper_side.limits;
+    match h1::serve(stream, peer, &handler, limits, &mut closing).await {
+        h1::Ended::Closed => {}
+        // Boxed: the common connection never needs hyper's state in its task.
+        h1::Ended::HandOff(stream) => {
+            Box::pin(hyper_side.serve(stream, peer, handler, closing)).await;
+        }
+    }
+}
+
+/// hyper's server for a connection: HTTP/2, and HTTP/1 requests other than the common
+/// ones, with the framing guard.
+struct HyperSide {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    limits: h1::Limits,
+}
+
+impl HyperSide {
+    async fn serve<S, H, F>(
+        self,
+        stream: h1::Prefixed<S>,
+        peer: Peer,
+        handler: H,
+        closing: watch::Receiver<()>,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        H: Fn(Request<UpstreamBody>, Peer) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Response<ProxyBody>> + Send + 'static,
+    {
+        let max_headers = self.limits.max_headers;
         // Written by the framing guard (refusals) and the service (the request count);
         // read by the service and by the idle timer in `drive`.
         let findings = Arc::new(framing::Findings::default());
@@ -158,7 +248,7 @@ impl Connection {
                 None => too_many_headers(&request, max_headers),
             };
             let response = match refused {
-                None => Ok(handler(request, peer)),
+                None => Ok(handler(request.map(Either::Left), peer)),
                 Some(refusal) => Err(refusal),
             };
             let counted = Arc::clone(&counted);
@@ -170,40 +260,18 @@ impl Connection {
                 Ok::<_, Infallible>(response.map(|body| body::Tracked::new(body, &counted)))
             }
         });
-        let scanner = framing::Scanner::new(settings.max_header_bytes, settings.max_headers);
-        let span = tracing::debug_span!("client", client = %peer.client);
-        let idle_limit = settings.header_read_timeout;
-        let Some(tls) = &settings.tls else {
-            let stream = framing::FramingGuard::new(stream, scanner, Arc::clone(&findings));
-            let connection = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .into_owned();
-            tokio::spawn(
-                async move {
-                    let _slot = slot;
-                    drive(connection, &findings, idle_limit, closing).await;
-                }
-                .instrument(span),
-            );
-            return;
-        };
-        // The handshake runs in the connection's task, under the same deadline as a
-        // request head: a silent or slow client holds its slot and nothing else.
-        let acceptor = tls.acceptor();
-        let builder = Arc::clone(builder);
-        tokio::spawn(
-            async move {
-                let _slot = slot;
-                let Some(stream) = handshake(acceptor, stream, idle_limit).await else {
-                    return;
-                };
-                let stream = framing::FramingGuard::new(stream, scanner, Arc::clone(&findings));
-                let connection =
-                    builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                drive(connection, &findings, idle_limit, closing).await;
-            }
-            .instrument(span),
-        );
+        let scanner = framing::Scanner::new(self.limits.max_header_bytes, max_headers);
+        let stream = framing::FramingGuard::new(stream, scanner, Arc::clone(&findings));
+        let connection = self
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service);
+        drive(
+            connection,
+            &findings,
+            self.limits.header_read_timeout,
+            closing,
+        )
+        .await;
     }
 }
 

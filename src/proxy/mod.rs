@@ -1,10 +1,14 @@
-//! The client-facing proxy: HTTP/1.1 and cleartext HTTP/2 (hyper-util's auto server),
-//! one task per connection, an idle timeout for both protocols, graceful shutdown;
-//! and each request's way to the active master and back.
+//! The client-facing proxy: HTTP/1.1 and cleartext HTTP/2, one task per connection, an
+//! idle timeout for both protocols, graceful shutdown; and each request's way to the
+//! active master and back. Each connection starts on our own HTTP/1.1 server (`h1`),
+//! which serves the common request (a GET, HEAD or OPTIONS without a body or upgrade)
+//! and hands the connection to hyper-util's auto server (HTTP/1 and h2c, with the
+//! framing guard) at the first request that is anything else.
 //!
 //! - `workers`: the threads serving clients, each with its own runtime and accept loop.
-//! - `listener`: one accept loop, and each client connection's life (limits, framing
-//!   guard, idle timer).
+//! - `listener`: one accept loop, and each client connection's life (limits, our own
+//!   server then hyper's, framing guard, idle timer).
+//! - `h1`: our own HTTP/1.1 server for the common request.
 //! - `forward`: one request, from refusal rules and head rewriting to the access log.
 //! - `send` and `retry`: sending it through the pool, and what to do when that fails
 //!   (`retry` is the pure decision, tested exhaustively).
@@ -23,6 +27,7 @@ mod demotion;
 mod exchange;
 mod forward;
 mod framing;
+mod h1;
 mod headers;
 mod jnlp;
 mod listener;

@@ -10,7 +10,6 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use hyper::body::Incoming;
 use hyper::{Request, Response};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -18,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::listener::serve_on;
 use super::{Peer, ProxyBody, ServerSettings};
+use crate::upstream::UpstreamBody;
 
 /// [`super::serve`] with the per-request handler as a parameter (tests give one that
 /// fails). Each connection is its own task: a panic while serving one (a bug) ends
@@ -28,7 +28,7 @@ pub async fn serve_with<H, F>(
     handler: H,
     shutdown: impl Future<Output = ()>,
 ) where
-    H: Fn(Request<Incoming>, Peer) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<UpstreamBody>, Peer) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
     // Shared by every worker: max_connections is one limit for the whole proxy.
@@ -117,7 +117,7 @@ fn spawn_worker<H, F>(
     ended: WorkerEnded,
 ) -> Worker
 where
-    H: Fn(Request<Incoming>, Peer) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<UpstreamBody>, Peer) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
     let (served_tx, served) = oneshot::channel::<()>();
@@ -199,7 +199,7 @@ mod tests {
     use tokio_util::sync::CancellationToken;
 
     /// Answers 200, except for `/panic`, where the handler panics as a bug would.
-    async fn panics_on_request(request: Request<Incoming>) -> Response<ProxyBody> {
+    async fn panics_on_request(request: Request<UpstreamBody>) -> Response<ProxyBody> {
         if request.uri().path() == "/panic" {
             panic!("injected panic while serving {}", request.uri());
         }
