@@ -74,8 +74,9 @@
 //! single-threaded runtime with its own accept loop on the shared listening socket; a
 //! connection, its requests, the upstream connections they open (pooled per worker)
 //! and its tunnels all stay on that worker, so a request involves no cross-thread
-//! wakeup. Workers share only the snapshot (read), the owner's inbox, metrics and the
-//! `max_connections` limit.
+//! wakeup. (A worker that accepts a connection while it serves clearly more than
+//! another hands it over once, at the start.) Workers share only the snapshot (read),
+//! the owner's inbox, metrics, the `max_connections` limit and their open counts.
 //!
 //! Modules, in layers from the top; imports point down them and no module tree level
 //! has an import circle (`tests/layers.rs` checks both):

@@ -20,17 +20,21 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
+use super::balance::{Counted, Handed, Seat};
 use super::{body, framing, h1, responses, Peer, ProxyBody, ServerSettings};
 use crate::sys::fd_limit::{self, AcceptErrors, Claim, Refusals};
 use crate::upstream::UpstreamBody;
 
 /// Serves `listener` on the current runtime until `shutdown` completes, then lets
 /// the open connections finish for up to `shutdown_timeout`.
+/// `seat`: this worker's place among several (connections are spread evenly over
+/// them, see `super::balance`); None when one accept loop serves all.
 pub(super) async fn serve_on<H, F>(
     listener: TcpListener,
     settings: ServerSettings,
     handler: H,
     slots: Arc<Semaphore>,
+    mut seat: Option<Seat>,
     shutdown: impl Future<Output = ()>,
 ) where
     H: Fn(Request<UpstreamBody>, Peer) -> F + Clone + Send + Sync + 'static,
@@ -54,15 +58,28 @@ pub(super) async fn serve_on<H, F>(
                     continue;
                 }
             },
+            Some(handed) = recv_handed(&mut seat) => {
+                let Ok(stream) = TcpStream::from_std(handed.stream) else {
+                    continue; // the client is gone, or the runtime refused it
+                };
+                let held = Held::new(handed.slot, Some(handed.counted));
+                let connection = Connection { stream, peer: handed.peer, held, closing: closing_rx.clone() };
+                connection.spawn(&builder, handler.clone(), &settings);
+                continue;
+            }
             () = &mut shutdown => break,
         };
         let Some((slot, peer)) = admit(&stream, client, &slots, &settings, &mut refusals) else {
             continue; // dropping the stream closes it
         };
+        let Some(held) = place(stream, peer, slot, seat.as_ref()) else {
+            continue; // handed to another worker
+        };
+        let (stream, held) = held;
         let connection = Connection {
             stream,
             peer,
-            slot,
+            held,
             closing: closing_rx.clone(),
         };
         connection.spawn(&builder, handler.clone(), &settings);
@@ -125,12 +142,68 @@ fn admit(
     Some((slot, Peer { client, local, tls }))
 }
 
+/// The next connection another worker handed to this one (never, without a seat).
+async fn recv_handed(seat: &mut Option<Seat>) -> Option<Handed> {
+    match seat {
+        Some(seat) => seat.inbox.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Serves a connection this worker accepted here, or hands it to a less busy worker
+/// (then None).
+fn place(
+    stream: TcpStream,
+    peer: Peer,
+    slot: OwnedSemaphorePermit,
+    seat: Option<&Seat>,
+) -> Option<(TcpStream, Held)> {
+    let Some(seat) = seat else {
+        return Some((stream, Held::new(slot, None)));
+    };
+    let target = seat.balance.place(seat.index);
+    if target == seat.index {
+        let counted = seat.balance.count(seat.index);
+        return Some((stream, Held::new(slot, Some(counted))));
+    }
+    // Err: the client is gone already.
+    let stream = stream.into_std().ok()?;
+    // Counted at once, so that the next placement sees it.
+    let counted = seat.balance.count(target);
+    let handed = Handed {
+        stream,
+        peer,
+        slot,
+        counted,
+    };
+    // Err: that worker is gone (its loop ended); serve it here after all.
+    let handed = seat.balance.hand(target, handed).err()?;
+    let stream = TcpStream::from_std(handed.stream).ok()?;
+    let counted = seat.balance.count(seat.index);
+    Some((stream, Held::new(handed.slot, Some(counted))))
+}
+
+/// What a connection holds while it lives: its slot in `max_connections` and its
+/// count on its worker, both given back on unwind.
+struct Held {
+    _slot: OwnedSemaphorePermit,
+    _counted: Option<Counted>,
+}
+
+impl Held {
+    fn new(slot: OwnedSemaphorePermit, counted: Option<Counted>) -> Held {
+        Held {
+            _slot: slot,
+            _counted: counted,
+        }
+    }
+}
+
 /// An accepted client connection, before its task starts.
 struct Connection {
     stream: TcpStream,
     peer: Peer,
-    /// Held while the connection lives, given back on unwind.
-    slot: OwnedSemaphorePermit,
+    held: Held,
     closing: watch::Receiver<()>,
 }
 
@@ -150,7 +223,7 @@ impl Connection {
         let Connection {
             stream,
             peer,
-            slot,
+            held,
             closing,
         } = self;
         let limits = h1::Limits {
@@ -167,7 +240,7 @@ impl Connection {
             let serving = serve_client(stream, peer, handler, hyper_side, closing);
             tokio::spawn(
                 async move {
-                    let _slot = slot;
+                    let _held = held;
                     serving.await;
                 }
                 .instrument(span),
@@ -180,7 +253,7 @@ impl Connection {
         let idle_limit = settings.header_read_timeout;
         tokio::spawn(
             async move {
-                let _slot = slot;
+                let _held = held;
                 let Some(stream) = handshake(acceptor, stream, idle_limit).await else {
                     return;
                 };

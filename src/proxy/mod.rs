@@ -5,7 +5,8 @@
 //! and hands the connection to hyper-util's auto server (HTTP/1 and h2c, with the
 //! framing guard) at the first request that is anything else.
 //!
-//! - `workers`: the threads serving clients, each with its own runtime and accept loop.
+//! - `workers`: the threads serving clients, each with its own runtime and accept loop;
+//!   `balance`: connections spread evenly over them.
 //! - `listener`: one accept loop, and each client connection's life (limits, our own
 //!   server then hyper's, framing guard, idle timer).
 //! - `h1`: our own HTTP/1.1 server for the common request.
@@ -22,6 +23,7 @@
 
 mod access;
 mod affinity;
+mod balance;
 mod body;
 mod demotion;
 mod exchange;

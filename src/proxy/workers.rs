@@ -3,9 +3,11 @@
 //! and the upstream connections they open stay on one thread, so a request costs no
 //! cross-thread wakeup or work stealing (on a shared multi-threaded runtime these cost
 //! about a quarter of the proxy's user CPU). Every accept loop is woken by each new
-//! connection and whichever is free first takes it, which spreads connections over
-//! the workers well enough; steering them by load (a busier worker accepting a little
-//! later) halved the throughput without keep-alive.
+//! connection and whichever is free first takes it; a worker that then serves clearly
+//! more connections than another hands the new one over (`super::balance`), since a
+//! burst of keep-alive connections otherwise stays lopsided for its whole life.
+//! (Steering by delay, a busier worker accepting a little later, halved the throughput
+//! without keep-alive.)
 
 use std::future::Future;
 use std::sync::Arc;
@@ -15,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use super::balance::{Balance, Seat};
 use super::listener::serve_on;
 use super::{Peer, ProxyBody, ServerSettings};
 use crate::upstream::UpstreamBody;
@@ -34,13 +37,13 @@ pub async fn serve_with<H, F>(
     // Shared by every worker: max_connections is one limit for the whole proxy.
     let slots = Arc::new(Semaphore::new(settings.max_connections));
     if settings.workers == 0 {
-        return serve_on(listener, settings, handler, slots, shutdown).await;
+        return serve_on(listener, settings, handler, slots, None, shutdown).await;
     }
     let runtimes = match worker_runtimes(&listener, settings.workers) {
         Ok(runtimes) => runtimes,
         Err(error) => {
             tracing::warn!(%error, "cannot start the proxy's worker threads; serving on the main runtime");
-            return serve_on(listener, settings, handler, slots, shutdown).await;
+            return serve_on(listener, settings, handler, slots, None, shutdown).await;
         }
     };
     // A worker whose accept loop ends before shutdown (a panic, a bug) stops them all,
@@ -54,15 +57,17 @@ pub async fn serve_with<H, F>(
         stop: CancellationToken::new(),
         all_served: CancellationToken::new(),
     };
+    let seats = Balance::seats(runtimes.len());
     let workers: Vec<Worker> = runtimes
         .into_iter()
+        .zip(seats)
         .enumerate()
-        .map(|(index, (runtime, listener))| {
+        .map(|(index, ((runtime, listener), seat))| {
             let ended = WorkerEnded {
                 index,
                 report: ended_tx.clone(),
             };
-            spawn_worker(index, runtime, listener, shared.clone(), ended)
+            spawn_worker(seat, runtime, listener, shared.clone(), ended)
         })
         .collect();
     // The workers hold their own descriptors; this one, if kept, would wake the main
@@ -108,9 +113,9 @@ struct Worker {
     finished: oneshot::Receiver<()>,
 }
 
-/// Starts worker `index` on a thread of its own, serving `listener` on `runtime`.
+/// Starts the worker of `seat` on a thread of its own, serving `listener` on `runtime`.
 fn spawn_worker<H, F>(
-    index: usize,
+    seat: Seat,
     runtime: tokio::runtime::Runtime,
     listener: std::net::TcpListener,
     shared: Shared<H>,
@@ -120,6 +125,7 @@ where
     H: Fn(Request<UpstreamBody>, Peer) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
+    let index = seat.index;
     let (served_tx, served) = oneshot::channel::<()>();
     let (done, finished) = oneshot::channel::<()>();
     let spawned = std::thread::Builder::new()
@@ -136,6 +142,7 @@ where
                             shared.settings,
                             shared.handler,
                             shared.slots,
+                            Some(seat),
                             stopped,
                         )
                         .await
@@ -206,6 +213,69 @@ mod tests {
         crate::proxy::responses::plain(hyper::StatusCode::OK, "served\n")
     }
 
+    /// Answers with the name of the worker thread that serves the request.
+    async fn names_the_worker(_request: Request<UpstreamBody>) -> Response<ProxyBody> {
+        let name = std::thread::current().name().unwrap_or("?").to_owned();
+        crate::proxy::responses::plain(hyper::StatusCode::OK, &name)
+    }
+
+    fn settings(max_connections: usize) -> ServerSettings {
+        ServerSettings {
+            header_read_timeout: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(1),
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            max_connections,
+            // Two worker threads, as on a 2-core machine.
+            workers: 2,
+            http2_max_streams: 100,
+            tls: None,
+        }
+    }
+
+    /// A burst of keep-alive connections, opened all at once and held, ends up spread
+    /// over both workers (within the balance's margin), each served where it was placed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_of_connections_is_spread_over_the_workers() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve_with(
+            listener,
+            settings(1000),
+            |request, _peer| names_the_worker(request),
+            stop.clone().cancelled_owned(),
+        ));
+        let mut streams = Vec::new();
+        for _ in 0..64 {
+            streams.push(TcpStream::connect(addr).await.expect("connect"));
+        }
+        let mut served = std::collections::BTreeMap::<String, usize>::new();
+        for stream in &mut streams {
+            let request = "GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+            stream.write_all(request.as_bytes()).await.expect("send");
+            let mut reply = vec![0u8; 1024];
+            let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut reply))
+                .await
+                .expect("an answer in time")
+                .expect("read");
+            let reply = String::from_utf8_lossy(&reply[..read]).into_owned();
+            let worker = reply
+                .rsplit("\r\n\r\n")
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            assert!(worker.starts_with("proxy-worker-"), "{reply}");
+            *served.entry(worker).or_default() += 1;
+        }
+        let counts: Vec<usize> = served.values().copied().collect();
+        assert_eq!(counts.len(), 2, "both workers serve: {served:?}");
+        let (min, max) = (counts[0].min(counts[1]), counts[0].max(counts[1]));
+        assert!(max - min <= (min / 8).max(2) + 1, "spread: {served:?}");
+        stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+    }
+
     /// Sends one request and reads until the server closes (`Connection: close`).
     async fn exchange(addr: std::net::SocketAddr, path: &str) -> std::io::Result<String> {
         let mut stream = TcpStream::connect(addr).await?;
@@ -220,19 +290,9 @@ mod tests {
     async fn a_panic_while_serving_one_connection_ends_only_that_connection() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let settings = ServerSettings {
-            header_read_timeout: Duration::from_secs(5),
-            shutdown_timeout: Duration::from_secs(1),
-            max_header_bytes: 64 * 1024,
-            max_headers: 100,
-            // One slot: a connection whose task panicked must give it back, or no
-            // later connection is ever served.
-            max_connections: 1,
-            // Two worker threads, as on a 2-core machine.
-            workers: 2,
-            http2_max_streams: 100,
-            tls: None,
-        };
+        // One slot: a connection whose task panicked must give it back, or no later
+        // connection is ever served.
+        let settings = settings(1);
         let stop = CancellationToken::new();
         let server = tokio::spawn(serve_with(
             listener,
