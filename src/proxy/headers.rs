@@ -89,7 +89,7 @@ pub fn forwarded(headers: &HeaderMap, origin: ClientOrigin) -> Forwarded {
     let for_chain = match joined(headers, &X_FORWARDED_FOR) {
         Some(previous) => HeaderValue::from_str(&format!("{previous}, {}", origin.client_ip)).ok(),
         // The common case, without formatting machinery (it was 4% of a request).
-        None => ip_value(origin.client_ip),
+        None => LAST_CLIENT.with(|last| last.value(origin.client_ip, ip_value)),
     };
     let (scheme, default_port) = if origin.tls {
         ("https", 443)
@@ -105,7 +105,39 @@ pub fn forwarded(headers: &HeaderMap, origin: ClientOrigin) -> Forwarded {
         for_chain,
         proto: HeaderValue::from_static(scheme),
         host,
-        port: HeaderValue::from(port),
+        port: LAST_PORT
+            .with(|last| last.value(port, |port| Some(HeaderValue::from(port))))
+            .unwrap_or_else(|| HeaderValue::from(port)),
+    }
+}
+
+thread_local! {
+    /// The last client address and `X-Forwarded-Port` value written on this thread: a
+    /// keep-alive connection's requests, and most of a site's, repeat them, and a
+    /// shared copy costs no allocation, where a new value costs one.
+    static LAST_CLIENT: LastValue<IpAddr> = const { LastValue::new() };
+    static LAST_PORT: LastValue<u16> = const { LastValue::new() };
+}
+
+/// One key and its header value, remembered.
+struct LastValue<K>(std::cell::RefCell<Option<(K, HeaderValue)>>);
+
+impl<K: Copy + PartialEq> LastValue<K> {
+    const fn new() -> Self {
+        LastValue(std::cell::RefCell::new(None))
+    }
+
+    /// The value of `key`: the remembered one, or `make`'s (then remembered).
+    fn value(&self, key: K, make: impl FnOnce(K) -> Option<HeaderValue>) -> Option<HeaderValue> {
+        let mut last = self.0.borrow_mut();
+        if let Some((known, value)) = last.as_ref() {
+            if *known == key {
+                return Some(value.clone());
+            }
+        }
+        let value = make(key)?;
+        *last = Some((key, value.clone()));
+        Some(value)
     }
 }
 
@@ -189,6 +221,31 @@ fn host_port(host: &str) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_remembered_value_is_that_of_its_own_key() {
+        let last = LastValue::new();
+        let made = std::cell::Cell::new(0);
+        let make = |port: u16| {
+            made.set(made.get() + 1);
+            Some(HeaderValue::from(port))
+        };
+        assert_eq!(
+            last.value(8080, make),
+            Some(HeaderValue::from_static("8080"))
+        );
+        assert_eq!(
+            last.value(8080, make),
+            Some(HeaderValue::from_static("8080"))
+        );
+        assert_eq!(made.get(), 1, "made once for the same key");
+        assert_eq!(last.value(443, make), Some(HeaderValue::from_static("443")));
+        assert_eq!(
+            last.value(8080, make),
+            Some(HeaderValue::from_static("8080"))
+        );
+        assert_eq!(made.get(), 3);
+    }
 
     #[test]
     fn ip_values_read_as_the_address_does() {

@@ -321,6 +321,8 @@ async fn put_data<S: AsyncWrite + Unpin>(
 }
 
 /// Writes what `out` holds, then `data` (one vectored write where the socket takes it).
+/// `out` alone goes out with a plain write: on a socket that is `send(2)`, which costs
+/// the kernel less than `writev(2)` of a single buffer.
 async fn send<S: AsyncWrite + Unpin>(
     stream: &mut S,
     out: &mut BytesMut,
@@ -329,7 +331,7 @@ async fn send<S: AsyncWrite + Unpin>(
     match data {
         Some(data) => stream.write_all_buf(&mut (&mut *out).chain(data)).await?,
         None if out.is_empty() => return Ok(()),
-        None => stream.write_all_buf(out).await?,
+        None => stream.write_all(out).await?,
     }
     out.clear();
     stream.flush().await
