@@ -236,7 +236,11 @@ pub fn haproxy_config(spec: &ProxySpec) -> String {
          defaults\n    mode http\n    maxconn {maxconn}\n    option forwardfor\n\
          \x20   timeout connect 2s\n    timeout client 60s\n    timeout server 60s\n\
          \x20   timeout http-request 30s\n    timeout http-keep-alive 60s\n\n\
-         frontend jenkins_front\n    bind {listen}\n    default_backend jenkins\n\n\
+         frontend jenkins_front\n    bind {listen}\n\
+         \x20   http-request set-header X-Forwarded-Proto http\n\
+         \x20   http-request set-header X-Forwarded-Host %[req.hdr(host)]\n\
+         \x20   http-request set-header X-Forwarded-Port %[dst_port]\n\
+         \x20   default_backend jenkins\n\n\
          backend jenkins\n    option httpchk GET /login\n",
         workers = spec.workers,
         listen = spec.listen,
@@ -311,6 +315,8 @@ http {{
             proxy_set_header Host $http_host;
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $http_host;
+            proxy_set_header X-Forwarded-Port $server_port;
         }}
     }}
 }}

@@ -17,7 +17,7 @@ const SLOW_CLIENT_KIB: u64 = 2 * 1024;
 const CHUNK_DELAY_MS: f64 = 10.0;
 const RSS_UNDER_LOAD_KIB: u64 = 32 * 1024;
 
-const PEER_NOTES: &str = "- Configs (written to `target/bench/throughput/<proxy>/`): all three add X-Forwarded-For and keep upstream connections alive. HAProxy runs its defaults otherwise (`http-reuse safe`: a client connection's first request gets its own server connection, which is what makes it slow without client keep-alive); nginx has `keepalive 256` and `keepalive_requests 1000000` (its default of 1000 would close busy connections every few milliseconds).\n- Without keep-alive, \"upstream (direct)\" is no ceiling: there the upstream pays a TCP handshake per request, while a proxy keeps its upstream connections.\n";
+const PEER_NOTES: &str = "- Configs (written to `target/bench/throughput/<proxy>/`): all three set X-Forwarded-For, -Proto, -Host and -Port (what a Jenkins behind a reverse proxy needs to build its URLs; until 2026-11-30 HAProxy set only the first and nginx the first two, so the upstream, on the same cores, read a shorter head from them) and keep upstream connections alive. HAProxy runs its defaults otherwise (`http-reuse safe`: a client connection's first request gets its own server connection, which is what makes it slow without client keep-alive); nginx has `keepalive 256` and `keepalive_requests 1000000` (its default of 1000 would close busy connections every few milliseconds).\n- Without keep-alive, \"upstream (direct)\" is no ceiling: there the upstream pays a TCP handshake per request, while a proxy keeps its upstream connections.\n";
 
 /// Medians over the runs of one target in one scenario.
 #[derive(Debug, Clone, Copy)]
