@@ -277,7 +277,7 @@ async fn serve_client<S, H, F>(
     hyper_side: HyperSide,
     mut closing: watch::Receiver<()>,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: h1::ClientStream + Send + 'static,
     H: Fn(Request<UpstreamBody>, Peer) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<ProxyBody>> + Send + 'static,
 {

@@ -2,8 +2,8 @@
 //! body, upgrade or expectation (nearly every request a Jenkins master gets). Its head
 //! is parsed once, into the request the proxy forwards (the values share the bytes
 //! read), and the response is written straight to the client's socket: no second
-//! codec, no second reading by the framing guard, no buffers kept for an idle
-//! connection but the one it reads into.
+//! codec, no second reading by the framing guard, and no buffer held by a connection
+//! waiting for its next request (`buffers`: read buffers are lent per request).
 //!
 //! The first request that is anything else (a body, an upgrade, HTTP/1.0, HTTP/2, a
 //! head hyper refuses), and everything after it on that connection, goes to hyper's
@@ -16,7 +16,9 @@
 //! - `request`: the head read into a request, or left for hyper.
 //! - `response`: the response head, and how its body is framed.
 //! - `prefixed`: the connection handed to hyper with what was read of it.
+//! - `buffers`: the read buffers each worker lends its connections.
 
+mod buffers;
 mod prefixed;
 mod request;
 mod response;
@@ -34,6 +36,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
+pub use buffers::ClientStream;
 pub use prefixed::Prefixed;
 use request::{read_head, Common, Read};
 use response::{put_chunk_size, write_head, Framing, LAST_CHUNK};
@@ -41,8 +44,7 @@ use response::{put_chunk_size, write_head, Framing, LAST_CHUNK};
 use super::{responses, Peer, ProxyBody};
 use crate::upstream::UpstreamBody;
 
-/// The read buffer's size: a request head, and what a client pipelines after it.
-const READ_BUF: usize = 4 * 1024;
+use buffers::READ_BUF;
 /// A body frame up to this size is copied behind the head (one write for both);
 /// a larger one is written from where it lies.
 const COPY_MAX: usize = 16 * 1024;
@@ -80,11 +82,12 @@ pub async fn serve<S, H, F>(
     closing: &mut watch::Receiver<()>,
 ) -> Ended<S>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: ClientStream,
     H: Fn(Request<UpstreamBody>, Peer) -> F,
     F: Future<Output = Response<ProxyBody>>,
 {
-    let mut buf = BytesMut::with_capacity(READ_BUF);
+    // Lent by the worker's pool while a request is read (see `buffers`).
+    let mut buf = BytesMut::new();
     let mut out = BytesMut::new();
     let mut idle = pin!(tokio::time::sleep(limits.header_read_timeout));
     loop {
@@ -145,13 +148,25 @@ enum Next {
 }
 
 /// Reads until `buf` starts with a whole request head, within the `idle` deadline.
-async fn next_head<S: AsyncRead + Unpin>(
+async fn next_head<S: ClientStream>(
     stream: &mut S,
     buf: &mut BytesMut,
     limits: Limits,
     mut idle: Pin<&mut Sleep>,
     closing: &mut watch::Receiver<()>,
 ) -> Next {
+    if buf.is_empty() {
+        // Nothing of the next request yet: the buffer waits in the pool meanwhile.
+        buffers::give(std::mem::take(buf));
+        let ready = stream.ready_to_read();
+        if !matches!(
+            unless_idle(ready, idle.as_mut(), closing).await,
+            Some(Ok(()))
+        ) {
+            return Next::Closed;
+        }
+        *buf = buffers::take();
+    }
     loop {
         match read_head(buf, limits.max_headers, limits.max_header_bytes) {
             Read::Common(common) => return Next::Common(common),
@@ -160,19 +175,32 @@ async fn next_head<S: AsyncRead + Unpin>(
             Read::Partial => {}
         }
         make_room(buf);
-        tokio::select! {
-            biased;
-            read = stream.read_buf(buf) => match read {
-                Ok(0) | Err(_) => return Next::Closed,
-                Ok(_) => {}
-            },
-            () = idle.as_mut() => {
-                tracing::debug!("no request within header_read_timeout: closing");
-                return Next::Closed;
-            }
-            // Err: the accept loop is gone without a word; close as well.
-            _ = closing.changed() => return Next::Closed,
+        let read = stream.read_buf(buf);
+        if !matches!(
+            unless_idle(read, idle.as_mut(), closing).await,
+            Some(Ok(1..))
+        ) {
+            return Next::Closed;
         }
+    }
+}
+
+/// `io`'s outcome, unless the connection's `idle` deadline passes or the proxy shuts
+/// down first.
+async fn unless_idle<T>(
+    io: impl Future<Output = std::io::Result<T>>,
+    idle: Pin<&mut Sleep>,
+    closing: &mut watch::Receiver<()>,
+) -> Option<std::io::Result<T>> {
+    tokio::select! {
+        biased;
+        outcome = io => Some(outcome),
+        () = idle => {
+            tracing::debug!("no request within header_read_timeout: closing");
+            None
+        }
+        // Err: the accept loop is gone without a word; close as well.
+        _ = closing.changed() => None,
     }
 }
 
