@@ -12,7 +12,7 @@ use hyper::{Method, Request, Response, Uri, Version};
 use super::access::AccessEntry;
 use super::exchange::{Exchange, Replay, Upgrade};
 use super::headers::{forwarded, strip_hop_by_hop, ClientOrigin, Forwarded};
-use super::send::{send_with_retries, ServedBy};
+use super::send::send_with_retries;
 use super::{affinity, responses, session, upgrade, Peer, ProxyBody, ProxyContext};
 use crate::upstream::UpstreamBody;
 
@@ -68,11 +68,7 @@ pub async fn forward(
     });
     let request = Request::from_parts(parts, body);
     let started = std::time::Instant::now();
-    let mut response = send_with_retries(ctx, request, exchange).await;
-    let master = response
-        .extensions()
-        .get::<ServedBy>()
-        .map(|s| Arc::clone(&s.0));
+    let (mut response, master) = send_with_retries(ctx, request, exchange).await;
     if let (Some(sticky), Some(master)) = (&sticky, &master) {
         sticky.stick(&mut response, master);
     }

@@ -24,10 +24,10 @@ use super::{jnlp, responses, upgrade, ProxyBody, ProxyContext};
 use crate::control::routing::{InFlight, Master, Snapshot};
 use crate::upstream::{ConnectError, RawError, UpstreamBody};
 
-/// Which master answered (or failed) a request; a response extension read by metrics
-/// and the access log.
-#[derive(Debug, Clone)]
-pub struct ServedBy(pub Arc<Master>);
+/// A response to the client, and the master that made it (None: the proxy answered
+/// itself), for metrics, the access log and the affinity cookie. (Returned beside the
+/// response rather than in its extensions: that map costs two allocations.)
+pub(super) type Answered = (Response<ProxyBody>, Option<Arc<Master>>);
 
 /// Why an attempt failed, for the log and the client's error page.
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +74,7 @@ pub(super) async fn send_with_retries(
     ctx: &ProxyContext,
     mut request: Request<UpstreamBody>,
     exchange: Exchange,
-) -> Response<ProxyBody> {
+) -> Answered {
     let mut sending = Sending {
         exchange,
         snapshot: ctx.routing.current(),
@@ -99,22 +99,25 @@ pub(super) async fn send_with_retries(
                     sending.snapshot = next;
                     continue;
                 }
-                None => return responses::unavailable(&sending.exchange.settings.retry_after),
+                None => {
+                    let retry_after = &sending.exchange.settings.retry_after;
+                    return (responses::unavailable(retry_after), None);
+                }
             }
         };
         if let Some(refusal) = sending
             .exchange
             .check_cli_session(&ctx.cli_sessions, &master)
         {
-            return refusal;
+            return (refusal, None);
         }
         let failed = match sending.attempt(ctx, &master, request).await {
-            Ok(response) => return response,
+            Ok(response) => return (response, Some(master)),
             Err(failed) => failed,
         };
         request = match Box::pin(sending.recover(ctx, &master, failed)).await {
             Ok(next) => next,
-            Err(answer) => return answer,
+            Err(answer) => return (answer, None),
         };
     }
 }
@@ -426,9 +429,6 @@ fn respond(
         let host = exchange.request_host.as_ref().and_then(|h| h.to_str().ok());
         jnlp::rewrite(response.headers_mut(), &settings.advertised, host);
     }
-    response
-        .extensions_mut()
-        .insert(ServedBy(Arc::clone(master)));
     let idle_timeout = settings.response_idle_timeout;
     response.map(|body| Either::Left(Streamed::new(body, idle_timeout, returner)))
 }

@@ -42,7 +42,17 @@ pub fn write_head<B: Body>(
     out.put_u8(b' ');
     out.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.put_slice(b"\r\n");
+    // Content-Length and Date are noted on the way (no hashed lookups afterwards).
+    let (mut stated, mut dated) = (None, false);
     for (name, value) in headers {
+        if name == CONTENT_LENGTH {
+            stated = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok());
+        } else if name == DATE {
+            dated = true;
+        }
         out.put_slice(name.as_str().as_bytes());
         out.put_slice(b": ");
         out.put_slice(value.as_bytes());
@@ -52,10 +62,6 @@ pub fn write_head<B: Body>(
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    let stated = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.trim().parse::<u64>().ok());
     let framing = match (no_body, stated, response.body().size_hint().exact()) {
         (true, _, _) => Framing::Empty,
         (false, Some(length), _) => Framing::Length(length),
@@ -69,7 +75,7 @@ pub fn write_head<B: Body>(
             Framing::Chunked
         }
     };
-    if !headers.contains_key(DATE) {
+    if !dated {
         out.put_slice(b"date: ");
         put_date(out);
         out.put_slice(b"\r\n");
