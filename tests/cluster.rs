@@ -467,10 +467,14 @@ async fn pools_on_one_etcd_are_apart_and_a_different_master_list_cannot_join() {
     })
     .await;
     for index in 0..2 {
-        // Each instance sees the other once its view is renewed (a lease period).
-        wait_until("both instances in the view", || async {
+        // Each instance sees the other once its view is renewed (a lease period); one
+        // that registered behind the pointer holds everyone's routing until it has
+        // acknowledged it (seen in CI: active null, routing false, one instance at
+        // acknowledged_epoch 0).
+        wait_until("both instances in the view, routing", || async {
             pool.status(index).await.is_some_and(|status| {
                 status["cluster"]["instances"].as_array().map(Vec::len) == Some(2)
+                    && status["cluster"]["routing"] == true
             })
         })
         .await;
