@@ -258,8 +258,8 @@ impl Connection {
                     return;
                 };
                 if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                    let stream = h1::Prefixed::new(Bytes::new(), stream);
-                    Box::pin(hyper_side.serve(stream, peer, handler, closing)).await;
+                    let serving = hyper_side.serve(stream, Bytes::new(), peer, handler, closing);
+                    Box::pin(serving).await;
                 } else {
                     serve_client(stream, peer, handler, hyper_side, closing).await;
                 }
@@ -285,8 +285,8 @@ async fn serve_client<S, H, F>(
     match h1::serve(stream, peer, &handler, limits, &mut closing).await {
         h1::Ended::Closed => {}
         // Boxed: the common connection never needs hyper's state in its task.
-        h1::Ended::HandOff(stream) => {
-            Box::pin(hyper_side.serve(stream, peer, handler, closing)).await;
+        h1::Ended::HandOff { stream, read } => {
+            Box::pin(hyper_side.serve(stream, read, peer, handler, closing)).await;
         }
     }
 }
@@ -301,7 +301,8 @@ struct HyperSide {
 impl HyperSide {
     async fn serve<S, H, F>(
         self,
-        stream: h1::Prefixed<S>,
+        stream: S,
+        already_read: Bytes,
         peer: Peer,
         handler: H,
         closing: watch::Receiver<()>,
@@ -334,7 +335,8 @@ impl HyperSide {
             }
         });
         let scanner = framing::Scanner::new(self.limits.max_header_bytes, max_headers);
-        let stream = framing::FramingGuard::new(stream, scanner, Arc::clone(&findings));
+        let guarded = Arc::clone(&findings);
+        let stream = framing::FramingGuard::new(stream, already_read, scanner, guarded);
         let connection = self
             .builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service);

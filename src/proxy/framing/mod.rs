@@ -29,6 +29,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::task::{ready, Context, Poll};
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 mod scanner;
@@ -130,17 +131,26 @@ impl Findings {
     }
 }
 
-/// The client's socket, with every byte read also given to a [`Scanner`].
+/// The client's socket, with every byte read also given to a [`Scanner`]. Bytes our
+/// own HTTP/1 server read before it handed the connection over (`super::h1`) are read
+/// first, and scanned as any others.
 pub struct FramingGuard<S> {
     inner: S,
+    already_read: Bytes,
     scanner: Scanner,
     findings: std::sync::Arc<Findings>,
 }
 
 impl<S> FramingGuard<S> {
-    pub fn new(inner: S, scanner: Scanner, findings: std::sync::Arc<Findings>) -> Self {
+    pub fn new(
+        inner: S,
+        already_read: Bytes,
+        scanner: Scanner,
+        findings: std::sync::Arc<Findings>,
+    ) -> Self {
         FramingGuard {
             inner,
+            already_read,
             scanner,
             findings,
         }
@@ -155,7 +165,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for FramingGuard<S> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
-        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        if this.already_read.is_empty() {
+            ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        } else {
+            let len = this.already_read.len().min(buf.remaining());
+            buf.put_slice(&this.already_read.split_to(len));
+        }
         if let Some(refused) = this.scanner.feed(&buf.filled()[before..]) {
             this.findings.record(refused);
         }
@@ -191,5 +206,38 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for FramingGuard<S> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// What our own server read before the hand-over is read first, and scanned: a
+    /// head refused there is found as if it had come from the socket.
+    #[tokio::test]
+    async fn bytes_read_before_the_hand_over_come_first_and_are_scanned() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        client.write_all(b"rest").await.unwrap();
+        drop(client);
+        let findings = std::sync::Arc::new(Findings::default());
+        let already = "GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n";
+        let mut guard = FramingGuard::new(
+            server,
+            Bytes::from_static(already.as_bytes()),
+            Scanner::new(64 * 1024, 100),
+            std::sync::Arc::clone(&findings),
+        );
+        let mut small = [0u8; 10];
+        guard.read_exact(&mut small).await.unwrap();
+        assert_eq!(&small, b"GET / HTTP");
+        let mut rest = String::new();
+        guard.read_to_string(&mut rest).await.unwrap();
+        assert_eq!(format!("GET / HTTP{rest}"), format!("{already}rest"));
+        assert_eq!(
+            findings.next_request(),
+            Some(Refusal::RepeatedContentLength)
+        );
     }
 }

@@ -7,7 +7,7 @@
 //!
 //! The first request that is anything else (a body, an upgrade, HTTP/1.0, HTTP/2, a
 //! head hyper refuses), and everything after it on that connection, goes to hyper's
-//! server as before, with the bytes already read handed over unread ([`Prefixed`]),
+//! server as before, with the bytes already read handed over unread,
 //! and the framing guard reading them from the start of that request. So everything
 //! hyper judged before (the smuggling refusals, 400 and 431, h2c, upgrades, bodies) it
 //! still judges; this server only ever sees heads without a body.
@@ -15,11 +15,9 @@
 //! - this file: one connection's loop, request after request.
 //! - `request`: the head read into a request, or left for hyper.
 //! - `response`: the response head, and how its body is framed.
-//! - `prefixed`: the connection handed to hyper with what was read of it.
 //! - `buffers`: the read buffers each worker lends its connections.
 
 mod buffers;
-mod prefixed;
 mod request;
 mod response;
 
@@ -37,7 +35,6 @@ use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
 pub use buffers::ClientStream;
-pub use prefixed::Prefixed;
 use request::{read_head, Common, Read};
 use response::{put_chunk_size, write_head, Framing, LAST_CHUNK};
 
@@ -68,7 +65,8 @@ pub enum Ended<S> {
     /// It is closed (or the proxy is shutting down, or the client left).
     Closed,
     /// A request for hyper's server came: it takes the connection from that request on.
-    HandOff(Prefixed<S>),
+    /// `read`: the bytes read of it so far, from the start of that request.
+    HandOff { stream: S, read: Bytes },
 }
 
 /// Serves common requests on `stream` until it closes or a request for hyper comes.
@@ -94,7 +92,10 @@ where
         let next = next_head(&mut stream, &mut buf, limits, idle.as_mut(), closing).await;
         let Common { request, close } = match next {
             Next::Common(common) => common,
-            Next::HandOff => return Ended::HandOff(Prefixed::new(buf.freeze(), stream)),
+            Next::HandOff => {
+                let read = buf.freeze();
+                return Ended::HandOff { stream, read };
+            }
             Next::Invalid(why) => {
                 tracing::debug!(client = %peer.client, "refused a request head: {why}");
                 let refusal = responses::plain(
