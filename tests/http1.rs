@@ -66,6 +66,14 @@ impl Client {
         }
     }
 
+    /// A new connection that has sent `request` and read its answer.
+    async fn exchange(proxy: SocketAddr, request: &[u8]) -> (Client, Answer) {
+        let mut client = Client::connect(proxy).await;
+        client.write(request).await;
+        let answer = client.answer(false).await;
+        (client, answer)
+    }
+
     async fn write(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).await.expect("write");
     }
@@ -257,11 +265,8 @@ async fn a_connection_handed_to_hyper_mid_way_is_served_to_its_end() {
 #[tokio::test]
 async fn connection_close_is_said_back_and_done() {
     let (_a, daemon) = one_master(None).await;
-    let mut client = Client::connect(daemon.proxy).await;
-    client
-        .write(b"GET /bye HTTP/1.1\r\nHost: proxy\r\nConnection: close\r\n\r\n")
-        .await;
-    let answer = client.answer(false).await;
+    let request = b"GET /bye HTTP/1.1\r\nHost: proxy\r\nConnection: close\r\n\r\n";
+    let (mut client, answer) = Client::exchange(daemon.proxy, request).await;
     assert_eq!(answer.status, 200);
     assert_eq!(answer.header("connection"), Some("close"), "{answer:?}");
     client.closed().await;
@@ -270,19 +275,13 @@ async fn connection_close_is_said_back_and_done() {
 #[tokio::test]
 async fn a_request_without_host_and_an_unreadable_head_are_refused() {
     let (_a, daemon) = one_master(None).await;
-    let mut client = Client::connect(daemon.proxy).await;
-    client
-        .write(b"GET /no-host HTTP/1.1\r\nAccept: */*\r\n\r\n")
-        .await;
-    let refused = client.answer(false).await;
+    let no_host = b"GET /no-host HTTP/1.1\r\nAccept: */*\r\n\r\n";
+    let (_, refused) = Client::exchange(daemon.proxy, no_host).await;
     assert_eq!(refused.status, 400);
     assert!(refused.text().contains("no Host header"), "{refused:?}");
 
-    let mut client = Client::connect(daemon.proxy).await;
-    client
-        .write(b"GET /a b HTTP/1.1\r\nHost: proxy\r\n\r\n")
-        .await;
-    let refused = client.answer(false).await;
+    let unreadable = b"GET /a b HTTP/1.1\r\nHost: proxy\r\n\r\n";
+    let (mut client, refused) = Client::exchange(daemon.proxy, unreadable).await;
     assert_eq!(refused.status, 400, "{refused:?}");
     client.closed().await;
 }
