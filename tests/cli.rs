@@ -97,6 +97,18 @@ fn lines_of<R: tokio::io::AsyncRead + Unpin + Send + 'static>(output: R) -> Line
 }
 
 /// Waits (with the deadline) for a line containing `needle`; returns it.
+/// What `jenkins-ha-proxy status --admin http://ADMIN` prints; it must succeed.
+async fn status_table(admin: SocketAddr) -> String {
+    let status = tokio::process::Command::new(BIN)
+        .args(["status", "--admin", &format!("http://{admin}")])
+        .output()
+        .await
+        .expect("status");
+    let table = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(status.status.success(), "{table}");
+    table
+}
+
 async fn wait_line(lines: &mut Lines, needle: &str) -> String {
     let found = tokio::time::timeout(DEADLINE, async {
         while let Ok(Some(line)) = lines.next_line().await {
@@ -230,13 +242,7 @@ async fn the_demo_fails_over_on_kill_and_status_explains_why() {
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.master(), Some("master-b"));
 
-    let status = tokio::process::Command::new(BIN)
-        .args(["status", "--admin", &format!("http://{admin}")])
-        .output()
-        .await
-        .expect("status");
-    let table = String::from_utf8_lossy(&status.stdout);
-    assert!(status.status.success(), "{table}");
+    let table = status_table(admin).await;
     assert!(table.contains("active master: master-b"), "{table}");
     assert!(
         table.contains("master-a -> master-b: master-a down"),
@@ -466,13 +472,7 @@ async fn the_active_active_demo_places_new_sessions_by_load_and_status_shows_it(
     wait_line(&mut stdout, "master-b now reports 9 builds").await;
     wait_for_answers(proxy, "master-c", "master-c answers new sessions").await;
 
-    let status = tokio::process::Command::new(BIN)
-        .args(["status", "--admin", &format!("http://{admin}")])
-        .output()
-        .await
-        .expect("status");
-    let table = String::from_utf8_lossy(&status.stdout);
-    assert!(status.status.success(), "{table}");
+    let table = status_table(admin).await;
     assert!(table.starts_with("mode: active-active"), "{table}");
     assert!(table.contains("REPLICA"), "{table}");
     let row = |name: &str| {
