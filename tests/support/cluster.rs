@@ -159,6 +159,29 @@ impl Pool {
         }
     }
 
+    /// Waits until the pool has formed: every running instance sees all of them in
+    /// its view and routes to `master`. (Right after start, an instance that
+    /// registered before the first pointer holds everyone's routing until it has
+    /// acknowledged it, and the others learn of it at different moments: routing can
+    /// pause for a few milliseconds after `wait_routing` saw it on.)
+    pub async fn wait_formed(&self, master: &str) {
+        let running = self.instances.iter().filter(|i| i.is_some()).count();
+        for index in 0..self.instances.len() {
+            if self.instances[index].is_none() {
+                continue;
+            }
+            let what = format!("proxy-{index} to see {running} instances and route to {master}");
+            wait_until(&what, || async {
+                self.status(index).await.is_some_and(|s| {
+                    s["active"] == master
+                        && s["cluster"]["routing"] == true
+                        && s["cluster"]["instances"].as_array().map(Vec::len) == Some(running)
+                })
+            })
+            .await;
+        }
+    }
+
     /// SIGKILLs instance `index`.
     pub fn kill(&mut self, index: usize) {
         if let Some(daemon) = self.instances[index].take() {
