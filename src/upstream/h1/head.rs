@@ -266,42 +266,54 @@ mod tests {
     #[test]
     fn bodies_are_framed_as_rfc_9112_says() {
         let ok = "HTTP/1.1 200 OK\r\n";
-        assert_eq!(
-            framed(&format!("{ok}content-length: 5\r\n\r\n")),
-            (Framing::Length(5), true)
-        );
-        assert_eq!(
-            framed(&format!("{ok}content-length: 0\r\n\r\n")),
-            (Framing::Empty, true)
-        );
-        assert_eq!(
-            framed(&format!("{ok}content-length: 7, 7\r\n\r\n")),
-            (Framing::Length(7), true)
-        );
-        assert_eq!(
-            framed(&format!("{ok}transfer-encoding: chunked\r\n\r\n")),
-            (Framing::Chunked, true)
-        );
-        assert_eq!(
-            framed(&format!("{ok}transfer-encoding: gzip\r\n\r\n")),
-            (Framing::UntilClose, false)
-        );
-        assert_eq!(framed(&format!("{ok}\r\n")), (Framing::UntilClose, false));
-        // Both lengths: read by the chunks, and the connection closed after.
-        assert_eq!(
-            framed(&format!(
-                "{ok}transfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n"
-            )),
-            (Framing::Chunked, false)
-        );
-        assert_eq!(
-            framed("HTTP/1.1 204 No Content\r\n\r\n"),
-            (Framing::Empty, true)
-        );
-        assert_eq!(
-            framed("HTTP/1.1 304 Not Modified\r\ncontent-length: 9\r\n\r\n"),
-            (Framing::Empty, true)
-        );
+        // (head, framing, keep-alive)
+        let cases = [
+            (
+                format!("{ok}content-length: 5\r\n\r\n"),
+                Framing::Length(5),
+                true,
+            ),
+            (
+                format!("{ok}content-length: 0\r\n\r\n"),
+                Framing::Empty,
+                true,
+            ),
+            (
+                format!("{ok}content-length: 7, 7\r\n\r\n"),
+                Framing::Length(7),
+                true,
+            ),
+            (
+                format!("{ok}transfer-encoding: chunked\r\n\r\n"),
+                Framing::Chunked,
+                true,
+            ),
+            (
+                format!("{ok}transfer-encoding: gzip\r\n\r\n"),
+                Framing::UntilClose,
+                false,
+            ),
+            (format!("{ok}\r\n"), Framing::UntilClose, false),
+            // Both lengths: read by the chunks, and the connection closed after.
+            (
+                format!("{ok}transfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n"),
+                Framing::Chunked,
+                false,
+            ),
+            (
+                "HTTP/1.1 204 No Content\r\n\r\n".to_owned(),
+                Framing::Empty,
+                true,
+            ),
+            (
+                "HTTP/1.1 304 Not Modified\r\ncontent-length: 9\r\n\r\n".to_owned(),
+                Framing::Empty,
+                true,
+            ),
+        ];
+        for (head, framing, keep_alive) in cases {
+            assert_eq!(framed(&head), (framing, keep_alive), "{head:?}");
+        }
         let head = parse(&format!("{ok}content-length: 9\r\n\r\n"), true)
             .expect("valid")
             .expect("complete");
