@@ -62,12 +62,8 @@ impl Balance {
 
     /// The worker that should serve a connection `accepted_by` took (see [`place`]).
     pub fn place(&self, accepted_by: usize) -> usize {
-        let open: Vec<usize> = self
-            .open
-            .iter()
-            .map(|count| count.load(Ordering::Relaxed))
-            .collect();
-        place(&open, accepted_by)
+        let open = self.open.iter().map(|count| count.load(Ordering::Relaxed));
+        place(open, accepted_by)
     }
 
     /// Counts a connection on `worker` until the returned guard is dropped.
@@ -107,11 +103,22 @@ impl Drop for Counted {
 /// Where a new connection goes, given each worker's open connections: to the worker
 /// that accepted it, unless that one serves more than the least busy worker plus a
 /// margin (2, or an eighth of the least busy one's count); then to the least busy.
-pub fn place(open: &[usize], accepted_by: usize) -> usize {
-    let Some((least, &fewest)) = open.iter().enumerate().min_by_key(|(_, count)| **count) else {
+/// (One pass over the counts: this runs for every accepted connection.)
+pub fn place(open: impl IntoIterator<Item = usize>, accepted_by: usize) -> usize {
+    let mut own = 0;
+    let mut least: Option<(usize, usize)> = None;
+    for (worker, count) in open.into_iter().enumerate() {
+        if worker == accepted_by {
+            own = count;
+        }
+        match least {
+            Some((_, fewest)) if fewest <= count => {}
+            _ => least = Some((worker, count)),
+        }
+    }
+    let Some((least, fewest)) = least else {
         return accepted_by;
     };
-    let own = open.get(accepted_by).copied().unwrap_or(0);
     if own > fewest + (fewest / 8).max(2) {
         least
     } else {
@@ -128,7 +135,7 @@ mod tests {
         for open in [[0, 0], [2, 0], [0, 2], [32, 30], [36, 32], [100, 88]] {
             for accepted_by in 0..2 {
                 if open[accepted_by] <= open[1 - accepted_by] + (open[1 - accepted_by] / 8).max(2) {
-                    assert_eq!(place(&open, accepted_by), accepted_by, "{open:?}");
+                    assert_eq!(place(open, accepted_by), accepted_by, "{open:?}");
                 }
             }
         }
@@ -136,12 +143,12 @@ mod tests {
 
     #[test]
     fn a_busier_worker_hands_to_the_least_busy() {
-        assert_eq!(place(&[3, 0], 0), 1);
-        assert_eq!(place(&[37, 32], 0), 1);
-        assert_eq!(place(&[10, 40, 4], 1), 2);
-        assert_eq!(place(&[4, 40, 10], 1), 0);
+        assert_eq!(place([3, 0], 0), 1);
+        assert_eq!(place([37, 32], 0), 1);
+        assert_eq!(place([10, 40, 4], 1), 2);
+        assert_eq!(place([4, 40, 10], 1), 0);
         // The one that accepted is the least busy: it keeps the connection.
-        assert_eq!(place(&[0, 40, 10], 0), 0);
+        assert_eq!(place([0, 40, 10], 0), 0);
     }
 
     /// Connections arriving all at once at one worker end up spread evenly.
@@ -150,7 +157,7 @@ mod tests {
         for workers in 1..=4 {
             let mut open = vec![0usize; workers];
             for _ in 0..256 {
-                let placed = place(&open, 0);
+                let placed = place(open.iter().copied(), 0);
                 open[placed] += 1;
             }
             let (min, max) = (open.iter().min(), open.iter().max());
